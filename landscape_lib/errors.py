@@ -1,0 +1,24 @@
+"""Errors a user can cause. The CLI prints them as one line and exits 2; nothing is written."""
+
+
+class LandscapeError(Exception):
+    """Base class for user-facing errors (bad names, bad files, missing data...)."""
+
+
+class UnknownNameError(LandscapeError, KeyError):
+    """A registry lookup with a name that is not registered."""
+
+    def __str__(self):  # KeyError would quote the message
+        return self.args[0] if self.args else ""
+
+
+class ConfigError(LandscapeError, ValueError):
+    """A malformed config, override or grid file."""
+
+
+class DatasetUnavailable(LandscapeError):
+    """A data set that is not on disk and cannot be downloaded."""
+
+
+class StoreError(LandscapeError):
+    """The store cannot be read or written (path, permissions, corruption)."""
