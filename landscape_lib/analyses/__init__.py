@@ -1,0 +1,1 @@
+"""Analyses of trained models, weight trajectories and loss-surface grids."""
