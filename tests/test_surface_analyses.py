@@ -19,7 +19,7 @@ from landscape_lib.errors import ConfigError, UnknownNameError
 
 def grid(lo=-4.0, hi=4.0, n=81):
     xs = np.linspace(lo, hi, n)
-    return xs, np.meshgrid(xs, xs, indexing="ij")
+    return xs, np.meshgrid(xs, xs)  # Z[j, i] at (xs[i], ys[j])
 
 
 def well(X, Y, x0, y0, depth, s=0.5):
@@ -88,8 +88,8 @@ def test_two_basins_give_two_components_with_their_depths():
     diagram = sublevel_persistence(Z)
     basins = diagram[(diagram.dim == 0) & (diagram.lifetime > 1e-9)]
     assert len(basins) == 2
-    deep, shallow = np.unravel_index(np.argmin(Z), Z.shape), (60, 40)  # centres at x=-2, x=2
-    assert np.isclose(Z[deep], Z.min()) and Z[shallow] == Z[55:66, 35:46].min()
+    deep, shallow = np.unravel_index(np.argmin(Z), Z.shape), (40, 60)  # centres at x=-2, x=2
+    assert np.isclose(Z[deep], Z.min()) and Z[shallow] == Z[35:46, 55:66].min()
     expected = sorted([Z.max() - Z.min(), merge_height(Z, shallow, deep) - Z[shallow]])
     np.testing.assert_allclose(sorted(basins.lifetime), expected, atol=1e-12)
     assert basins.lifetime.max() == pytest.approx(1.0, abs=1e-6)
@@ -126,7 +126,7 @@ def test_bottleneck_distance_of_known_diagrams():
                                    dict(A=0.7, x0=-1.0, y0=0.2, s1=0.5, s2=0.9, offset=-0.3)])
 def test_gaussian_fit_recovers_known_parameters(truth):
     xs, ys = np.linspace(-3, 3, 41), np.linspace(-2, 4, 35)
-    X, Y = np.meshgrid(xs, ys, indexing="ij")
+    X, Y = np.meshgrid(xs, ys)  # Z[j, i] at (xs[i], ys[j]), as surface_2d writes it
     Z = gaussian((X, Y), **truth)
     Z[3, 4] = np.nan  # a diverged grid point is ignored
     fit = fit_gaussian(xs, ys, Z)
@@ -142,10 +142,10 @@ def test_gaussian_fit_recovers_known_parameters(truth):
 
 def test_gaussian_fit_r2_drops_on_a_non_gaussian_surface_and_shapes_are_checked():
     xs = np.linspace(-2, 2, 21)
-    X, Y = np.meshgrid(xs, xs, indexing="ij")
+    X, Y = np.meshgrid(xs, xs)
     assert fit_gaussian(xs, xs, X ** 2 - Y ** 2)["r2"] < 0.9
     with pytest.raises(ConfigError):
-        fit_gaussian(xs, xs[:-1], X)
+        fit_gaussian(xs[:-1], xs, X)
 
 
 # --- optimizer paths --------------------------------------------------------------------------
@@ -163,8 +163,8 @@ def test_surfaces_have_their_known_minima_and_grid_convention():
     assert at("rosenbrock", 1.0, 1.0) == 0.0 and at("rosenbrock", 0.0, 0.0) == 1.0
     assert at("saddle", 2.0, 3.0) == -5.0 and at("bowl", 1.0, 1.0) == 5.0
     assert at("gaussian_well", 0.0, 0.0) == -1.0
-    xs, ys, Z = surface_grid("saddle", n=5)
-    np.testing.assert_allclose(Z, xs[:, None] ** 2 - ys[None, :] ** 2)
+    xs, ys, Z = surface_grid("saddle", xlim=(-2, 2), ylim=(0, 1), n=5)
+    np.testing.assert_allclose(Z, xs[None, :] ** 2 - ys[:, None] ** 2)  # Z[j, i] at (xs[i], ys[j])
     with pytest.raises(UnknownNameError):
         SURFACES.get("himmelblow")
 

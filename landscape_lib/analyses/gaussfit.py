@@ -3,7 +3,8 @@
     z = A exp(-((x - x0)^2 / (2 s1^2) + (y - y0)^2 / (2 s2^2))) + offset
 
 A loss basin has A < 0 (a well below the offset), a bump A > 0; the initial guess reads the sign
-from the grid, so both fit. Grids follow the surface convention Z[i, j] = z(xs[i], ys[j]).
+from the grid, so both fit. Grids follow the surface convention of `surface.surface_2d`:
+Z has shape (len(ys), len(xs)) and Z[j, i] = z(xs[i], ys[j]) (row = y, column = x).
 """
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ def gaussian(xy, A, x0, y0, s1, s2, offset):
 
 def _grid(xs, ys, Z):
     xs, ys, Z = (np.asarray(a, dtype=float) for a in (xs, ys, Z))
-    if xs.ndim != 1 or ys.ndim != 1 or Z.shape != (xs.size, ys.size):
-        raise ConfigError(f"Z must have shape (len(xs), len(ys)) = ({xs.size}, {ys.size}) with "
-                          f"Z[i, j] at (xs[i], ys[j]); got {Z.shape}")
-    X, Y = np.meshgrid(xs, ys, indexing="ij")
+    if xs.ndim != 1 or ys.ndim != 1 or Z.shape != (ys.size, xs.size):
+        raise ConfigError(f"Z must have shape (len(ys), len(xs)) = ({ys.size}, {xs.size}) with "
+                          f"Z[j, i] at (xs[i], ys[j]); got {Z.shape}")
+    X, Y = np.meshgrid(xs, ys)  # (ny, nx), like Z
     keep = np.isfinite(Z)  # diverged grid points carry no shape information
     if keep.sum() < len(PARAMS) + 1:
         raise ConfigError(f"only {keep.sum()} finite grid values; a Gaussian fit needs at least "

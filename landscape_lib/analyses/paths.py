@@ -3,7 +3,7 @@
 
 Surfaces are torch functions f(xy) with xy of shape (..., 2) returning shape (...), so one
 function serves both a single point (the optimised parameter) and a whole grid (contours).
-Grids follow the surface convention Z[i, j] = f(xs[i], ys[j]).
+Grids follow the convention of `surface.surface_2d`: Z[j, i] = f(xs[i], ys[j]) (row = y).
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def resolve_surface(surface) -> tuple[str, Callable, dict]:
 
 
 def surface_grid(surface, xlim=None, ylim=None, n: int = 101):
-    """(xs, ys, Z) of a surface on an n x n grid, evaluated in one batch; Z[i, j] = f(xs[i], ys[j])."""
+    """(xs, ys, Z) on an n x n grid, evaluated in one batch; Z[j, i] = f(xs[i], ys[j])."""
     _, f, meta = resolve_surface(surface)
     xlim, ylim = xlim or meta.get("xlim"), ylim or meta.get("ylim")
     if xlim is None or ylim is None:
@@ -76,7 +76,7 @@ def surface_grid(surface, xlim=None, ylim=None, n: int = 101):
     xs = torch.linspace(*map(float, xlim), n, dtype=torch.float64)
     ys = torch.linspace(*map(float, ylim), n, dtype=torch.float64)
     with torch.no_grad():
-        Z = f(torch.stack(torch.meshgrid(xs, ys, indexing="ij"), dim=-1))
+        Z = f(torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1))
     return xs.numpy(), ys.numpy(), Z.numpy()
 
 
