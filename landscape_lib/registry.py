@@ -20,8 +20,9 @@ class Entry:
 
     @property
     def doc(self) -> str:
-        """First paragraph of the object's docstring, for listings."""
-        text = (getattr(self.obj, "__doc__", None) or "").strip()
+        """A one-line description for listings: `description`, else the docstring's first part."""
+        text = (getattr(self.obj, "description", None) or getattr(self.obj, "__doc__", None)
+                or "").strip()
         return text.split("\n\n")[0].replace("\n", " ") if text else ""
 
 

@@ -1,0 +1,54 @@
+# landscape: `make demo` (install, train the quick grid, open the dashboard), `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
+GRID   ?= runs/grid.toml
+QUICK  := runs/quick.toml
+JOBS   ?= auto
+EPOCHS ?=
+PORT   ?= 8501
+TRAIN_FLAGS = $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(STORE),--store $(STORE))
+
+.PHONY: install demo quick train-all analyze-all dashboard test browser bench clean-store
+
+install: $(STAMP)
+
+# The venv is (re)built only when requirements.txt changes: re-running is a no-op.
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+quick: install
+	$(BIN)/python -m landscape_lib train-all $(QUICK) -j 2 $(if $(STORE),--store $(STORE))
+
+demo: quick
+	$(BIN)/python -m streamlit run dashboard/app.py --server.port $(PORT)
+
+train-all: install
+	$(BIN)/python -m landscape_lib train-all $(GRID) -j $(JOBS) $(TRAIN_FLAGS)
+
+analyze-all: install
+	$(BIN)/python -m landscape_lib analyze-all $(GRID) $(TRAIN_FLAGS)
+
+dashboard: install
+	$(BIN)/python -m streamlit run dashboard/app.py --server.port $(PORT)
+
+# Debian's Chromium for the browser test (skipped with a reason where it cannot be installed).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium not installed: the browser test will be skipped"
+
+test: install browser
+	$(BIN)/python -m pytest -q -n 2 --timeout 600 tests
+
+bench: install
+	$(BIN)/python bench/bench_hessian.py --quick
+	$(BIN)/python bench/bench_surface.py --quick
+	$(BIN)/python bench/bench_training.py --quick
+	$(BIN)/python bench/bench_dashboard.py --runs 200 --epochs 50
+
+clean-store:
+	rm -rf runs/store

@@ -1,0 +1,96 @@
+"""`python -m landscape_lib COMMAND ...`: train, train-all, list, runs, export, analyze.
+
+User errors (unknown names, bad files, missing data, unwritable store) print one line starting
+with `error:` and exit with status 2, before anything is written.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import LandscapeError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", help="store folder (default: $LANDSCAPE_STORE or runs/store)")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    _store_args(p)
+    p.add_argument("--data-root", help="data folder (default: $LANDSCAPE_DATA or runs/data)")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1 ...")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m landscape_lib", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one run from key=value overrides")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="RunConfig fields, e.g. arch=vit arch_options.patch_size=4 lr=3e-4")
+    p.add_argument("--config", help="a TOML file of RunConfig fields, applied before overrides")
+    _run_args(p)
+
+    p = sub.add_parser("train-all", help="train every run of a grid file (finished runs skipped)")
+    p.add_argument("grid", nargs="?", default=str(REPO / "runs" / "grid.toml"))
+    p.add_argument("-j", "--jobs", default="auto",
+                   help="parallel runs (default auto: one per GPU, 1 without GPUs)")
+    p.add_argument("--epochs", type=int, help="override every run's epochs")
+    p.add_argument("--study", action="append", help="only this study (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="key=value",
+                   help="override a field in every run")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    _run_args(p)
+
+    p = sub.add_parser("list", help="list registry entries")
+    p.add_argument("what", nargs="?", default="all",
+                   choices=["all", "architectures", "initializers", "optimizers", "datasets",
+                            "analyses"])
+
+    p = sub.add_parser("runs", help="list runs in the store, filtered")
+    for col in ("status", "dataset", "arch", "init", "optimizer", "study"):
+        p.add_argument(f"--{col}", action="append", help=f"keep runs with this {col}")
+    p.add_argument("--seed", type=int, action="append")
+    p.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    _store_args(p)
+
+    p = sub.add_parser("export", help="write a table of the store as CSV")
+    p.add_argument("table", help="runs, epochs, layers, hessian_eigs, surface_points, ...")
+    p.add_argument("--run", action="append", help="only these run ids")
+    p.add_argument("-o", "--out", help="output file (default: stdout)")
+    _store_args(p)
+
+    p = sub.add_parser("analyze", help="run analyses on a stored run's checkpoint")
+    p.add_argument("run", help="run id (a unique prefix is enough)")
+    p.add_argument("--epoch", default="last", help="checkpoint epoch, or 'last'")
+    p.add_argument("--what", default="hessian,surface",
+                   help="comma-separated analyses (see `list analyses`)")
+    p.add_argument("--set", action="append", default=[], metavar="key=value",
+                   help="analysis parameter, e.g. samples=256 grid=21")
+    p.add_argument("--progress-file", help="write JSON-lines progress here (for the dashboard)")
+    _run_args(p)
+
+    p = sub.add_parser("analyze-all", help="run the [analyses] of a grid file on its runs")
+    p.add_argument("grid", nargs="?", default=str(REPO / "runs" / "grid.toml"))
+    p.add_argument("--epochs", type=int, help="the same override used for train-all")
+    p.add_argument("--study", action="append")
+    _run_args(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import commands
+    try:
+        return getattr(commands, args.command.replace("-", "_"))(args) or 0
+    except LandscapeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: re-run the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,131 @@
+"""The run store: Parquet parts under one root, queried through DuckDB views.
+
+    store = Store()                    # runs/store, or $LANDSCAPE_STORE, or Store("path")
+    store.write("epochs", run_id, rows)          # atomic; one writer per (table, run_id, part)
+    con = store.connect()                        # DuckDB connection with a view per table
+    con.execute("SELECT * FROM epochs WHERE run_id = ?", [run_id]).df()
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from ..errors import StoreError
+from .files import create_views, part_path, read_part, write_part
+from .schema import SCHEMA_VERSION, TABLES, columns
+
+__all__ = ["Store", "default_store_root", "SCHEMA_VERSION", "TABLES", "columns"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_store_root(explicit: str | os.PathLike | None = None) -> Path:
+    """The store root: an explicit path, else $LANDSCAPE_STORE, else <repo>/runs/store."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("LANDSCAPE_STORE")
+    return Path(env).expanduser() if env else REPO_ROOT / "runs" / "store"
+
+
+class Store:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = default_store_root(root).resolve()
+        self.tables_dir = self.root / "tables"
+        self.artifacts_dir = self.root / "artifacts"
+
+    # ----------------------------------------------------------------- writing side
+    def ensure(self) -> "Store":
+        """Create the store (or check an existing one) and prove that it is writable."""
+        meta = self.root / "meta.json"
+        try:
+            self.tables_dir.mkdir(parents=True, exist_ok=True)
+            self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+            if not meta.exists():
+                tmp = meta.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION,
+                                           "created": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+                os.replace(tmp, meta)
+            self._write_empty_parts()
+            probe = self.root / f".write-probe-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(f"cannot write the store at {self.root}: {exc.strerror or exc}") from exc
+        self.check_version()
+        return self
+
+    def _write_empty_parts(self) -> None:
+        # A zero-row typed part per table keeps every view's glob non-empty, so a connection
+        # made before the first run still sees rows written later.
+        for table in TABLES:
+            path = part_path(self.tables_dir, table, "_schema", "empty")
+            if not path.exists():
+                write_part(path, table, pd.DataFrame([]))
+
+    def check_version(self) -> None:
+        meta = self.root / "meta.json"
+        if not meta.exists():
+            return
+        try:
+            version = json.loads(meta.read_text())["schema_version"]
+        except (ValueError, KeyError) as exc:
+            raise StoreError(f"the store's {meta} is corrupt ({exc}); move it aside") from exc
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"the store at {self.root} has schema v{version}, newer than this "
+                             f"landscape (v{SCHEMA_VERSION}): update the code")
+
+    def write(self, table: str, key: str, rows, part: str = "all") -> Path:
+        path = part_path(self.tables_dir, table, key, part)
+        write_part(path, table, rows)
+        return path
+
+    def read(self, table: str, key: str, part: str = "all") -> pd.DataFrame | None:
+        """The rows of one part (a writer re-reading what it wrote, e.g. to resume)."""
+        return read_part(part_path(self.tables_dir, table, key, part))
+
+    def delete(self, table: str, key: str, part: str = "all") -> None:
+        path = part_path(self.tables_dir, table, key, part)
+        if path.exists():
+            path.unlink()
+
+    def run_dir(self, run_id: str) -> Path:
+        d = self.artifacts_dir / run_id
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def remove_run(self, run_id: str) -> None:
+        """Delete every file of a run (used to restart a run from scratch)."""
+        for table in TABLES:
+            shutil.rmtree(self.tables_dir / table / run_id, ignore_errors=True)
+        shutil.rmtree(self.artifacts_dir / run_id, ignore_errors=True)
+
+    # ----------------------------------------------------------------- reading side
+    def exists(self) -> bool:
+        return (self.root / "meta.json").exists()
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with one view per table (re-globbed per query)."""
+        if not self.exists():
+            raise StoreError(f"no store at {self.root}: run `make demo` or "
+                             f"`python -m landscape_lib train-all` first")
+        self.check_version()
+        con = duckdb.connect()
+        try:
+            create_views(con, self.tables_dir)
+        except duckdb.Error as exc:
+            con.close()
+            raise StoreError(f"the store at {self.root} cannot be read: {exc}") from exc
+        return con
+
+    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        con = self.connect()
+        try:
+            return con.execute(sql, params or []).df()
+        finally:
+            con.close()

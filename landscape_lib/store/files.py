@@ -1,0 +1,92 @@
+"""Writing and reading the store's Parquet parts.
+
+Why Parquet parts and not one DuckDB file: DuckDB lets one process write a database file and no
+other process open it meanwhile, not even read-only. Training workers, analyses and the dashboard
+run at once, so each writer owns its own files (`tables/<table>/<run_id>/<part>.parquet`), replaces
+them atomically (write a temporary file, then `os.replace`), and readers see DuckDB views over the
+globs. A reader therefore sees either the old or the new version of a part, never half of one, and
+no process ever waits on a lock.
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from ..errors import StoreError
+from .schema import columns
+
+_SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def _sql_str(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def part_path(tables_dir: Path, table: str, key: str, part: str) -> Path:
+    columns(table)  # validates the table name
+    for name in (key, part):
+        if not _SAFE.match(str(name)):
+            raise StoreError(f"invalid store key '{name}' (letters, digits, '.', '_', '-')")
+    return tables_dir / table / key / f"{part}.parquet"
+
+
+def _select_list(table: str, present: set[str]) -> str:
+    """A SELECT list casting every schema column; absent ones become typed NULLs."""
+    cols = columns(table)
+    extra = present - set(cols)
+    if extra:
+        raise StoreError(f"table '{table}' has no column(s) {sorted(extra)}")
+    return ", ".join(
+        f'CAST("{c}" AS {t}) AS "{c}"' if c in present else f'CAST(NULL AS {t}) AS "{c}"'
+        for c, t in cols.items())
+
+
+def write_part(path: Path, table: str, rows: pd.DataFrame | list[dict]) -> None:
+    """Atomically (re)write one part file with the table's typed columns."""
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp"
+    con = duckdb.connect()
+    try:
+        if len(df.columns):
+            con.register("frame", df)
+            query = f"SELECT {_select_list(table, set(df.columns))} FROM frame"
+        else:  # a zero-row typed part
+            query = f"SELECT {_select_list(table, set())} WHERE false"
+        con.execute(f"COPY ({query}) TO {_sql_str(tmp)} (FORMAT parquet)")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StoreError(f"cannot write the store at {path.parent}: {exc.strerror or exc}") from exc
+    finally:
+        con.close()
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_part(path: Path) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    con = duckdb.connect()
+    try:
+        return con.execute(f"SELECT * FROM read_parquet({_sql_str(path)})").df()
+    finally:
+        con.close()
+
+
+def create_views(con: duckdb.DuckDBPyConnection, tables_dir: Path) -> None:
+    """One view per table over its Parquet glob; an empty typed view where nothing exists yet."""
+    from .schema import TABLES
+    for table, cols in TABLES.items():
+        glob = tables_dir / table / "*" / "*.parquet"
+        select = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in cols.items())
+        if any((tables_dir / table).glob("*/*.parquet")):  # else: a store from before ensure()
+            src = f"read_parquet({_sql_str(glob)}, union_by_name=true)"
+            con.execute(f'CREATE OR REPLACE VIEW "{table}" AS SELECT {select} FROM {src}')
+        else:
+            nulls = ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in cols.items())
+            con.execute(f'CREATE OR REPLACE VIEW "{table}" AS SELECT {nulls} WHERE false')
