@@ -19,6 +19,7 @@ def train(args) -> int:
             raise ConfigError(f"cannot read config {args.config}: {exc}") from None
     cfg = RunConfig.from_dict(data).with_overrides(parse_overrides(args.overrides))
     cfg.validate_names()
+    check_data([cfg], args.data_root)
     store = Store(args.store).ensure()
     from .train.grid import run_grid
     counts = run_grid([cfg], store, jobs=1, data_root=args.data_root, device=args.device,
@@ -38,6 +39,7 @@ def train_all(args) -> int:
             print(f"{cfg.run_id()}  study={cfg.study} dataset={cfg.dataset} arch={cfg.arch} "
                   f"init={cfg.init} optimizer={cfg.optimizer} epochs={cfg.epochs}")
         return 0
+    check_data(configs, args.data_root)
     store = Store(args.store).ensure()
     jobs = resolve_jobs(args.jobs)
     print(f"{len(configs)} runs in {args.grid}, {len(pending(configs, store))} to train, "
@@ -46,6 +48,18 @@ def train_all(args) -> int:
                       progress=not args.no_progress)
     _report(counts, store)
     return 0 if "failed" not in counts else 1
+
+
+def check_data(configs, data_root) -> None:
+    """Load each data set once before anything is written, so a missing one fails cleanly."""
+    import json
+    from .data import load_dataset
+    seen = set()
+    for cfg in configs:
+        key = (cfg.dataset, json.dumps(cfg.dataset_options, sort_keys=True))
+        if key not in seen:
+            seen.add(key)
+            load_dataset(cfg.dataset, root=data_root, **cfg.dataset_options)
 
 
 def _report(counts: dict, store: Store, run_ids=None) -> None:
@@ -65,6 +79,9 @@ def list(args) -> int:  # noqa: A001 - the command's name
             opts = options(entry.name) if options else {}
             extra = ("  [" + ", ".join(f"{k}={v!r}" for k, v in opts.items()) + "]") if opts else ""
             print(f"  {entry.name:<20} {entry.doc}{extra}")
+        if kind == "optimizers":
+            print(f"  {'sam-<base>':<20} SAM (Foret et al. 2020) wrapping any optimizer above, "
+                  "e.g. sam-adam  [rho=0.05]")
     return 0
 
 

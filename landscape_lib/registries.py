@@ -3,6 +3,7 @@ from __future__ import annotations
 
 
 def _load():
+    from .analyses import runners  # noqa: F401  (registers the analyses)
     from .analyses.registry import ANALYSES, analysis_options
     from .data import DATASETS, dataset_options
     from .inits import INITIALIZERS, initializer_options

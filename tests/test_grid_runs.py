@@ -1,0 +1,133 @@
+"""Grids: parallel workers with a concurrent reader, kill-and-resume, divergence, no-op re-runs."""
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, cli, tiny_config
+from landscape_lib.store import Store
+from landscape_lib.train.grid import load_grid
+
+GRID = """
+[defaults]
+dataset = "synthetic"
+dataset_options = { n_train = 128, n_test = 64 }
+arch = "mlp"
+arch_options = { hidden = [16] }
+epochs = 3
+batch_size = 32
+optimizer = "sgd"
+lr = 0.1
+
+[[study]]
+name = "inits"
+init = ["lecun", "xavier", "kaiming", "orthogonal"]
+
+[[study]]
+name = "blowup"
+variants = [{ lr = 1e6, init = "kaiming", optimizer = "sgd" }]
+"""
+
+
+def _reader(store_root, stop_after, errors, counts):
+    """Query the store every 0.2 s like the dashboard does; record any error."""
+    store = Store(store_root)
+    deadline = time.time() + stop_after
+    while time.time() < deadline:
+        try:
+            con = store.connect()
+            counts.append(con.execute("SELECT count(*) FROM epochs").fetchone()[0])
+            con.execute("SELECT * FROM runs").df()
+            con.close()
+        except Exception as exc:  # noqa: BLE001 - any error is a failure of the design
+            errors.append(repr(exc))
+        time.sleep(0.2)
+
+
+def test_parallel_grid_with_reader_and_divergence(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID)
+    store = Store(tmp_path / "store").ensure()
+    proc = subprocess.Popen([sys.executable, "-m", "landscape_lib", "train-all", str(grid), "-j",
+                             "2", "--store", str(store.root), "--no-progress"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    errors, counts = [], []
+    while proc.poll() is None:
+        _reader(store.root, 0.2, errors, counts)
+    out, err = proc.communicate()
+    assert not errors, errors[:3]
+    assert len(counts) > 3 and counts == sorted(counts)  # rows only ever appear
+    assert proc.returncode == 0, err
+    runs = store.query("SELECT run_id, status, diverged_epoch, lr FROM runs")
+    assert len(runs) == 5
+    blown = runs[runs.lr > 1]
+    assert blown["status"].tolist() == ["diverged"] and blown["diverged_epoch"].iloc[0] >= 1
+    assert (runs[runs.lr < 1]["status"] == "finished").all()
+    ep = store.query("SELECT run_id, epoch FROM epochs")
+    for rid in runs[runs.lr < 1]["run_id"]:
+        assert sorted(ep[ep.run_id == rid]["epoch"]) == [0, 1, 2, 3]
+    diverged = store.query("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch",
+                           [blown["run_id"].iloc[0]])
+    assert diverged["diverged"].iloc[-1] and diverged["epoch"].iloc[-1] == blown["diverged_epoch"].iloc[0]
+
+    # A second train-all is a no-op: every run is skipped and no file changes.
+    before = {p: p.stat().st_mtime_ns for p in store.tables_dir.rglob("*.parquet")}
+    again = cli("train-all", grid, "-j", "2", "--store", store.root, "--no-progress")
+    assert again.returncode == 0 and "5 skipped" in again.stderr
+    assert before == {p: p.stat().st_mtime_ns for p in store.tables_dir.rglob("*.parquet")}
+
+
+def test_killed_run_resumes_without_duplicates(tmp_path):
+    args = ["dataset=synthetic", "dataset_options={n_train = 512, n_test = 64}", "arch=mlp",
+            "arch_options={hidden = [64, 64]}", "epochs=25", "batch_size=16", "optimizer=adam",
+            "--no-progress"]
+    interrupted = Store(tmp_path / "a").ensure()
+    proc = subprocess.Popen([sys.executable, "-m", "landscape_lib", "train", *args, "--store",
+                             str(interrupted.root)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill it mid-way, at least 3 epochs in
+        rows = interrupted.query("SELECT count(*) AS n FROM epochs")["n"].iloc[0]
+        if rows >= 4:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    status = interrupted.query("SELECT status, epochs_done FROM runs").iloc[0]
+    assert status["status"] == "running" and status["epochs_done"] < 25, "killed too late"
+    assert cli("train", *args, "--store", interrupted.root).returncode == 0
+    resumed = interrupted.query("SELECT * FROM epochs ORDER BY epoch")
+    assert resumed["epoch"].tolist() == list(range(26))  # none missing, none twice
+    assert interrupted.query("SELECT status FROM runs")["status"].tolist() == ["finished"]
+
+    # The resumed run matches an uninterrupted one exactly (same seed, same RNG streams).
+    fresh = Store(tmp_path / "b").ensure()
+    assert cli("train", *args, "--store", fresh.root).returncode == 0
+    straight = fresh.query("SELECT * FROM epochs ORDER BY epoch")
+    pd.testing.assert_series_equal(resumed["val_loss"], straight["val_loss"], rtol=1e-6)
+    pd.testing.assert_series_equal(resumed["train_loss"], straight["train_loss"], rtol=1e-6)
+
+
+def test_grid_expansion(tmp_path):
+    grid = tmp_path / "g.toml"
+    grid.write_text(GRID)
+    configs = load_grid(grid)
+    assert [c.init for c in configs[:4]] == ["lecun", "xavier", "kaiming", "orthogonal"]
+    assert {c.study for c in configs} == {"inits", "blowup"}
+    assert len({c.run_id() for c in configs}) == 5
+    # the seed is part of the run id; tags and study are not
+    a = tiny_config(seed=1)
+    assert a.run_id() != tiny_config(seed=2).run_id()
+    assert a.run_id() == tiny_config(seed=1, tags=["x"], study="other").run_id()
+    overridden = load_grid(grid, overrides={"epochs": 7})
+    assert {c.epochs for c in overridden} == {7}
+
+
+def test_quick_grid_is_valid():
+    configs = load_grid(REPO / "runs" / "quick.toml")
+    assert len({c.arch for c in configs}) >= 4
+    assert len({c.init for c in configs}) >= 6 and len({c.optimizer for c in configs}) >= 8
+    assert all(c.analyses for c in configs)
