@@ -30,6 +30,7 @@ from .environment import environment, resolve_device
 
 DONE = ("finished", "diverged")
 EVAL_BATCH = 1024
+FUSED_CUDA = ("sgd", "sgd-momentum", "adam", "adamw")
 
 
 @dataclass
@@ -95,6 +96,11 @@ def _lock(store: Store, run_id: str):
 # ---------------------------------------------------------------------- building
 def _build(cfg: RunConfig, store: Store, run_id: str, device: torch.device, data_root) -> Run:
     torch.manual_seed(cfg.seed)
+    if device.type == "cuda":
+        # Fixed input shapes: let cuDNN pick the fastest conv algorithms once per shape.
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     splits = load_dataset(cfg.dataset, root=data_root, **cfg.dataset_options)
     if cfg.train_subset:
         splits.x_train, splits.y_train = (splits.x_train[:cfg.train_subset],
@@ -108,9 +114,12 @@ def _build(cfg: RunConfig, store: Store, run_id: str, device: torch.device, data
     model.to(device)
     if data.channels_last:
         model.to(memory_format=torch.channels_last)
+    spec = get_spec(cfg.optimizer)
+    # Fused CUDA kernels (one launch for all parameters) for the torch optimizers that have them.
+    fused = {"fused": True} if device.type == "cuda" and cfg.optimizer in FUSED_CUDA else {}
     optimizer = create_optimizer(cfg.optimizer, model.parameters(), lr=cfg.lr,
                                  weight_decay=cfg.weight_decay, momentum=cfg.momentum,
-                                 **cfg.optimizer_options)
+                                 **{**fused, **cfg.optimizer_options})
     # Compiled graphs do not support double backward (Sophia's create_graph): stay eager there.
     compile_ok = cfg.compile and device.type == "cuda" and not get_spec(cfg.optimizer).create_graph
     forward = torch.compile(model) if compile_ok else model
