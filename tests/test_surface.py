@@ -218,6 +218,45 @@ def test_fast_surface_matches_loop_reference(kind):
     np.testing.assert_allclose(fast["acc"], ref["acc"])
 
 
+@pytest.mark.parametrize("method", ["vmap", "loop"])
+def test_bf16_and_channels_last_stay_close_to_fp32(method):
+    model = bn_cnn()
+    _, _, batches = data("bn_cnn")
+    d1, d2 = random_directions(model, seed=1, count=2)
+    xs = ys = np.linspace(-0.5, 0.5, 3)
+    ref = surface_2d_loop(model, get_weights(model), d1, d2, xs, ys, batches)["loss"]
+    low = surface_2d(model, get_weights(model), d1, d2, xs, ys, batches, method=method,
+                     precision="bf16", channels_last=True)
+    assert low["precision"] == "bf16"
+    np.testing.assert_allclose(low["loss"], ref, rtol=2e-2)  # bf16 keeps ~3 digits
+    exact = surface_2d(model, get_weights(model), d1, d2, xs, ys, batches, method=method,
+                       channels_last=True)
+    np.testing.assert_allclose(exact["loss"], ref, rtol=1e-5)
+
+
+class ItemNet(nn.Module):
+    """A model whose forward reads a weight with .item(): it has no vmap rule."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.lin(x) * (1.0 if self.lin.weight.sum().item() < 1e9 else 0.0)
+
+
+def test_auto_falls_back_to_the_loop_when_vmap_does_not_apply():
+    torch.manual_seed(0)
+    model = ItemNet()
+    _, _, batches = data("mlp")
+    d1, d2 = random_directions(model, seed=0, count=2)
+    xs = ys = np.linspace(-1, 1, 3)
+    res = surface_2d(model, get_weights(model), d1, d2, xs, ys, batches)
+    ref = surface_2d_loop(model, get_weights(model), d1, d2, xs, ys, batches)
+    assert res["method"] == "loop"
+    np.testing.assert_allclose(res["loss"], ref["loss"], rtol=1e-5)
+
+
 def test_bn_recompute_matches_independent_recomputation():
     model = bn_cnn()
     X, Y, batches = data("bn_cnn")

@@ -5,15 +5,19 @@ points); the mean cross-entropy and the accuracy over ``batches`` are computed t
 mode (dropout off). The model is left exactly as it was found: weights, buffers and mode.
 
 Two engines give the same numbers (tests check 1e-5 in fp32):
-- ``"vmap"``: many points at once. Their weights are stacked (chunk, P) and one
-  ``torch.vmap(torch.func.functional_call)`` evaluates the whole chunk per batch. This removes
-  the per-point launch overhead, which is what dominates small models (MLPs) on a GPU.
-- ``"loop"``: one point after another, its weights copied into the model. A conv under vmap
-  becomes a grouped conv, which is no faster than the dense conv of a big batch, so conv nets
-  use this engine by default (``method="auto"``), and it is the only one that can recompute
-  BatchNorm statistics.
+- ``"vmap"`` (the fast path, chosen by ``method="auto"``): many points at once. Their weights
+  are stacked (chunk, P) and one ``torch.vmap(torch.func.functional_call)`` evaluates the whole
+  chunk per batch, removing the per-point overhead that dominates small models. Under vmap a
+  conv with batched weights becomes one grouped conv over the chunk.
+- ``"loop"``: one point after another, its weights copied into the model. Used where vmap does
+  not apply: BatchNorm recomputation (train-mode statistics per point) and models with an op
+  that has no vmap rule (``"auto"`` tries vmap on one sample first and falls back).
 Both accumulate on the device and synchronise once per chunk of points, and both can run under
-bf16 autocast (``precision="bf16"``), with channels-last inputs, and ``torch.compile``.
+bf16 autocast (``precision="bf16"``) and ``torch.compile``. ``channels_last`` (model and 4-D
+inputs in channels-last layout, faster convs on tensor-core GPUs) applies to the loop engine
+only: under vmap the batched convs choose their own layout, and some ops (adaptive pooling)
+lose their batching rule on channels-last inputs.
+``bench/bench_surface.py`` times both engines against the reference loop.
 
 BatchNorm (``bn``, recorded in the result):
 - ``"fixed"`` (default): every point uses the centre model's running statistics (model.eval()).
@@ -23,7 +27,7 @@ BatchNorm (``bn``, recorded in the result):
   mode, then the point is evaluated in eval mode. The model's own statistics are restored after.
 
 ``surface_2d_loop`` is the straightforward reference (copy weights, evaluate batch by batch,
-next point); the benchmark ``bench/bench_surface.py`` times the engines against it.
+next point).
 """
 from __future__ import annotations
 
@@ -47,7 +51,9 @@ BN_MODES = ("fixed", "recompute")
 PRECISIONS = ("fp32", "bf16")
 METHODS = ("auto", "vmap", "loop")
 MAX_AUTO_CHUNK = 4096          # points per vmap call when memory allows
-CPU_CHUNK_BYTES = 1 << 30      # on the CPU bigger working sets only thrash the caches
+# Work per vmap chunk chosen automatically: once the device is saturated bigger chunks are no
+# faster, only riskier (the estimate is rough); on the CPU they also thrash the caches.
+AUTO_CHUNK_BYTES = {"cuda": 8 << 30, "cpu": 1 << 30}
 ACTIVATION_FACTOR = 2          # live activations ~ 2 x the largest (input + output) of a module
 
 RowCallback = Callable[[int, np.ndarray, np.ndarray], None]
@@ -66,8 +72,16 @@ def _bn_layers(model: nn.Module) -> list[nn.Module]:
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
-def _has_conv(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+@contextlib.contextmanager
+def _eval(model: nn.Module):
+    """Eval mode for the block; each module's own train flag is restored after."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
 
 
 @contextlib.contextmanager
@@ -174,10 +188,8 @@ def activation_numel_per_sample(model: nn.Module, example: Tensor) -> int:
 
     sample = example[:1]
     handles = [m.register_forward_hook(hook) for m in model.modules()]
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _eval(model):
             try:
                 meta = {n: torch.empty_like(t, device="meta")
                         for n, t in [*model.named_parameters(), *model.named_buffers()]}
@@ -188,22 +200,23 @@ def activation_numel_per_sample(model: nn.Module, example: Tensor) -> int:
     finally:
         for h in handles:
             h.remove()
-        for m, flag in flags:
-            m.training = flag
     return max(sizes)
 
 
 def estimate_surface_memory(model: nn.Module, batch_size: int, points_per_chunk: int,
-                            example: Tensor, *, precision: str = "fp32",
+                            example: Tensor | int, *, precision: str = "fp32",
                             method: str = "vmap") -> int:
     """Bytes a surface evaluation needs at its peak (an estimate, on the safe side).
 
     Weights: the centre, two directions and a saved copy of the model (loop), or the stacked
     (points_per_chunk, P) weights of a vmap chunk plus their bf16 casts.
     Activations: ``ACTIVATION_FACTOR x`` the largest per-sample (input + output) of any module
-    (from ``example``, one input batch) times batch size times points evaluated together.
+    times batch size times points evaluated together. ``example`` is an input batch (its
+    shapes are probed with ``activation_numel_per_sample``) or that per-sample count itself.
     """
     _check_choice("precision", precision, PRECISIONS)
+    per_sample = example if isinstance(example, int) \
+        else activation_numel_per_sample(model, example)
     params = list(model.parameters())
     n_params = sum(p.numel() for p in params)
     pbytes = params[0].element_size()
@@ -212,7 +225,6 @@ def estimate_surface_memory(model: nn.Module, batch_size: int, points_per_chunk:
     weights = (4 + (points if method == "vmap" else 0)) * n_params * pbytes
     if precision == "bf16":
         weights += points * max(p.numel() for p in params) * 2
-    per_sample = activation_numel_per_sample(model, example)
     acts = ACTIVATION_FACTOR * points * batch_size * per_sample * abytes
     return int(weights + acts)
 
@@ -230,7 +242,7 @@ def _plan_chunk(model, data, bn_data, n_points: int, method: str, precision: str
     """Points per chunk; raises ConfigError before any evaluation if it cannot fit in memory."""
     device = data[0][0].device
     batch = max(len(x) for x, _ in [*data, *bn_data])
-    example = data[0][0]
+    example = activation_numel_per_sample(model, data[0][0])  # probed once
 
     def need(c: int) -> int:
         return estimate_surface_memory(model, batch, c, example, precision=precision,
@@ -246,7 +258,7 @@ def _plan_chunk(model, data, bn_data, n_points: int, method: str, precision: str
         _check_memory(need(1), device, f"one point, batch size {batch}")
         return min(n_points, 64)  # only sets how often results are synchronised
     free = available_memory(device)
-    budget = free // 2 if device.type == "cuda" else min(free // 2, CPU_CHUNK_BYTES)
+    budget = min(free // 2, AUTO_CHUNK_BYTES.get(device.type, AUTO_CHUNK_BYTES["cpu"]))
     chunk = 1 << int(math.log2(max(1, min(n_points, MAX_AUTO_CHUNK))))
     while chunk > 1 and need(chunk) > budget:
         chunk //= 2
@@ -262,20 +274,29 @@ def _loop_chunk(model, fwd, params, base, D, coords, data, bn_data, precision, c
     losses, correct = [], []
     for c in coords:
         w = D.T @ c if base is None else torch.addmv(base, D.T, c)
-        torch._foreach_copy_(params, [t.view_as(p) for t, p in
-                                      zip(torch.split(w, [p.numel() for p in params]), params)])
+        for p, t in zip(params, torch.split(w, [p.numel() for p in params])):
+            p.copy_(t.view_as(p))
         if bn_data is not None:
             _recompute_bn(model, bn_data, precision, channels_last)
-        loss_sum = torch.zeros((), device=w.device)
+        loss_sum = torch.zeros((), device=w.device, dtype=_sum_dtype(w))
         hits = torch.zeros((), device=w.device, dtype=torch.long)
         with _autocast(w.device, precision):
             for x, y in data:
-                logits = fwd(_prepare_input(x, channels_last)).float()
+                logits = _widen(fwd(_prepare_input(x, channels_last)))
                 loss_sum += F.cross_entropy(logits, y, reduction="sum")
                 hits += (logits.argmax(-1) == y).sum()
         losses.append(loss_sum)
         correct.append(hits)
     return torch.stack(losses), torch.stack(correct)
+
+
+def _widen(logits: Tensor) -> Tensor:
+    """Logits from bf16 autocast back to fp32 for the loss (fp32/fp64 stay as they are)."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+def _sum_dtype(w: Tensor) -> torch.dtype:
+    return torch.promote_types(w.dtype, torch.float32)
 
 
 def _make_vmap_fn(model: nn.Module):
@@ -287,37 +308,36 @@ def _make_vmap_fn(model: nn.Module):
 
     def point_stats(w: Tensor, x: Tensor, y: Tensor):
         params = {n: t.view(s) for n, t, s in zip(names, torch.split(w, sizes), shapes)}
-        logits = functional_call(model, (params, buffers), (x,)).float()
+        logits = _widen(functional_call(model, (params, buffers), (x,)))
         return F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(-1) == y).sum()
 
     return torch.vmap(point_stats, in_dims=(0, None, None))
 
 
-def _vmap_chunk(fn, chunk, base, D, coords, data, precision, channels_last):
-    """Evaluate ``coords`` together; the chunk is padded to ``chunk`` points (static shapes)."""
+def _vmap_chunk(fn, chunk, base, D, coords, data, precision, pad):
+    """Evaluate ``coords`` together; with ``pad`` a short last chunk is padded to ``chunk``
+    points so that a compiled function sees one shape."""
     n = coords.shape[0]
-    if n < chunk:
+    if pad and n < chunk:
         coords = torch.cat([coords, coords[-1:].expand(chunk - n, -1)])
     W = coords @ D if base is None else torch.addmm(base.unsqueeze(0), coords, D)
-    loss_sum = torch.zeros(chunk, device=W.device)
-    hits = torch.zeros(chunk, device=W.device, dtype=torch.long)
+    loss_sum = torch.zeros(W.shape[0], device=W.device, dtype=_sum_dtype(W))
+    hits = torch.zeros(W.shape[0], device=W.device, dtype=torch.long)
     with _autocast(W.device, precision):
         for x, y in data:
-            l, h = fn(W, _prepare_input(x, channels_last), y)
+            l, h = fn(W, x, y)
             loss_sum += l
             hits += h
     return loss_sum[:n], hits[:n]
 
 
-def _choose_method(model: nn.Module, method: str, recompute: bool) -> str:
+def _choose_method(method: str, recompute: bool) -> str:
     if recompute:
         if method == "vmap":
             raise ConfigError("method='vmap' cannot recompute BatchNorm statistics; "
                               "use method='loop' or 'auto', or bn='fixed'")
         return "loop"
-    if method == "auto":
-        return "loop" if _has_conv(model) else "vmap"
-    return method
+    return "vmap" if method == "auto" else method
 
 
 def evaluate_points(model: nn.Module, base, directions: Tensor, coords, batches, *,
@@ -343,7 +363,7 @@ def evaluate_points(model: nn.Module, base, directions: Tensor, coords, batches,
         if recompute else None
     coords = torch.as_tensor(np.asarray(coords, dtype=np.float64)).to(device, directions.dtype)
     n_points, n_samples = coords.shape[0], sum(len(y) for _, y in data)
-    engine = _choose_method(model, method, recompute)
+    engine = _choose_method(method, recompute)
     chunk = _plan_chunk(model, data, bn_data or [], n_points, engine, precision, points_per_chunk)
     if engine == "vmap" and method == "auto" and not _vmappable(model, data, base, directions):
         engine = "loop"  # an op without a batching rule: fall back to the plain loop
@@ -364,7 +384,7 @@ def evaluate_points(model: nn.Module, base, directions: Tensor, coords, batches,
             part = coords[start:start + chunk]
             if engine == "vmap":
                 loss_sum, hits = _vmap_chunk(fn, chunk, base, directions, part, data,
-                                             precision, channels_last)
+                                             precision, pad=compile)
             else:
                 loss_sum, hits = _loop_chunk(model, fwd, params, base, directions, part, data,
                                              bn_data, precision, channels_last)
@@ -385,17 +405,6 @@ def _vmappable(model, data, base, directions) -> bool:
         return True
     except (RuntimeError, NotImplementedError, ValueError):
         return False
-
-
-@contextlib.contextmanager
-def _eval(model: nn.Module):
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 # ----------------------------------------------------------------------------- public API
@@ -433,8 +442,9 @@ def surface_2d(model: nn.Module, center, d1, d2, xs, ys, batches, *, bn: str = "
     ``y = ys[j]``, column ``i`` is ``x = xs[i]``. ``on_row(j, loss_row, acc_row)`` is called as
     each row is finished (e.g. to append it to the store); ``start_row`` resumes an interrupted
     grid: rows before it are not evaluated and are NaN in the result. ``bn``: see the module
-    docstring. ``points_per_chunk``: points per vmap call (default: as many as fit in half the
-    free memory, at most 1 GiB of work on the CPU); too large -> ConfigError before evaluating.
+    docstring. ``points_per_chunk``: points per vmap call (default: the largest power of two
+    whose estimated memory fits in half the free memory and in ``AUTO_CHUNK_BYTES``); one that
+    does not fit in free memory -> ConfigError before anything is evaluated.
 
     Returns ``dict(loss (ny, nx), acc (ny, nx), xs, ys, bn, precision, method,
     points_per_chunk)``.
