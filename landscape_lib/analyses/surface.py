@@ -11,7 +11,8 @@ Two engines give the same numbers (tests check 1e-5 in fp32):
   conv with batched weights becomes one grouped conv over the chunk.
 - ``"loop"``: one point after another, its weights copied into the model. Used where vmap does
   not apply: BatchNorm recomputation (train-mode statistics per point) and models with an op
-  that has no vmap rule (``"auto"`` tries vmap on one sample first and falls back).
+  that has no vmap batching rule (``"auto"`` tries vmap on one sample first and falls back,
+  e.g. for scaled-dot-product attention on the CPU).
 Both accumulate on the device and synchronise once per chunk of points, and both can run under
 bf16 autocast (``precision="bf16"``) and ``torch.compile``. ``channels_last`` (model and 4-D
 inputs in channels-last layout, faster convs on tensor-core GPUs) applies to the loop engine
@@ -34,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -395,16 +397,21 @@ def evaluate_points(model: nn.Module, base, directions: Tensor, coords, batches,
 
 
 def _vmappable(model, data, base, directions) -> bool:
-    """Whether the model runs under vmap (tried on two points and one sample)."""
+    """Whether the model runs well under vmap (tried on two points and one sample).
+
+    False if it fails, or if PyTorch warns that an op has no batching rule: vmap then runs that
+    op point by point in Python, slower than the loop engine.
+    """
     x, y = data[0]
     coords = directions.new_zeros(2, directions.shape[0])
     W = coords @ directions if base is None else base.unsqueeze(0) + coords @ directions
     try:
-        with torch.inference_mode(), _eval(model):
+        with torch.inference_mode(), _eval(model), warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
             _make_vmap_fn(model)(W, x[:1], y[:1])
-        return True
     except (RuntimeError, NotImplementedError, ValueError):
         return False
+    return not any("batching rule" in str(w.message) for w in seen)
 
 
 # ----------------------------------------------------------------------------- public API
