@@ -1,0 +1,137 @@
+"""The landscape dashboard: `streamlit run dashboard/app.py`; store: $LANDSCAPE_STORE or runs/store.
+
+This file holds only the page setup, the sidebar shared by every page (filters, runs to compare,
+the store in use) and the navigation; the pages are in app_pages/, the queries in data.py.
+Sidebar widgets are bound to the URL's query parameters, so a filtered view can be shared as a link.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` adds only dashboard/
+
+import streamlit as st  # noqa: E402
+
+from dashboard import data, jobs  # noqa: E402
+from landscape_lib.errors import StoreError  # noqa: E402
+
+PAGES = [
+    ("runs", "Runs", ":material/table_rows:"),
+    ("training", "Training", ":material/show_chart:"),
+    ("initializers", "Initializers", ":material/casino:"),
+    ("optimizers", "Optimizers", ":material/speed:"),
+    ("architectures", "Architectures", ":material/account_tree:"),
+    ("curvature", "Curvature", ":material/ssid_chart:"),
+    ("surfaces", "Surfaces", ":material/landscape:"),
+    ("attention", "Attention", ":material/grid_on:"),
+    ("lab", "Lab", ":material/science:"),
+]
+# (widget key = URL parameter, label, runs column)
+FILTERS = [("dataset", "Data set", "dataset"), ("arch", "Architecture", "arch"),
+           ("model", "Model (architecture and options)", "model_label"),
+           ("init", "Initializer", "init"), ("opt", "Optimizer", "optimizer"),
+           ("status", "Status", "status"), ("seed", "Seed", "seed")]
+
+
+def _multiselect(key: str, label: str, options: list) -> tuple:
+    # A value that is no longer a choice (e.g. after narrowing the data set) is dropped, not an
+    # error; widget state may be set before the widget is drawn in this run.
+    if key in st.session_state:
+        st.session_state[key] = [v for v in st.session_state[key] if v in options]
+    return tuple(st.multiselect(label, options, key=key, bind="query-params", placeholder="all"))
+
+
+def _clear_filters() -> None:
+    for key, *_ in FILTERS:
+        st.session_state[key] = []
+    st.session_state["q"] = ""
+
+
+def sidebar_filters(root: str) -> data.Filters:
+    combos = data.filter_options(root)
+    chosen: dict[str, tuple] = {}
+    for key, label, column in FILTERS:
+        upstream = {"arch": ["dataset"], "model": ["dataset", "arch"]}.get(key, [])
+        where = {FILTERS_BY_KEY[k]: chosen[k] for k in upstream}
+        chosen[key] = _multiselect(key, label, data.options_for(combos, column, where))
+    text = st.text_input("Search run id, study or tags", key="q", bind="query-params")
+    st.button("Clear filters", on_click=_clear_filters, icon=":material/filter_alt_off:")
+    return data.Filters(datasets=chosen["dataset"], archs=chosen["arch"],
+                        model_labels=chosen["model"], inits=chosen["init"],
+                        optimizers=chosen["opt"], statuses=chosen["status"],
+                        seeds=chosen["seed"], text=text or "")
+
+
+FILTERS_BY_KEY = {key: column for key, _, column in FILTERS}
+
+
+def sidebar_compare(root: str, filters: data.Filters) -> list[str]:
+    """Runs picked for side-by-side views; kept when the filters change."""
+    filtered = data.runs(root, filters)["run_id"].tolist()
+    current = [r for r in st.session_state.get("compare", []) if r not in set(filtered)]
+    known = set(data.runs(root, data.Filters())["run_id"]) if current else set()
+    options = filtered + [r for r in current if r in known]
+    st.session_state.setdefault("compare", [])
+    st.session_state["compare"] = [r for r in st.session_state["compare"] if r in set(options)]
+    return st.multiselect("Runs to compare", options, key="compare", bind="query-params",
+                          placeholder=f"none: pages use the filtered runs ({len(filtered)})")
+
+
+def guidance(root: str, status: str, message: str) -> None:
+    """What to do when there is nothing to show yet; a button starts the quick grid."""
+    st.title("landscape")
+    st.info(f"{message} Fill it with the demo grid:\n\n"
+            "```\nmake demo\n# or\npython -m landscape_lib train-all runs/quick.toml\n```\n"
+            f"(set `LANDSCAPE_STORE` or pass `--store` to use another folder than `{root}`).")
+    grid_jobs = _quick_grid_jobs()
+    job = grid_jobs.get(root)
+    if job is None or not job.running:
+        if job is not None and job.returncode not in (0, None):
+            st.error(f"The quick grid stopped (exit {job.returncode}): {job.error()}")
+        if st.button("Start the quick grid now", type="primary", icon=":material/play_arrow:"):
+            grid_jobs[root] = jobs.start_quick_grid(root)
+            st.rerun()
+    else:
+        _wait_for_runs(root, job)
+
+
+@st.cache_resource
+def _quick_grid_jobs() -> dict:
+    return {}  # store root -> Job, shared by every session so a grid starts once
+
+
+@st.fragment(run_every=3)
+def _wait_for_runs(root: str, job) -> None:
+    st.success(f"The quick grid is running (pid {job.proc.pid}): "
+               f"`{' '.join(job.command[1:])}`. Runs appear here as they start.")
+    if data.store_status(root)[0] == "ok":
+        st.rerun(scope="app")
+
+
+def main() -> None:
+    st.set_page_config(page_title="landscape", page_icon=":material/landscape:", layout="wide")
+    nav = st.navigation([st.Page(f"app_pages/{name}.py", title=title, icon=icon, url_path=name,
+                                 default=name == "runs") for name, title, icon in PAGES])
+    root = data.store_root()
+    status, message = data.store_status(root)
+    with st.sidebar:
+        st.caption(f":material/database: Store `{root}` ({message if status == 'ok' else status})")
+        filters, compare = data.Filters(), []
+        if status == "ok":
+            try:
+                filters = sidebar_filters(root)
+                compare = sidebar_compare(root, filters)
+            except StoreError as exc:
+                status, message = "error", str(exc)
+    st.session_state["context"] = (root, filters, list(compare))
+    if status in ("missing", "empty"):
+        guidance(root, status, message)
+    elif status == "error":
+        st.error(f"The store cannot be read. {message}", icon=":material/error:")
+    else:
+        with data.guard():
+            nav.run()
+
+
+main()

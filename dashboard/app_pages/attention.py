@@ -1,0 +1,54 @@
+"""Attention: Jensen-Shannon divergence between adjacent layers' attention per head (SEEDS C)
+and the Frobenius norms of self-attention Hessian blocks against the input scale (SEEDS D)."""
+import altair as alt
+import streamlit as st
+
+from dashboard import charts, data
+
+root, filters, compare = data.context()
+st.title("Attention")
+candidates = tuple(compare or data.runs(root, filters)["run_id"].tolist())
+
+st.subheader("Adjacent-layer attention divergence")
+have = data.runs_with(root, "attention_jsd", candidates)
+if not have:
+    st.info("No filtered run has attention-divergence results (transformer runs with the "
+            "`attention_jsd` analysis).")
+else:
+    picked = st.multiselect("Runs (up to 4)", have, default=have[:2], max_selections=4,
+                            key="jsd_runs", persist_state="session")
+    jsd = data.rows_for_runs(root, "attention_jsd", tuple(picked))
+    jsd = jsd[jsd["epoch"] == jsd.groupby("run_id")["epoch"].transform("max")]  # latest epoch
+    if not jsd.empty:
+        domain = (0.0, float(jsd["jsd"].max()))  # one colour scale for all runs
+        cols = st.columns(len(picked))
+        for col, run_id in zip(cols, picked):
+            df = jsd[jsd["run_id"] == run_id]
+            with col:
+                chart = charts.heatmap(df, "head", "layer", "jsd", domain=domain,
+                                       title=f"{run_id} (epoch {df['epoch'].max()})")
+                charts.altair(chart, df, f"attention_jsd_{run_id}", key=f"csv_jsd_{run_id}")
+        st.caption("Row `layer` compares the attention of block `layer` with block `layer + 1`.")
+
+st.subheader("Hessian blocks against input scale")
+sweeps = data.attention_hessian_sweeps(root, candidates)
+if sweeps.empty:
+    st.info("No attention-Hessian sweep in the store (the `attention_hessian` analysis).")
+    st.stop()
+labels = {f"{r.analysis_id} ({r.run_id or 'stand-alone'})": r.analysis_id
+          for r in sweeps.itertuples()}
+aid = labels[st.selectbox("Sweep", list(labels), key="ah_sweep", persist_state="session")]
+parts = data.attention_hessian_parts(root, aid)
+chosen = st.multiselect("Parts (full = Gauss-Newton + functional)", parts, default=parts,
+                        key="ah_parts", persist_state="session")
+df = data.attention_hessian(root, aid, tuple(chosen))
+df = df.assign(setting=df["attention"]
+               + df["pre_ln"].map({True: " · pre-LN", False: " · post-LN"}))
+df = df[df["frobenius"] > 0]  # log axes
+chart = alt.Chart(charts.chart_safe(df)).mark_line(point=True).encode(
+    x=alt.X("scale:Q", scale=alt.Scale(type="log"), title="input scale (std)"),
+    y=alt.Y("frobenius:Q", scale=alt.Scale(type="log"), title="Frobenius norm"),
+    color=alt.Color("block:N", title="block (row-col)"),
+    tooltip=["setting", "part", "block", "scale", "frobenius"],
+).properties(width=260, height=220).facet(row=alt.Row("part:N"), column=alt.Column("setting:N"))
+charts.altair(chart, df, f"attention_hessian_{aid}", key="csv_attention_hessian")

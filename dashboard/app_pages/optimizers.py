@@ -1,0 +1,12 @@
+"""Optimizers: loss, accuracy, gradient norm and peak memory per epoch and a final table per
+optimizer (SEEDS E)."""
+import streamlit as st
+
+from dashboard import factor_view
+
+st.title("Optimizers")
+st.caption("Per optimizer, mean ± std over the filtered runs. Peak memory is the largest "
+           "per-epoch peak (GPU memory on CUDA).")
+factor_view.show("optimizer", ["final_train_loss", "final_val_loss", "final_val_acc",
+                               "grad_norm", "peak_mem_mb", "wall_time"],
+                 ["train_loss", "val_acc", "grad_norm", "peak_mem_mb"])

@@ -1,0 +1,148 @@
+"""Surfaces: 2-D loss surfaces of two to four runs side by side on one colour and z scale, 1-D
+interpolations, weight trajectories, wavelet energies, persistence diagrams, the Gaussian fit and
+optimizer paths over its contours."""
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data
+
+root, filters, compare = data.context()
+st.title("Surfaces")
+candidates = compare or data.runs(root, filters)["run_id"].tolist()
+have = data.runs_with(root, "surface_points", tuple(candidates))
+if not have:
+    st.info("No filtered run has a 2-D surface yet. Run `python -m landscape_lib analyze RUN "
+            "--what surface` or use the Lab page.")
+    st.stop()
+picked = st.multiselect("Runs side by side (up to 4)", have, default=have[:2], max_selections=4,
+                        key="surf_runs", persist_state="session")
+if not picked:
+    st.stop()
+catalog = data.surfaces(root, tuple(picked))
+
+
+def _label(row) -> str:
+    return (f"epoch {row.epoch} · {row.directions or 'directions ?'} · {row.nx}x{row.ny} · "
+            f"{row.analysis_id}")
+
+
+tabs = st.tabs(["2-D surfaces", "Interpolation", "Trajectory", "Wavelets", "Persistence",
+                "Gaussian fit and optimizer paths"])
+with tabs[0]:
+    cols = st.columns(len(picked))
+    chosen = []
+    for col, run_id in zip(cols, picked):
+        mine = catalog[catalog["run_id"] == run_id]
+        labels = {_label(r): r.analysis_id for r in mine.itertuples()}
+        chosen.append(labels[col.selectbox(run_id, list(labels), key=f"surf_pick_{run_id}",
+                                               persist_state="session")])
+    c1, c2, c3 = st.columns(3)
+    value = c1.radio("Value", ["loss", "acc"], horizontal=True, key="surf_value",
+                     persist_state="session")
+    view = c2.radio("View", ["3-D surface", "contour"], horizontal=True, key="surf_view",
+                    persist_state="session")
+    log_z = c3.toggle("Log z", key="surf_log", persist_state="session", disabled=value != "loss")
+    points = data.surface_points(root, tuple(chosen))
+    grids = [(f"{run_id} (epoch {int(p['epoch'].iloc[0])})", *charts.grid_of(p, value))
+             for run_id, aid in zip(picked, chosen)
+             for p in [points[points["analysis_id"] == aid]]]
+    fig = charts.surfaces_figure(grids, kind="surface" if view == "3-D surface" else "contour",
+                                 z_title=value, log_z=log_z and value == "loss")
+    charts.plotly(fig, points, "surface_points", key="csv_surface_points")
+    summary = data.surface_summary(root, tuple(chosen))
+    if not summary.empty:
+        charts.table(summary, "surface_summary", key="csv_surface_summary")
+
+with tabs[1]:
+    interp = data.rows_for_runs(root, "interpolation", tuple(picked))
+    if interp.empty:
+        st.info("No linear interpolation for these runs.")
+    else:
+        interp = interp.assign(pair=interp["run_id"] + " · epoch " + interp["epoch"].astype(str)
+                               + " -> " + interp["epoch_b"].astype(str))
+        left, right = st.columns(2)
+        with left:
+            chart = charts.lines(interp, "alpha", "loss", "pair", points=True,
+                                 title="Loss along w(a) = (1 - a) w1 + a w2")
+            charts.altair(chart, interp, "interpolation", key="csv_interpolation")
+        with right:
+            st.altair_chart(charts.lines(interp, "alpha", "acc", "pair", points=True,
+                                         title="Accuracy along the same line"), width="stretch")
+
+with tabs[2]:
+    traj = data.rows_for_runs(root, "trajectory", tuple(picked))
+    if traj.empty:
+        st.info("No weight trajectory for these runs.")
+    else:
+        method = st.radio("Embedding", sorted(traj["method"].dropna().unique()), horizontal=True,
+                          key="traj_method", persist_state="session")
+        df = traj[traj["method"] == method]
+        var = df.groupby("run_id")["explained_variance"].first().dropna()
+        if len(var):
+            st.caption("Explained variance of the plane: " + ", ".join(
+                f"{r}: {v:.0%}" for r, v in var.items()))
+        chart = alt.Chart(charts.chart_safe(df)).mark_line(point=True).encode(
+            x="x", y="y", order="point_epoch", detail="run_id",
+            color=alt.Color("point_epoch:Q", scale=alt.Scale(scheme="viridis"), title="epoch"),
+            shape="run_id", tooltip=["run_id", "point_epoch", "x", "y"],
+        ).properties(height=420, title=f"Weights per epoch on the {method} plane").interactive()
+        charts.altair(chart, df, f"trajectory_{method}", key="csv_trajectory")
+
+with tabs[3]:
+    wav = data.rows_for_runs(root, "wavelets", tuple(picked))
+    if wav.empty:
+        st.info("No wavelet analysis for these runs.")
+    else:
+        chart = alt.Chart(charts.chart_safe(wav)).mark_line(point=True).encode(
+            x=alt.X("level:O"), y=alt.Y("energy:Q", scale=alt.Scale(type="log")),
+            color="kind:N", column=alt.Column("run_id:N", title=None),
+            tooltip=["run_id", "level", "kind", "energy"],
+        ).properties(width=220, height=260, title="Energy per level (1 = finest)")
+        charts.altair(chart, wav, "wavelet_energy", key="csv_wavelets")
+
+with tabs[4]:
+    pers = data.rows_for_runs(root, "persistence", tuple(picked))
+    if pers.empty:
+        st.info("No persistence diagram for these runs.")
+    else:
+        cols = st.columns(len(picked))
+        for col, run_id in zip(cols, picked):
+            df = pers[pers["run_id"] == run_id]
+            if df.empty:
+                continue
+            points_chart = alt.Chart(charts.chart_safe(df)).mark_circle(size=70).encode(
+                x="birth:Q", y="death:Q", color="dim:N",
+                tooltip=["dim", "birth", "death", "lifetime"])
+            with col:
+                charts.altair((charts.diagonal_rule(df, "birth", "death") + points_chart)
+                              .properties(title=run_id, height=300), df,
+                              f"persistence_{run_id}", key=f"csv_persistence_{run_id}")
+
+with tabs[5]:
+    fits = data.rows_for_runs(root, "gauss_fit", tuple(picked))
+    paths = data.rows_for_runs(root, "optimizer_paths", tuple(picked))
+    if fits.empty and paths.empty:
+        st.info("No Gaussian fit or optimizer paths for these runs.")
+    else:
+        if not fits.empty:
+            charts.table(fits, "gauss_fit", key="csv_gauss_fit")
+        analytic = st.toggle("Draw contours of analytic test surfaces (loads torch)",
+                             key="paths_analytic", persist_state="session")
+        for surface, group in paths.groupby("surface", sort=False):
+            fit = fits[fits["analysis_id"] == surface]
+            background, title = None, f"Optimizer paths on {surface}"
+            pad = lambda s: (float(s.min()) - 0.5, float(s.max()) + 0.5)  # noqa: E731
+            if not fit.empty:
+                background = charts.gaussian_grid(fit.iloc[0], pad(group["x"]), pad(group["y"]))
+                title = f"Optimizer paths on the Gaussian fitted to {fit.iloc[0]['source_id']}"
+            elif analytic:
+                from landscape_lib.analyses.paths import surface_grid
+                from landscape_lib.errors import LandscapeError
+                try:  # Z[j, i] at (xs[i], ys[j]): Plotly's layout already
+                    background = surface_grid(surface, n=101)
+                except LandscapeError as exc:
+                    st.caption(f"No contours for '{surface}': {exc}")
+            fig = charts.paths_figure(background, group, title)
+            charts.plotly(fig, group, f"optimizer_paths_{surface}",
+                          key=f"csv_paths_{surface}")
