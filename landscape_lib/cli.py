@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel runs (default auto: one per GPU, 1 without GPUs)")
     p.add_argument("--epochs", type=int, help="override every run's epochs")
     p.add_argument("--study", action="append", help="only this study (repeatable)")
-    p.add_argument("--set", action="append", default=[], metavar="key=value",
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="key=value",
                    help="override a field in every run")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     _run_args(p)
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epoch", default="last", help="checkpoint epoch, or 'last'")
     p.add_argument("--what", default="hessian,surface",
                    help="comma-separated analyses (see `list analyses`)")
-    p.add_argument("--set", action="append", default=[], metavar="key=value",
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="key=value",
                    help="analysis parameter, e.g. samples=256 grid=21")
     p.add_argument("--progress-file", help="write JSON-lines progress here (for the dashboard)")
     _run_args(p)

@@ -33,9 +33,11 @@ def run_hessian(ctx: AnalysisContext, p: dict) -> None:
     eigs += [{"which": "bottom", "k": i + 1, "eigenvalue": float(v)}
              for i, v in enumerate(res.bottom_eigenvalues)]
     ctx.write("hessian_eigs", eigs)
-    summary = [{"layer": "<all>", "n_params": res.n_params, "top_eig": res.top_eigenvalues[0],
-                "lam_min": res.lambda_min, "convexity_ratio": res.convexity_ratio,
-                "trace": res.trace, "trace_se": res.trace_se, "neg_share": res.negative_share,
+    lam_min = float(res.bottom_eigenvalues[0]) if len(res.bottom_eigenvalues) else None
+    summary = [{"layer": "<all>", "n_params": res.n_params,
+                "top_eig": float(res.top_eigenvalues[0]), "lam_min": lam_min,
+                "convexity_ratio": res.eig_ratio, "trace": res.trace,
+                "trace_se": res.trace_std_err, "neg_share": res.negative_share,
                 "n_products": res.n_products}]
     if res.per_layer is not None:
         for row in res.per_layer.to_dict("records"):
@@ -44,7 +46,7 @@ def run_hessian(ctx: AnalysisContext, p: dict) -> None:
     ctx.write("hessian_summary", summary)
     ctx.write("hessian_density", pd.DataFrame({"x": np.asarray(res.density_grid, float),
                                                "density": np.asarray(res.density, float)}))
-    torch.save(res.eigenvectors, ctx.artifact("eigenvectors.pt"))
+    torch.save(res.top_eigenvectors, ctx.artifact("eigenvectors.pt"))
 
 
 register(Analysis(

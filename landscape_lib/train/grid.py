@@ -15,6 +15,10 @@
       { arch = "mlp" },
       { arch = "vit", arch_options = { patch_size = 2 } },
     ]
+    variants_opt = [               # more variant axes (any key starting with `variants`) are
+      { optimizer = "sgd", lr = 0.1 },   # crossed with each other
+      { optimizer = "adam", lr = 1e-3 },
+    ]
 
 A list of tables on a table-valued key (arch_options, optimizer_options, ...) sweeps it too.
 """
@@ -78,13 +82,15 @@ def load_grid(path: str | os.PathLike, *, overrides: dict | None = None,
 def expand_study(study: dict, defaults: dict) -> list[dict]:
     study = dict(study)
     name = study.pop("name", "")
-    variants = study.pop("variants", [{}])
-    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
-        raise ConfigError(f"study '{name}': variants must be a list of tables")
+    axes = [study.pop(k) for k in sorted(study) if k.startswith("variants")]
+    for axis in axes:
+        if not isinstance(axis, list) or not axis or not all(isinstance(v, dict) for v in axis):
+            raise ConfigError(f"study '{name}': variants must be a non-empty list of tables")
     sweeps = {k: v for k, v in study.items() if _is_sweep(k, v)}
     fixed = {k: v for k, v in study.items() if k not in sweeps}
     out = []
-    for variant in variants:
+    for variant_combo in itertools.product(*axes):
+        variant = {k: v for part in variant_combo for k, v in part.items()}
         for combo in itertools.product(*sweeps.values()):
             raw = {**defaults, **fixed, **variant, **dict(zip(sweeps, combo)), "study": name}
             out.append(raw)
