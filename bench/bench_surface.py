@@ -124,14 +124,18 @@ def main(argv=None):
     ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     ap.add_argument("--quick", action="store_true", help="small CPU smoke run (< 1 minute)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the fast paths")
-    ap.add_argument("--repeats", type=int, default=1, help="time each run N times, keep the best")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="time each run N times and keep the best (default 1; 3 with --quick, "
+                         "since a shared CPU is noisy)")
     args = ap.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 1
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                           if args.device == "auto" else args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}),"
-          f" torch {torch.__version__}, quick={args.quick}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device {device} ({name}), torch {torch.__version__}, quick={args.quick}")
 
     torch.manual_seed(0)
     if args.quick:

@@ -16,7 +16,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from landscape_lib.analyses import surface as surface_mod
 from landscape_lib.analyses.directions import (
     eigenvector_directions, flatten, get_weights, pca_directions, random_direction,
-    random_directions, set_weights, unflatten)
+    random_directions, set_weights)
 from landscape_lib.analyses.surface import (
     activation_numel_per_sample, estimate_surface_memory, interpolate_1d, summarize_over_seeds,
     surface_2d, surface_2d_loop, surface_summary)

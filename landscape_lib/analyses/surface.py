@@ -1,4 +1,4 @@
-"""Loss and accuracy along a line (1-D interpolation) and over a plane (2-D surface) in weight space.
+"""Loss and accuracy along a line (1-D interpolation) and over a plane (2-D surface) of weights.
 
 Every evaluated point is a weight vector ``w = base + sum_k c_k D_k`` (one ``addmm`` for many
 points); the mean cross-entropy and the accuracy over ``batches`` are computed there, in eval
