@@ -72,10 +72,8 @@ def lines(df: pd.DataFrame, x: str, y: str, color: str, *, log_y: bool = False,
         df = df[df[y] > 0]
     y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
     x_scale = alt.Scale(type="log") if log_x else alt.Scale(zero=False)
-    base = alt.Chart(df).encode(
-        x=alt.X(x, title=x_title or x, scale=x_scale),
-        color=alt.Color(color, title=color, legend=alt.Legend(orient="bottom", columns=2,
-                                                              labelLimit=400)))
+    base = alt.Chart(df).encode(x=alt.X(x, title=x_title or x, scale=x_scale),
+                                color=color_channel(color))
     layers = []
     if band:
         lo, hi = band
@@ -86,7 +84,21 @@ def lines(df: pd.DataFrame, x: str, y: str, color: str, *, log_y: bool = False,
     if detail:
         enc["detail"] = detail
     layers.append(base.mark_line(point=points).encode(**enc))
-    return alt.layer(*layers).properties(title=title, height=height).interactive()
+    return alt.layer(*layers).properties(
+        title=title, height=height + _legend_height(df, color)).interactive()
+
+
+def color_channel(field: str, symbol: str = "stroke") -> alt.Color:
+    """A colour channel with a distinct categorical palette and a legend below the plot."""
+    return alt.Color(field, title=field.split(":")[0], scale=alt.Scale(scheme="tableau10"),
+                     legend=alt.Legend(orient="bottom", columns=1, labelLimit=600,
+                                       symbolOpacity=1, symbolType=symbol))
+
+
+def _legend_height(df: pd.DataFrame, field: str) -> int:
+    # Streamlit sizes charts to fit, legend included: grow by the legend's rows.
+    field = field.split(":")[0]
+    return 20 * min(int(df[field].nunique()), 20) + 30 if field in df else 0
 
 
 def scatter(df: pd.DataFrame, x: str, y: str, color: str, *, log_x: bool = False,
@@ -96,9 +108,8 @@ def scatter(df: pd.DataFrame, x: str, y: str, color: str, *, log_x: bool = False
     return alt.Chart(df).mark_circle(size=60, opacity=0.8).encode(
         x=alt.X(x, scale=alt.Scale(type="log" if log_x else "linear", zero=False)),
         y=alt.Y(y, scale=alt.Scale(type="log" if log_y else "linear", zero=False)),
-        color=alt.Color(color, legend=alt.Legend(orient="bottom", columns=2, labelLimit=400)),
-        tooltip=tooltip or list(df.columns[:8]),
-    ).properties(title=title, height=height).interactive()
+        color=color_channel(color, "circle"), tooltip=tooltip or list(df.columns[:8]),
+    ).properties(title=title, height=height + _legend_height(df, color)).interactive()
 
 
 def heatmap(df: pd.DataFrame, x: str, y: str, value: str, *, title: str = "",
@@ -120,10 +131,12 @@ def bars(df: pd.DataFrame, x: str, y: str, color: str, *, title: str = "",
     if log_x:
         df = df[df[x] > 0]
     enc = dict(x=alt.X(x, scale=alt.Scale(type="log" if log_x else "linear")),
-               y=alt.Y(f"{y}:N", sort=None), color=alt.Color(color), tooltip=list(df.columns[:8]))
+               y=alt.Y(f"{y}:N", sort=None), color=color_channel(color, "square"),
+               tooltip=list(df.columns[:8]))
     if offset:
         enc["yOffset"] = alt.YOffset(f"{offset}:N")
-    return alt.Chart(df).mark_bar().encode(**enc).properties(title=title, height=height)
+    return alt.Chart(df).mark_bar().encode(**enc).properties(
+        title=title, height=height + _legend_height(df, color))
 
 
 def ecdf(df: pd.DataFrame, value: str, color: str, *, title: str = "") -> alt.Chart:
@@ -134,8 +147,8 @@ def ecdf(df: pd.DataFrame, value: str, color: str, *, title: str = "") -> alt.Ch
         fraction="datum.cumulative_count / datum.total",
     ).mark_line(interpolate="step-after").encode(
         x=alt.X(f"{value}:Q"), y=alt.Y("fraction:Q", title="fraction of runs"),
-        color=alt.Color(f"{color}:N", legend=alt.Legend(orient="bottom")),
-    ).properties(title=title, height=300)
+        color=color_channel(f"{color}:N"),
+    ).properties(title=title, height=300 + _legend_height(df, color))
 
 
 # ----------------------------------------------------------------------------- Plotly
@@ -174,7 +187,8 @@ def surfaces_figure(grids: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
     title = f"log10 {z_title}" if log_z else z_title
     fig.update_layout(coloraxis=dict(colorscale=colorscale, cmin=lo, cmax=hi,
                                      colorbar=dict(title=title)),
-                      height=460, margin=dict(l=0, r=0, t=40, b=0))
+                      height=480, margin=dict(l=0, r=0, t=60, b=0))
+    fig.update_annotations(font_size=12)
     if kind == "surface":
         fig.update_scenes(zaxis=dict(range=[lo, hi], title=title), xaxis_title="x",
                           yaxis_title="y", aspectmode="cube")

@@ -16,7 +16,7 @@ if not have:
             "`attention_jsd` analysis).")
 else:
     picked = st.multiselect("Runs (up to 4)", have, default=have[:2], max_selections=4,
-                            key="jsd_runs", persist_state="session")
+                            key="jsd_runs", bind="query-params")
     jsd = data.rows_for_runs(root, "attention_jsd", tuple(picked))
     jsd = jsd[jsd["epoch"] == jsd.groupby("run_id")["epoch"].transform("max")]  # latest epoch
     if not jsd.empty:
@@ -50,5 +50,5 @@ chart = alt.Chart(charts.chart_safe(df)).mark_line(point=True).encode(
     y=alt.Y("frobenius:Q", scale=alt.Scale(type="log"), title="Frobenius norm"),
     color=alt.Color("block:N", title="block (row-col)"),
     tooltip=["setting", "part", "block", "scale", "frobenius"],
-).properties(width=260, height=220).facet(row=alt.Row("part:N"), column=alt.Column("setting:N"))
+).properties(width=170, height=170).facet(row=alt.Row("part:N"), column=alt.Column("setting:N"))
 charts.altair(chart, df, f"attention_hessian_{aid}", key="csv_attention_hessian")

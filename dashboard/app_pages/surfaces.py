@@ -16,15 +16,14 @@ if not have:
             "--what surface` or use the Lab page.")
     st.stop()
 picked = st.multiselect("Runs side by side (up to 4)", have, default=have[:2], max_selections=4,
-                        key="surf_runs", persist_state="session")
+                        key="surf_runs", bind="query-params")
 if not picked:
     st.stop()
 catalog = data.surfaces(root, tuple(picked))
 
 
 def _label(row) -> str:
-    return (f"epoch {row.epoch} · {row.directions or 'directions ?'} · {row.nx}x{row.ny} · "
-            f"{row.analysis_id}")
+    return f"epoch {row.epoch} · {row.directions or 'directions ?'} · {row.nx}x{row.ny}"
 
 
 tabs = st.tabs(["2-D surfaces", "Interpolation", "Trajectory", "Wavelets", "Persistence",
@@ -34,7 +33,9 @@ with tabs[0]:
     chosen = []
     for col, run_id in zip(cols, picked):
         mine = catalog[catalog["run_id"] == run_id]
-        labels = {_label(r): r.analysis_id for r in mine.itertuples()}
+        names = [_label(r) for r in mine.itertuples()]
+        labels = {(f"{n} ({r.analysis_id})" if names.count(n) > 1 else n): r.analysis_id
+                  for n, r in zip(names, mine.itertuples())}
         chosen.append(labels[col.selectbox(run_id, list(labels), key=f"surf_pick_{run_id}",
                                                persist_state="session")])
     c1, c2, c3 = st.columns(3)
@@ -44,7 +45,7 @@ with tabs[0]:
                     persist_state="session")
     log_z = c3.toggle("Log z", key="surf_log", persist_state="session", disabled=value != "loss")
     points = data.surface_points(root, tuple(chosen))
-    grids = [(f"{run_id} (epoch {int(p['epoch'].iloc[0])})", *charts.grid_of(p, value))
+    grids = [(f"{run_id}<br>epoch {int(p['epoch'].iloc[0])}", *charts.grid_of(p, value))
              for run_id, aid in zip(picked, chosen)
              for p in [points[points["analysis_id"] == aid]]]
     fig = charts.surfaces_figure(grids, kind="surface" if view == "3-D surface" else "contour",
@@ -82,11 +83,16 @@ with tabs[2]:
         if len(var):
             st.caption("Explained variance of the plane: " + ", ".join(
                 f"{r}: {v:.0%}" for r, v in var.items()))
-        chart = alt.Chart(charts.chart_safe(df)).mark_line(point=True).encode(
-            x="x", y="y", order="point_epoch", detail="run_id",
+        base = alt.Chart(charts.chart_safe(df)).encode(x="x:Q", y="y:Q")
+        path = base.mark_line(color="lightgray").encode(order="point_epoch:Q",
+                                                        detail="run_id:N")
+        dots = base.mark_point(filled=True, size=70).encode(
             color=alt.Color("point_epoch:Q", scale=alt.Scale(scheme="viridis"), title="epoch"),
-            shape="run_id", tooltip=["run_id", "point_epoch", "x", "y"],
-        ).properties(height=420, title=f"Weights per epoch on the {method} plane").interactive()
+            shape=alt.Shape("run_id:N", legend=alt.Legend(orient="bottom", columns=1,
+                                                          labelLimit=600)),
+            tooltip=["run_id", "point_epoch", "x", "y"])
+        chart = (path + dots).properties(
+            height=460, title=f"Weights per epoch on the {method} plane").interactive()
         charts.altair(chart, df, f"trajectory_{method}", key="csv_trajectory")
 
 with tabs[3]:
@@ -96,7 +102,7 @@ with tabs[3]:
     else:
         chart = alt.Chart(charts.chart_safe(wav)).mark_line(point=True).encode(
             x=alt.X("level:O"), y=alt.Y("energy:Q", scale=alt.Scale(type="log")),
-            color="kind:N", column=alt.Column("run_id:N", title=None),
+            color=charts.color_channel("kind:N"), column=alt.Column("run_id:N", title=None),
             tooltip=["run_id", "level", "kind", "energy"],
         ).properties(width=220, height=260, title="Energy per level (1 = finest)")
         charts.altair(chart, wav, "wavelet_energy", key="csv_wavelets")
@@ -112,7 +118,7 @@ with tabs[4]:
             if df.empty:
                 continue
             points_chart = alt.Chart(charts.chart_safe(df)).mark_circle(size=70).encode(
-                x="birth:Q", y="death:Q", color="dim:N",
+                x="birth:Q", y="death:Q", color=charts.color_channel("dim:N", "circle"),
                 tooltip=["dim", "birth", "death", "lifetime"])
             with col:
                 charts.altair((charts.diagonal_rule(df, "birth", "death") + points_chart)
@@ -129,13 +135,14 @@ with tabs[5]:
             charts.table(fits, "gauss_fit", key="csv_gauss_fit")
         analytic = st.toggle("Draw contours of analytic test surfaces (loads torch)",
                              key="paths_analytic", persist_state="session")
-        for surface, group in paths.groupby("surface", sort=False):
+        for (run_id, aid, surface), group in paths.groupby(["run_id", "analysis_id", "surface"],
+                                                          sort=False):
             fit = fits[fits["analysis_id"] == surface]
-            background, title = None, f"Optimizer paths on {surface}"
+            background, title = None, f"{run_id}: optimizer paths on {surface}"
             pad = lambda s: (float(s.min()) - 0.5, float(s.max()) + 0.5)  # noqa: E731
             if not fit.empty:
                 background = charts.gaussian_grid(fit.iloc[0], pad(group["x"]), pad(group["y"]))
-                title = f"Optimizer paths on the Gaussian fitted to {fit.iloc[0]['source_id']}"
+                title = f"{run_id}: optimizer paths on the Gaussian fitted to its surface"
             elif analytic:
                 from landscape_lib.analyses.paths import surface_grid
                 from landscape_lib.errors import LandscapeError
@@ -144,5 +151,5 @@ with tabs[5]:
                 except LandscapeError as exc:
                     st.caption(f"No contours for '{surface}': {exc}")
             fig = charts.paths_figure(background, group, title)
-            charts.plotly(fig, group, f"optimizer_paths_{surface}",
-                          key=f"csv_paths_{surface}")
+            charts.plotly(fig, group, f"optimizer_paths_{run_id}_{surface}",
+                          key=f"csv_paths_{aid}_{surface}")

@@ -17,23 +17,24 @@ metrics = st.multiselect("Metrics", data.EPOCH_METRICS, key="train_metrics",
                          default=["train_loss", "val_loss", "val_acc"])
 rows = data.runs_by_id(root, tuple(ids))
 groups = data.seed_groups(rows)
-repeated = groups.duplicated(keep=False).any()  # some configuration was run with several seeds
+sizes = groups.map(groups.value_counts())
 c1, c2, c3 = st.columns([2, 1, 1])
 alpha = c1.slider("Smoothing (EMA weight of the past)", 0.0, 0.95, 0.0, 0.05, key="train_ema",
                   persist_state="session")
 log_y = c2.toggle("Log scale", key="train_log", persist_state="session")
 bands = c3.toggle("Mean ± std over seeds", key="train_bands", persist_state="session",
-                  disabled=not repeated,
-                  value=bool(repeated and groups.nunique() == 1),
+                  disabled=not (sizes > 1).any(), value=bool((sizes > 1).all()),
                   help="Runs whose configurations differ only by their seed are averaged.")
 
 curves = data.epoch_curves(root, tuple(ids), tuple(metrics))
-for metric in metrics:
+cols = st.columns(2)
+for i, metric in enumerate(metrics):
     df = data.smooth(curves[["run_id", "epoch", metric]], metric, "run_id", alpha)
-    if bands and repeated:
+    if bands and (sizes > 1).any():
         df = data.seed_bands(df, groups, metric)
         chart = charts.lines(df, "epoch", "mean", "config", band=("lo", "hi"), log_y=log_y,
                              title=metric, y_title=metric)
     else:
         chart = charts.lines(df, "epoch", metric, "run_id", log_y=log_y, title=metric)
-    charts.altair(chart, df, f"training_{metric}", key=f"csv_training_{metric}")
+    with cols[i % 2]:
+        charts.altair(chart, df, f"training_{metric}", key=f"csv_training_{metric}")
