@@ -248,7 +248,8 @@ def test_per_layer_top_eigenvalue_is_that_of_the_diagonal_block(mlp_problem):
 def test_hessian_analysis_on_tiny_model(mlp_problem):
     model, batches, H, evals = mlp_problem
     res = hessian_analysis(model, CE, batches, top_k=3, bottom_k=1, tol=1e-8,
-                           trace_samples=1000, density_vectors=2, density_steps=20)
+                           trace_samples=1000, layer_trace_samples=5, density_vectors=2,
+                           density_steps=20)
     assert rel_err(res.top_eigenvalues, evals.flip(0)[:3].numpy()) < 1e-4
     assert rel_err(res.bottom_eigenvalues, evals[:1].numpy()) < 1e-4
     assert res.eig_ratio == pytest.approx(abs(evals[0] / evals[-1]).item(), rel=1e-4)
