@@ -53,10 +53,11 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     p.add_argument("--device", default=None)
     p.add_argument("--quick", action="store_true", help="tiny CPU smoke run")
+    p.add_argument("--store", help="keep the runs in this store (default: a temporary one)")
     args = p.parse_args()
     if args.quick:
         args.epochs, args.batch_size = 1, 64
-    store = Store(tempfile.mkdtemp(prefix="bench-train-")).ensure()
+    store = Store(args.store or tempfile.mkdtemp(prefix="bench-train-")).ensure()
     for cfg in configs(args):
         status = train_run(cfg, store, device=args.device, progress=False)
         df = store.query("SELECT epoch, images_per_s, epoch_time, train_loss, val_acc, "
@@ -72,6 +73,7 @@ def main() -> None:
         if cfg.arch in TARGET:
             line += f"; ratio to the {TARGET[cfg.arch]:,} img/s target: {best / TARGET[cfg.arch]:.2f}"
         print(line)
+        print(f"checkpoint: {store.artifacts_dir / cfg.run_id() / 'checkpoints'}")
 
 
 if __name__ == "__main__":
