@@ -72,11 +72,18 @@ def store_root() -> str:
     return str(Store().root)
 
 
+# Tables the pages read across runs, loaded in the background when a store is first opened.
+PRELOAD = ("runs", "epochs", "hessian_summary", "analyses", "surface_points", "hessian_eigs",
+           "surface_summary", "attention_jsd", "attention_hessian")
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _store(root: str) -> tuple[duckdb.DuckDBPyConnection, Snapshots]:
     """The process-wide connection and table snapshots of one store."""
     Store(root).check_version()
-    return duckdb.connect(), Snapshots(root)
+    snapshots = Snapshots(root)
+    snapshots.preload(PRELOAD)
+    return duckdb.connect(), snapshots
 
 
 _TABLE_REF = re.compile(r"\b(?:FROM|JOIN)\s+([a-z_]+)", re.IGNORECASE)
@@ -92,14 +99,17 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def query(root: str, sql: str, params: Iterable = ()) -> pd.DataFrame:
+def query(root: str, sql: str, params: Iterable = (), run_id: str | None = None
+          ) -> pd.DataFrame:
     """Run one parameterised query on a fresh cursor over the store's tables (each table the
-    SQL reads FROM or JOINs is registered from its snapshot); problems become StoreError."""
+    SQL reads FROM or JOINs is registered from its snapshot, or with `run_id` from that run's
+    own part files only); problems become StoreError."""
     con, snapshots = _store(root)
     cur = con.cursor()
     try:
         for table in {t.lower() for t in _TABLE_REF.findall(sql)} & set(TABLES):
-            cur.register(table, snapshots.table(table))
+            cur.register(table, snapshots.table(table) if run_id is None
+                         else snapshots.run_table(table, run_id))
         return cur.execute(sql, list(params)).df()
     except duckdb.Error as exc:
         raise StoreError(f"the store at {root} cannot be read: {_first_line(exc)}") from exc
@@ -551,7 +561,7 @@ def attention_hessian_parts(root: str, analysis_id: str) -> list[str]:
 @st.cache_data(ttl=TTL, show_spinner=False)
 def checkpoint_epochs(root: str, run_id: str) -> list[int]:
     df = query(root, "SELECT DISTINCT epoch FROM checkpoints WHERE run_id = ? "
-                     "AND kind = 'checkpoint' ORDER BY epoch", [run_id])
+                     "AND kind = 'checkpoint' ORDER BY epoch", [run_id], run_id=run_id)
     return df["epoch"].astype(int).tolist()
 
 
@@ -563,7 +573,7 @@ def analyses(root: str, run_id: str, epoch: int | None = None,
         SELECT * FROM analyses WHERE run_id = ? AND (? IS NULL OR epoch = ?)
               AND (? IS NULL OR kind = ?)
         ORDER BY started_at DESC NULLS LAST, analysis_id DESC""",
-                 [run_id, epoch, epoch, kind, kind])
+                 [run_id, epoch, epoch, kind, kind], run_id=run_id)
 
 
 def _same(a, b) -> bool:
@@ -596,13 +606,9 @@ def find_analysis(root: str, run_id: str, epoch: int, kind: str, wanted: dict) -
     return None
 
 
-def hessian_result(root: str, analysis_id: str) -> dict[str, pd.DataFrame]:
-    """Eigenvalues, summaries and density of one Hessian analysis."""
-    return {t: query(root, f"SELECT * FROM {t} WHERE analysis_id = ?", [analysis_id])
-            for t in ("hessian_eigs", "hessian_summary", "hessian_density")}
-
-
-def surface_result(root: str, analysis_id: str) -> dict[str, pd.DataFrame]:
-    """Grid points and summary of one surface analysis."""
-    return {t: query(root, f"SELECT * FROM {t} WHERE analysis_id = ?", [analysis_id])
-            for t in ("surface_points", "surface_summary")}
+def analysis_result(root: str, run_id: str, analysis_id: str,
+                    tables: Iterable[str]) -> dict[str, pd.DataFrame]:
+    """The rows of one analysis in each of `tables` (read from the run's own parts)."""
+    return {t: query(root, f"SELECT * FROM {_check([t], TABLES, 'table')[0]} "
+                           "WHERE analysis_id = ?", [analysis_id], run_id=run_id)
+            for t in tables}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from landscape_lib.errors import StoreError
 from landscape_lib.store import TABLES
 
 REFRESH = 2.0  # seconds between checks of a table's files
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")  # the store's rule for keys (run ids)
 
 _ARROW = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "INTEGER": pa.int32(),
           "BIGINT": pa.int64(), "BOOLEAN": pa.bool_(), "TIMESTAMP": pa.timestamp("us")}
@@ -66,6 +68,29 @@ class Snapshots:
                 self._refresh(name, entry)
                 entry.checked = time.monotonic()
             return entry.combined
+
+    def run_table(self, name: str, run_id: str) -> pa.Table:
+        """One run's rows of a table, read now from its own part files
+        (tables/<table>/<run_id>/*.parquet): cheap, always current, nothing cached."""
+        schema = arrow_schema(name)
+        if not _SAFE_KEY.match(run_id):  # a key the store could not have written
+            return schema.empty_table()
+        paths = glob.glob(str(self.root / "tables" / name / run_id / "*.parquet"))
+        parts = list(self._read(paths, schema).values())
+        return pa.concat_tables(parts) if parts else schema.empty_table()
+
+    def preload(self, names) -> threading.Thread:
+        """Load tables in a background thread (data only, no Streamlit calls), so the first
+        visit of a page finds them ready; an unreadable table is left for the page to report."""
+        def load():
+            for name in names:
+                try:
+                    self.table(name)
+                except StoreError:
+                    return
+        thread = threading.Thread(target=load, name="landscape-preload", daemon=True)
+        thread.start()
+        return thread
 
     def invalidate(self) -> None:
         """Check every table's files at its next use (after this process wrote to the store)."""

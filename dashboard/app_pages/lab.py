@@ -120,7 +120,8 @@ with st.expander("Parameters"):
     st.json(json.loads(stored["params_json"] or "{}"))
 
 if what == "hessian":
-    result = data.hessian_result(root, aid)
+    result = data.analysis_result(root, run_id, aid,
+                                  ("hessian_eigs", "hessian_summary", "hessian_density"))
     whole = result["hessian_summary"]
     whole = whole[whole["layer"].isna() | whole["layer"].isin(data.WHOLE_MODEL_LAYERS)]
     if not whole.empty:
@@ -142,7 +143,7 @@ if what == "hessian":
                                  title="Eigenvalue density")
             charts.altair(chart, dens, f"density_{aid}", key="csv_lab_density")
 elif what == "surface":
-    result = data.surface_result(root, aid)
+    result = data.analysis_result(root, run_id, aid, ("surface_points", "surface_summary"))
     points = result["surface_points"]
     if points.empty:
         st.info("The analysis wrote no grid points.")
