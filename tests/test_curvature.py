@@ -315,3 +315,12 @@ def test_bad_options_raise_config_error(mlp_problem):
         HessianOperator(model, CE, [])
     with pytest.raises(ConfigError, match="engine"):
         hessian_analysis(model, CE, batches, engine="curvlinops")
+
+
+def test_lanczos_continues_past_an_exhausted_krylov_space():
+    """Three distinct eigenvalues exhaust the Krylov space after 3 steps; k=4 still works."""
+    spectrum = [4.0, 4.0, 2.0, 2.0, 2.0, -1.0]
+    A = spd_with_spectrum(spectrum, seed=4)
+    vals, vecs = top_eigenpairs(A, 4, tol=1e-10)
+    np.testing.assert_allclose(vals.numpy(), [4.0, 4.0, 2.0, 2.0], atol=1e-8)
+    torch.testing.assert_close(vecs.T @ vecs, torch.eye(4, dtype=torch.float64))

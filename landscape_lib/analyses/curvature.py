@@ -67,12 +67,15 @@ class _Lanczos:
 
     Each step costs one ``op @ Q`` with m columns; the basis is kept on the operator's device
     (steps x P x m) and reorthogonalised twice (CGS2), so no ghost eigenvalues appear.
+    When a column's Krylov space is exhausted (beta ~ 0) it goes on from a fresh random vector
+    orthogonal to its basis with beta = 0: T decouples, the new block adds eigenvalues
+    (copies of repeated ones included) but no quadrature weight.
     """
 
-    def __init__(self, op, start: Tensor):
-        self.op = op
+    def __init__(self, op, start: Tensor, generator: torch.Generator, capacity: int = 32):
+        self.op, self.generator = op, generator
         q = start / start.norm(dim=0, keepdim=True)
-        self.basis = torch.empty((32, *q.shape), device=q.device, dtype=q.dtype)
+        self.basis = torch.empty((max(2, capacity), *q.shape), device=q.device, dtype=q.dtype)
         self.basis[0] = q
         self.steps = 0
         self.alphas: list[Tensor] = []
@@ -89,15 +92,23 @@ class _Lanczos:
             w = w - torch.einsum("jpm,jm->pm", Q, torch.einsum("jpm,pm->jm", Q, w))
         beta = w.norm(dim=0)
         self.scale = torch.maximum(self.scale, self.alphas[-1].abs().max())
-        # A (near) zero beta means the Krylov space is exhausted: that column stops (q = 0 adds a
-        # decoupled zero block to T whose Ritz weights are 0).
         alive = beta > 100 * torch.finfo(w.dtype).eps * torch.clamp(self.scale, min=1e-30)
         beta = torch.where(alive, beta, torch.zeros_like(beta))
         self.betas.append(beta)
         if j + 1 >= len(self.basis):
             self.basis = torch.cat([self.basis, torch.empty_like(self.basis)])
-        self.basis[j + 1] = torch.where(alive, w / torch.where(alive, beta, 1), 0)
+        nxt = w / torch.where(alive, beta, 1)
+        if not bool(alive.all()):  # one sync per step; a restart is rare
+            nxt = torch.where(alive, nxt, self._fresh_directions(Q))
+        self.basis[j + 1] = nxt
         self.steps += 1
+
+    def _fresh_directions(self, Q: Tensor) -> Tensor:
+        """Unit random columns orthogonal to each column's basis (used only after breakdown)."""
+        r = torch.randn(Q.shape[1:], generator=self.generator, device=Q.device, dtype=Q.dtype)
+        for _ in range(2):
+            r = r - torch.einsum("jpm,jm->pm", Q, torch.einsum("jpm,pm->jm", Q, r))
+        return r / r.norm(dim=0, keepdim=True).clamp(min=torch.finfo(r.dtype).tiny)
 
     def tridiagonal(self) -> tuple[np.ndarray, np.ndarray]:
         """(steps, m) diagonals and (steps, m) off-diagonals (last = residual beta), float64."""
@@ -123,8 +134,9 @@ class _Lanczos:
 def _lanczos_eigenpairs(op, k, tol, which, max_steps, scale, seed, progress):
     n = _dim(op)
     device, dtype = _device_dtype(op)
-    start = torch.randn(n, 1, generator=_generator(device, seed), device=device, dtype=dtype)
-    lz = _Lanczos(op, start)
+    gen = _generator(device, seed)
+    start = torch.randn(n, 1, generator=gen, device=device, dtype=dtype)
+    lz = _Lanczos(op, start, gen)
     max_steps = min(n, max(k, max_steps or max(150, 30 * k)))
     converged = False
     for _ in tqdm(range(max_steps), desc=f"Lanczos {which}", disable=not progress, leave=False):
@@ -135,7 +147,7 @@ def _lanczos_eigenpairs(op, k, tol, which, max_steps, scale, seed, progress):
         wanted = np.arange(len(theta) - k, len(theta))[::-1] if which == "LA" else np.arange(k)
         residual = beta * np.abs(S[-1, wanted])
         bound = tol * np.maximum(np.abs(theta[wanted]), scale or 0.0)
-        if beta == 0.0 or np.all(residual <= bound):
+        if lz.steps == n or np.all(residual <= bound):
             converged = True
             break
     if not converged:
@@ -196,7 +208,7 @@ def top_eigenpairs(op, k: int = 5, tol: float = 1e-3, which: str = "LA", *,
 
     Returns:
         ``(eigvals, eigvecs)``: float64 CPU tensor (k,) and unit eigenvectors (P, k) on the
-        operator's device. Lanczos finds one copy of a repeated eigenvalue.
+        operator's device. Like any Krylov method, copies of a repeated eigenvalue may be missed.
     """
     _check("which", which, WHICH)
     _check("engine", engine, EIGEN_ENGINES)
@@ -258,9 +270,11 @@ def slq_nodes(op, n_vectors: int = 3, n_steps: int = 60, seed: int = 0, *,
     if n_vectors < 1 or n_steps < 1:
         raise ConfigError(f"n_vectors={n_vectors} and n_steps={n_steps} must be at least 1")
     device, dtype = _device_dtype(op)
-    start = _rademacher(n, n_vectors, _generator(device, seed), device, dtype)
-    lz = _Lanczos(op, start)
-    for _ in tqdm(range(min(n_steps, n)), desc="SLQ", disable=not progress, leave=False):
+    gen = _generator(device, seed)
+    start = _rademacher(n, n_vectors, gen, device, dtype)
+    steps = min(n_steps, n)
+    lz = _Lanczos(op, start, gen, capacity=steps + 1)
+    for _ in tqdm(range(steps), desc="SLQ", disable=not progress, leave=False):
         lz.step()
     alphas, betas = lz.tridiagonal()
     nodes, weights = [], []

@@ -15,9 +15,11 @@ Three ways to compute an HVP (``mode``):
 - ``"cached"``: double-backward through a gradient graph built once per batch at construction
   and kept (PyHessian's trick): each product is a single backward pass, the cheapest, but the
   graphs of all batches stay in memory and the parameters must not change afterwards.
-- ``"auto"`` (default) is ``"cached"``, the fastest per product in ``bench/bench_hessian.py``;
-  pick ``"forward"`` when the batches' graphs do not fit in memory. Should an operation lack a
-  forward-mode derivative, ``"forward"`` falls back to ``"reverse"`` (``op.mode`` tells).
+- ``"auto"`` (default) is ``"cached"``, the cheapest per product (measured on CPU, small CNN,
+  64 images: cached 11.5 ms, reverse 16 ms, forward 21 ms; vmap over columns did not help
+  there); pick ``"forward"`` or ``"reverse"`` when the batches' graphs do not fit in memory.
+  Should an operation lack a forward-mode derivative, ``"forward"`` falls back to ``"reverse"``
+  (``op.mode`` tells).
 """
 from __future__ import annotations
 
