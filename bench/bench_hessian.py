@@ -16,8 +16,9 @@ In one process, after a warm-up of every engine:
    All use the same Hessian-vector product cost model (one retained gradient graph), so the
    products column is comparable; PyHessian's ``tol`` bounds the change between iterations,
    ours the residual, hence the error column against the reference.
-Printed per engine: seconds (fastest of ``--repeats`` runs, graph construction included), Hessian-vector products, ms per
-product, max relative error of the eigenvalues against the reference, speed-up over PyHessian.
+Printed per engine: seconds (fastest of ``--repeats`` runs, graph construction included),
+Hessian-vector products, ms per product, max relative error of the eigenvalues against the
+reference, speed-up over PyHessian.
 
     python bench/bench_hessian.py [--device auto] [--images 512] [--tol 1e-3] [--top 5]
                                   [--checkpoint PATH] [--data-folder DIR] [--quick]
@@ -60,7 +61,8 @@ def parse_args(argv=None):
                    help="auto: float64 on CPU, float32 on CUDA")
     p.add_argument("--pyhessian-max-iter", type=int, default=100, help="PyHessian's maxIter")
     p.add_argument("--tf32", action="store_true", help="allow TF32 in the timed runs")
-    p.add_argument("--repeats", type=int, default=2, help="timed runs per engine; the fastest counts")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="timed runs per engine; the fastest counts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="CPU smoke run with a small CNN")
     args = p.parse_args(argv)

@@ -502,8 +502,9 @@ class HessianResult:
 def hessian_analysis(model: nn.Module, loss_fn: Callable, batches: Sequence, *, top_k: int = 5,
                      bottom_k: int = 1, tol: float = 1e-3, trace_samples: int = 50,
                      density_vectors: int = 3, density_steps: int = 60, per_layer: bool = True,
-                     layer_trace_samples: int = 20, engine: str = "default", eigen_engine: str = "lanczos", mode: str = "auto",
-                     seed: int = 0, progress: bool = False) -> HessianResult:
+                     layer_trace_samples: int = 20, engine: str = "default",
+                     eigen_engine: str = "lanczos", mode: str = "auto", seed: int = 0,
+                     progress: bool = False) -> HessianResult:
     """Curvature of the mean loss over ``batches`` at the model's current parameters.
 
     The model is evaluated in eval mode (BatchNorm running stats). With ``engine="pyhessian"``
@@ -547,8 +548,8 @@ def hessian_analysis(model: nn.Module, loss_fn: Callable, batches: Sequence, *, 
     layers = None
     if per_layer:
         layers = per_layer_spectrum(model, loss_fn, batches, k=1,
-                                    trace_samples=layer_trace_samples, tol=tol, seed=seed, mode=mode,
-                                    progress=progress)
+                                    trace_samples=layer_trace_samples, tol=tol, seed=seed,
+                                    mode=mode, progress=progress)
         n_products += int(layers["n_products"].sum())
     lam_min = float(bottom[0]) if len(bottom) else float("nan")
     return HessianResult(
