@@ -516,7 +516,7 @@ def hessian_analysis(model: nn.Module, loss_fn: Callable, batches: Sequence, *, 
     and bottom eigenpairs need tens each, the trace ``trace_samples``, the density
     ``density_vectors * density_steps``, and the per-layer table per parameterized module
     ~15-40 for its top eigenvalue plus ``layer_trace_samples`` (the bulk for deep networks:
-    ResNet-18 has 62 such modules; pass ``per_layer=False`` to skip it).
+    ResNet-18 has 41 such modules; pass ``per_layer=False`` to skip it).
     """
     _check("engine", engine, ANALYSIS_ENGINES)
     if top_k < 1 or bottom_k < 0:
