@@ -31,8 +31,9 @@ from .snapshot import Snapshots
 TTL = 3  # seconds a query result is reused; new rows show up after at most this long
 MAX_POINTS = 4000  # rows per chart; Altair refuses more than 5,000
 
-# hessian_summary rows about the whole model (the others are per layer).
-WHOLE_MODEL_LAYERS = ["", "all", "model", "*"]
+# hessian_summary rows about the whole model (the others are per layer): the analyses write
+# "<all>"; NULL and the other spellings are accepted too.
+WHOLE_MODEL_LAYERS = ["<all>", "", "all", "model", "*"]
 
 # Config columns that make two runs "the same experiment" except for the seed.
 CONFIG_COLUMNS = ["dataset", "model_label", "init", "optimizer", "lr", "weight_decay",
@@ -521,6 +522,15 @@ def rows_for_runs(root: str, table: str, run_ids: tuple[str, ...]) -> pd.DataFra
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+def standalone_rows(root: str, table: str) -> pd.DataFrame:
+    """Rows of an analysis result table that belong to no run (stand-alone studies, written
+    under the pseudo run id "study")."""
+    _check([table], _ROW_ORDER, "table")
+    return query(root, f"SELECT * FROM {table} WHERE run_id IS NULL OR run_id NOT IN "
+                       f"(SELECT run_id FROM runs) ORDER BY {_ROW_ORDER[table]}")
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
 def runs_with(root: str, table: str, run_ids: tuple[str, ...]) -> list[str]:
     """The given runs that have rows in `table` (order kept)."""
     _check([table], TABLES, "table")
@@ -549,6 +559,15 @@ def attention_hessian(root: str, analysis_id: str, parts: tuple[str, ...]) -> pd
                row_block || '-' || col_block AS block, frobenius
         FROM attention_hessian WHERE analysis_id = ? AND list_contains(?, part)
         ORDER BY attention, pre_ln, part, block, scale""", [analysis_id, list(parts)])
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def attention_hessian_hist(root: str, analysis_id: str) -> pd.DataFrame:
+    """Histograms of the entries of each Hessian block (attention kind, part, block, bins)."""
+    return query(root, """
+        SELECT attention, part, block, bin_left, bin_right, (bin_left + bin_right) / 2 AS bin,
+               "count" FROM attention_hessian_hist WHERE analysis_id = ?
+        ORDER BY attention, part, block, bin_left""", [analysis_id])
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)

@@ -86,7 +86,8 @@ def _start(args: list[str], *, progress: bool, name: str) -> Job:
 
 def start_analysis(root: str, run_id: str, epoch: int, what: str, params: dict) -> Job:
     """`analyze RUN --epoch E --what WHAT --store ROOT --set k=v ... --progress-file F`."""
-    args = ["analyze", run_id, "--epoch", str(epoch), "--what", what, "--store", root]
+    args = ["analyze", run_id, "--epoch", str(epoch), "--what", what, "--store", root,
+            "--no-progress"]
     for key, value in params.items():
         args += ["--set", f"{key}={value}"]
     return _start(args, progress=True, name="lab")

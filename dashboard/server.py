@@ -65,12 +65,10 @@ def serve(store_root: str | os.PathLike, timeout: float = 60.0):
 
 
 def wait_for_app(page, timeout: float = 60_000) -> None:
-    """Wait until a Streamlit page has finished running its script."""
-    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
+    """Wait until a Streamlit page has finished running its script and shows its title."""
     page.wait_for_function(
         """() => {
             const app = document.querySelector('[data-testid="stApp"]');
-            return app && app.getAttribute('data-test-script-state') !== 'running'
-                && !document.querySelector('[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"]')
+            return app && app.getAttribute('data-test-script-state') === 'notRunning'
                 && document.querySelector('[data-testid="stMainBlockContainer"] h1');
         }""", timeout=timeout)

@@ -163,6 +163,8 @@ def make_store(root, n_runs: int = 40, n_epochs: int = 20, seed: int = 0,
                        for e in ep["epoch"]])
         if i < n_analysed:
             _analyses(store, rng, run_id, int(last["epoch"]), quality, arch == "vit", created)
+    if n_analysed:
+        _studies(store, T0)
     return store
 
 
@@ -174,7 +176,8 @@ def _analysis_row(aid, run_id, epoch, kind, params, started):
 
 
 def _analyses(store, rng, run_id, last_epoch, quality, is_vit, started):
-    """Write one run's analyses; each result table gets its own part, as the real writers do."""
+    """Write one run's analyses in one part per table (the real writers use one part per
+    analysis; readers see the same rows either way). Names follow the analyses registry."""
     rows, aid = [], lambda kind, e: f"{run_id}-{kind}-e{e}"
     sharp = 5 + 80 * (1 - quality)
     eig_rows, summ_rows, dens_rows = [], [], []
@@ -187,8 +190,8 @@ def _analyses(store, rng, run_id, last_epoch, quality, is_vit, started):
                       "eigenvalue": float(v)} for k, v in enumerate(eigs)]
         eig_rows.append({"analysis_id": a, "run_id": run_id, "epoch": e, "which": "bottom",
                          "k": 1, "eigenvalue": -0.05 * top})
-        for layer in (None, "fc1.weight", "fc2.weight"):
-            share = 1.0 if layer is None else (0.7 if layer == "fc1.weight" else 0.3)
+        for layer in ("<all>", "fc1.weight", "fc2.weight"):  # "<all>": the whole model
+            share = 1.0 if layer == "<all>" else (0.7 if layer == "fc1.weight" else 0.3)
             summ_rows.append({"analysis_id": a, "run_id": run_id, "epoch": e, "layer": layer,
                               "n_params": 5000, "top_eig": top * share, "lam_min": -0.05 * top,
                               "convexity_ratio": 0.05, "trace": 12 * top * share,
@@ -221,18 +224,18 @@ def _analyses(store, rng, run_id, last_epoch, quality, is_vit, started):
         "center_loss": 0.2, "curvature_x": 2 * cx, "curvature_y": 2 * cy,
         "basin_width": 2 / math.sqrt(cx + cy), "explained_variance": None}])
 
-    a = aid("interpolation", 0)
-    rows.append(_analysis_row(a, run_id, 0, "interpolation", {"epoch_b": e, "points": 31}, started))
+    a = aid("interpolation", e)  # from epoch_b (the first checkpoint) to this epoch
+    rows.append(_analysis_row(a, run_id, e, "interpolation", {"from_epoch": "first"}, started))
     alpha = np.linspace(-0.25, 1.25, 31)
     store.write("interpolation", run_id, pd.DataFrame({
-        "analysis_id": a, "run_id": run_id, "epoch": 0, "epoch_b": e, "alpha": alpha,
+        "analysis_id": a, "run_id": run_id, "epoch": e, "epoch_b": 0, "alpha": alpha,
         "loss": 2.3 * (1 - alpha) ** 2 + 0.2 + 0.3 * np.sin(np.pi * alpha) ** 2,
         "acc": np.clip(0.1 + 0.85 * alpha, 0, 1)}))
 
     traj = []
+    a = aid("trajectory", e)
+    rows.append(_analysis_row(a, run_id, e, "trajectory", {"seed": 0}, started))
     for method in ("pca", "tsne"):
-        a = aid(f"trajectory-{method}", e)
-        rows.append(_analysis_row(a, run_id, e, "trajectory", {"method": method}, started))
         t = np.arange(e + 1)
         traj += [{"analysis_id": a, "run_id": run_id, "epoch": e, "method": method,
                   "point_epoch": int(k), "x": float(np.log1p(k) * np.cos(k / 4)),
@@ -240,65 +243,80 @@ def _analyses(store, rng, run_id, last_epoch, quality, is_vit, started):
                   "explained_variance": 0.8 if method == "pca" else None} for k in t]
     store.write("trajectory", run_id, traj)
 
-    a = aid("wavelets", e)
-    rows.append(_analysis_row(a, run_id, e, "wavelets", {"wavelet": "haar", "levels": 3}, started))
+    # The surface analysis also writes its grid's wavelets, persistence and Gaussian fit.
     store.write("wavelets", run_id, [
-        {"analysis_id": a, "run_id": run_id, "epoch": e, "source_id": s_id, "level": lvl,
+        {"analysis_id": s_id, "run_id": run_id, "epoch": e, "source_id": s_id, "level": lvl,
          "kind": kind, "energy": float(sharp * (0.5 ** lvl if kind != "approx" else 40))}
         for lvl in (1, 2, 3) for kind in ("horizontal", "vertical", "diagonal")
         + (("approx",) if lvl == 3 else ())])
 
-    a = aid("persistence", e)
-    rows.append(_analysis_row(a, run_id, e, "persistence", {}, started))
     births = np.sort(rng.uniform(0.2, 0.5, 6))
     store.write("persistence", run_id, [
-        {"analysis_id": a, "run_id": run_id, "epoch": e, "source_id": s_id, "dim": d,
+        {"analysis_id": s_id, "run_id": run_id, "epoch": e, "source_id": s_id, "dim": d,
          "birth": float(b), "death": float(b + l), "lifetime": float(l)}
         for d, b, l in [(0, births[0], float(Z.max() - births[0]))]
         + [(k % 2, b, float(rng.uniform(0.01, 0.2))) for k, b in enumerate(births[1:])]])
 
-    g_id = aid("gauss_fit", e)
-    rows.append(_analysis_row(g_id, run_id, e, "gauss_fit", {}, started))
     store.write("gauss_fit", run_id, [{
-        "analysis_id": g_id, "run_id": run_id, "epoch": e, "source_id": s_id, "A": -0.8,
+        "analysis_id": s_id, "run_id": run_id, "epoch": e, "source_id": s_id, "A": -0.8,
         "x0": 0.0, "y0": 0.0, "s1": 1 / math.sqrt(2 * cx), "s2": 1 / math.sqrt(2 * cy),
         "offset": 1.0, "r2": 0.97}])
-    p_id = aid("optimizer_paths", e)
-    rows.append(_analysis_row(p_id, run_id, e, "optimizer_paths", {"steps": 40}, started))
-    steps = np.arange(40)
-    paths = []
-    for k, (opt, surface) in enumerate(itertools.product(("sgd", "momentum", "adam"),
-                                                         (g_id, "himmelblau"))):
-        decay = 0.9 - 0.05 * k
-        paths.append(pd.DataFrame({
-            "analysis_id": p_id, "run_id": run_id, "epoch": e, "surface": surface,
-            "optimizer": opt, "step": steps, "x": 1.5 * decay ** steps * np.cos(steps / 6),
-            "y": 0.8 * decay ** steps, "z": 1.0 - 0.8 * (1 - decay ** steps), "diverged": False}))
-    store.write("optimizer_paths", run_id, pd.concat(paths, ignore_index=True))
+    p_id = aid("paths", e)  # paths on the Gaussian fitted to this epoch's surface
+    rows.append(_analysis_row(p_id, run_id, e, "paths", {"steps": 40}, started))
+    store.write("optimizer_paths", run_id, _paths(p_id, run_id, e, "gaussian-fit"))
 
     if is_vit:
-        a = aid("attention_jsd", e)
-        rows.append(_analysis_row(a, run_id, e, "attention_jsd", {"batches": 4}, started))
+        a = aid("attention", e)
+        rows.append(_analysis_row(a, run_id, e, "attention", {"samples": 256}, started))
         layer, head = np.indices((7, 4))
         store.write("attention_jsd", run_id, pd.DataFrame({
             "analysis_id": a, "run_id": run_id, "epoch": e, "layer": layer.ravel(),
             "head": head.ravel(), "jsd": 0.05 + 0.3 * np.abs(np.sin(layer.ravel() + head.ravel()))
             * quality}))
-        a = aid("attention_hessian", e)
-        rows.append(_analysis_row(a, run_id, e, "attention_hessian", {"d": 4}, started))
-        scales = np.logspace(-1, 1, 5)
-        ah = []
-        for s, kind, pre_ln, part, rb, cb in itertools.product(
-                scales, ("softmax", "linear"), (False, True), ("full", "gauss_newton",
-                                                              "functional"),
-                ("query", "key", "value"), ("query", "key", "value")):
-            power = {"query": 3, "key": 3, "value": 1}[rb] + {"query": 3, "key": 3, "value": 1}[cb]
-            power = 2 if (pre_ln or kind == "linear") else power
-            ah.append({"analysis_id": a, "run_id": run_id, "epoch": e, "scale": float(s),
-                       "attention": kind, "pre_ln": pre_ln, "part": part, "row_block": rb,
-                       "col_block": cb, "frobenius": float(s ** power * (1 + 0.1 * len(part)))})
-        store.write("attention_hessian", run_id, ah)
     store.write("analyses", run_id, rows)
+
+
+def _paths(aid, run_id, epoch, surface):
+    """Three optimizers spiralling into a minimum (synthetic optimizer paths)."""
+    steps, frames = np.arange(40), []
+    for k, opt in enumerate(("sgd", "momentum", "adam")):
+        decay = 0.9 - 0.1 * k
+        frames.append(pd.DataFrame({
+            "analysis_id": aid, "run_id": run_id, "epoch": epoch, "surface": surface,
+            "optimizer": opt, "step": steps, "x": 1.5 * decay ** steps * np.cos(steps / 6),
+            "y": 0.8 * decay ** steps, "z": 1.0 - 0.8 * (1 - decay ** steps),
+            "diverged": False}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _studies(store, started):
+    """Stand-alone studies (no run; the store key is "study"): attention-Hessian sweep and
+    optimizer paths on an analytic test surface."""
+    rows, ah = [], []
+    a = "attention-hessian-synthetic"
+    rows.append(_analysis_row(a, "study", None, "attention-hessian", {"d": 4}, started))
+    for s, kind, pre_ln, part, rb, cb in itertools.product(
+            np.logspace(-1, 1, 5), ("softmax", "linear"), (False, True),
+            ("full", "gauss_newton", "functional"), ("query", "key", "value"),
+            ("query", "key", "value")):
+        power = {"query": 3, "key": 3, "value": 1}[rb] + {"query": 3, "key": 3, "value": 1}[cb]
+        power = 2 if (pre_ln or kind == "linear") else power
+        ah.append({"analysis_id": a, "run_id": "study", "epoch": None, "scale": float(s),
+                   "attention": kind, "pre_ln": pre_ln, "part": part, "row_block": rb,
+                   "col_block": cb, "frobenius": float(s ** power * (1 + 0.1 * len(part)))})
+    store.write("attention_hessian", "study", ah, part=a)
+    edges = np.linspace(-1, 1, 21)
+    store.write("attention_hessian_hist", "study", [
+        {"analysis_id": a, "run_id": "study", "epoch": None, "attention": kind, "part": part,
+         "block": f"{rb}-{cb}", "bin_left": lo, "bin_right": hi,
+         "count": int(100 * np.exp(-(lo / (0.2 if kind == "softmax" else 0.5)) ** 2))}
+        for kind in ("softmax", "linear") for part in ("gauss_newton", "functional")
+        for rb in ("query", "value") for cb in ("query", "value")
+        for lo, hi in zip(edges[:-1], edges[1:])], part=a)
+    p = "paths-analytic-synthetic"
+    rows.append(_analysis_row(p, "study", None, "paths-analytic", {"steps": 40}, started))
+    store.write("optimizer_paths", "study", _paths(p, "study", None, "himmelblau"), part=p)
+    store.write("analyses", "study", rows)
 
 
 def main(argv=None):

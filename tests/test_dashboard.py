@@ -179,7 +179,8 @@ def test_corrupt_epochs_part_shows_error_on_page(monkeypatch, tmp_path):
 
 
 FAKE_CLI = textwrap.dedent('''
-    """Stand-in for `python -m landscape_lib analyze` with the Lab's contract."""
+    """Stand-in for `python -m landscape_lib analyze` with the Lab's contract: JSON-lines
+    progress, an `analyses` row (running, then done) and result rows keyed by analysis_id."""
     import argparse, json, sys, time
     from datetime import datetime
     from landscape_lib.store import Store
@@ -187,24 +188,26 @@ FAKE_CLI = textwrap.dedent('''
     p.add_argument("command"); p.add_argument("run"); p.add_argument("--epoch", type=int)
     p.add_argument("--what"); p.add_argument("--store"); p.add_argument("--progress-file")
     p.add_argument("--set", action="append", default=[])
+    p.add_argument("--no-progress", action="store_true")
     a = p.parse_args()
-    params = {"samples": 512, "top_k": 3, "batch": 64}  # the analysis' defaults
+    params = {"samples": 512, "top_k": 3, "tol": 0.001}  # the analysis' defaults
     params.update({k: int(v) for k, v in (s.split("=", 1) for s in a.set)})
+    store, aid = Store(a.store), f"hessian-{time.time_ns()}"
+    row = {"analysis_id": aid, "run_id": a.run, "epoch": a.epoch, "kind": a.what,
+           "status": "running", "params_json": json.dumps(params, sort_keys=True),
+           "device": "cpu", "engine": "fake", "started_at": datetime.now()}
+    store.write("analyses", a.run, [row], part=aid)
     with open(a.progress_file, "a") as f:
         for i in range(3):
             f.write(json.dumps({"fraction": i / 3, "message": f"step {i}"}) + "\\n"); f.flush()
             time.sleep(0.2)
-    store, aid = Store(a.store), f"{a.run}-lab-{time.time_ns()}"
     eigs = [4.0 / (k + 1) for k in range(params["top_k"])]
     store.write("hessian_eigs", a.run, [{"analysis_id": aid, "run_id": a.run, "epoch": a.epoch,
         "which": "top", "k": k + 1, "eigenvalue": v} for k, v in enumerate(eigs)], part=aid)
     store.write("hessian_summary", a.run, [{"analysis_id": aid, "run_id": a.run,
-        "epoch": a.epoch, "layer": None, "top_eig": eigs[0], "lam_min": -0.1, "trace": 9.0,
+        "epoch": a.epoch, "layer": "<all>", "top_eig": eigs[0], "lam_min": -0.1, "trace": 9.0,
         "trace_se": 0.5, "neg_share": 0.1}], part=aid)
-    store.write("analyses", a.run, [{"analysis_id": aid, "run_id": a.run, "epoch": a.epoch,
-        "kind": a.what, "status": "done", "params_json": json.dumps(params, sort_keys=True),
-        "device": "cpu", "engine": "fake", "started_at": datetime.now(), "seconds": 0.6}],
-        part=aid)
+    store.write("analyses", a.run, [{**row, "status": "done", "seconds": 0.6}], part=aid)
 ''')
 
 
@@ -237,3 +240,49 @@ def test_lab_runs_analysis_in_subprocess_then_reuses_it(monkeypatch, tmp_path):
     at.switch_page("app_pages/lab.py").run()
     assert at.success and at.button(key="lab_run_button").label == "Run again"
     assert len(Store(root).query("SELECT * FROM analyses")) == 1
+
+
+def test_new_runs_appear_without_restart(monkeypatch, tmp_path):
+    """Rows written after the app started show up within seconds (no reconnect, no reload)."""
+    root = tmp_path / "live"
+    make_store(root, n_runs=3, n_epochs=3, seed=4, n_analysed=0)
+    at = app(monkeypatch, root).run()
+    assert len(at.dataframe[0].value) == 3
+    store = Store(root)
+    first = sorted((root / "tables" / "runs").glob("r*"))[0].name
+    new = store.read("runs", first).assign(run_id="r99999-new", status="running")
+    store.write("runs", "r99999-new", new)
+    deadline = time.time() + 20
+    while len(at.dataframe[0].value) == 3 and time.time() < deadline:
+        time.sleep(0.5)
+        at.run()
+    shown = at.dataframe[0].value
+    assert "r99999-new" in set(shown["run_id"]) and len(shown) == 4
+
+
+QUICK_GRID = textwrap.dedent('''
+    """Stand-in for `python -m landscape_lib train-all runs/quick.toml --store ROOT`."""
+    import sys, time
+    from landscape_lib.store import Store
+    root = sys.argv[sys.argv.index("--store") + 1]
+    assert sys.argv[1:3] == ["train-all", "runs/quick.toml"], sys.argv
+    time.sleep(0.5)
+    Store(root).ensure().write("runs", "quick-1", [{"run_id": "quick-1", "status": "running",
+                                                   "dataset": "digits", "optimizer": "sgd"}])
+''')
+
+
+def test_quick_grid_button_fills_an_empty_store(monkeypatch, tmp_path):
+    from dashboard import jobs
+    cli = tmp_path / "quick.py"
+    cli.write_text(QUICK_GRID)
+    monkeypatch.setattr(jobs, "CLI", [sys.executable, str(cli)])
+    at = app(monkeypatch, tmp_path / "fresh").run()
+    next(b for b in at.button if "quick grid" in b.label).click().run()
+    assert not at.exception
+    deadline = time.time() + 30
+    while not at.title or at.title[0].value != "Runs":
+        assert time.time() < deadline, [i.value for i in at.info] + [e.value for e in at.error]
+        time.sleep(0.5)
+        at.run()
+    assert at.dataframe[0].value["run_id"].tolist() == ["quick-1"]

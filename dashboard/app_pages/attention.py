@@ -13,7 +13,7 @@ st.subheader("Adjacent-layer attention divergence")
 have = data.runs_with(root, "attention_jsd", candidates)
 if not have:
     st.info("No filtered run has attention-divergence results (transformer runs with the "
-            "`attention_jsd` analysis).")
+            "`attention` analysis).")
 else:
     picked = st.multiselect("Runs (up to 4)", have, default=have[:2], max_selections=4,
                             key="jsd_runs", bind="query-params")
@@ -33,7 +33,7 @@ else:
 st.subheader("Hessian blocks against input scale")
 sweeps = data.attention_hessian_sweeps(root, candidates)
 if sweeps.empty:
-    st.info("No attention-Hessian sweep in the store (the `attention_hessian` analysis).")
+    st.info("No attention-Hessian sweep in the store (the `attention-hessian` analysis).")
     st.stop()
 labels = {f"{r.analysis_id} ({r.run_id or 'stand-alone'})": r.analysis_id
           for r in sweeps.itertuples()}
@@ -50,5 +50,21 @@ chart = alt.Chart(charts.chart_safe(df)).mark_line(point=True).encode(
     y=alt.Y("frobenius:Q", scale=alt.Scale(type="log"), title="Frobenius norm"),
     color=alt.Color("block:N", title="block (row-col)"),
     tooltip=["setting", "part", "block", "scale", "frobenius"],
-).properties(width=170, height=170).facet(row=alt.Row("part:N"), column=alt.Column("setting:N"))
+).properties(width=170, height=170).facet(
+    row=alt.Row("part:N"), column=alt.Column("setting:N"))
 charts.altair(chart, df, f"attention_hessian_{aid}", key="csv_attention_hessian")
+
+hist = data.attention_hessian_hist(root, aid)
+if not hist.empty:
+    st.subheader("Entries of the Hessian blocks")
+    st.caption("Histograms of each block's entries at input scale 1: linear attention gives "
+               "more uniform blocks than softmax; softmax makes the functional part's diagonal "
+               "blocks non-zero.")
+    part = st.selectbox("Part", sorted(hist["part"].unique()), key="ah_hist_part",
+                        persist_state="session")
+    df = hist[hist["part"] == part]
+    chart = alt.Chart(charts.chart_safe(df)).mark_line(interpolate="step-after").encode(
+        x=alt.X("bin:Q", title="entry value"), y=alt.Y("count:Q"),
+        color=charts.color_channel("block:N"), tooltip=["attention", "block", "bin", "count"],
+    ).properties(width=320, height=200).facet(column=alt.Column("attention:N"))
+    charts.altair(chart, df, f"attention_hessian_hist_{aid}_{part}", key="csv_ah_hist")

@@ -10,11 +10,24 @@ import streamlit as st
 
 from dashboard import charts, data, jobs
 
-# Parameters the Lab offers per analysis: name -> (default, min, max) or (default, choices).
+# Analyses of a run's checkpoint (names of landscape_lib's analyses registry) with the
+# parameters the Lab shows: name -> (start value, min, max) or (start value, choices). Any other
+# parameter can be given as key=value; the registry's defaults fill in the rest.
 ANALYSES = {
     "hessian": {"samples": (256, 8, 100_000), "top_k": (5, 1, 100)},
-    "surface": {"grid": (21, 3, 201), "span": (1.0, 0.01, 10.0),
-                "directions": ("random", ["random", "pca", "hessian"])},
+    "surface": {"grid": (21, 3, 401), "span": (1.0, 0.01, 10.0),
+                "directions": ("random", ["random", "eigen", "pca"])},
+    "interpolation": {"points": (31, 3, 1001)},
+    "trajectory": {},
+    "attention": {"samples": (256, 8, 100_000)},
+    "paths": {"steps": (200, 1, 100_000)},
+}
+# The tables each analysis writes, shown as its result.
+RESULT_TABLES = {
+    "hessian": ("hessian_eigs", "hessian_summary", "hessian_density"),
+    "surface": ("surface_points", "surface_summary", "wavelets", "persistence", "gauss_fit"),
+    "interpolation": ("interpolation",), "trajectory": ("trajectory",),
+    "attention": ("attention_jsd",), "paths": ("optimizer_paths",),
 }
 OTHER = "other (by name)"
 
@@ -143,7 +156,7 @@ if what == "hessian":
                                  title="Eigenvalue density")
             charts.altair(chart, dens, f"density_{aid}", key="csv_lab_density")
 elif what == "surface":
-    result = data.analysis_result(root, run_id, aid, ("surface_points", "surface_summary"))
+    result = data.analysis_result(root, run_id, aid, RESULT_TABLES["surface"])
     points = result["surface_points"]
     if points.empty:
         st.info("The analysis wrote no grid points.")
@@ -159,4 +172,10 @@ elif what == "surface":
         charts.table(result["surface_summary"], f"surface_summary_{aid}",
                      key="csv_lab_surface_summary")
 else:
-    charts.table(stored.to_frame().T, f"analysis_{aid}", key="csv_lab_other")
+    result = data.analysis_result(root, run_id, aid, RESULT_TABLES.get(what, ()))
+    for table, df in result.items():
+        st.caption(f"`{table}` ({len(df)} rows)")
+        charts.table(df, f"{table}_{aid}", key=f"csv_lab_{table}")
+    if not result:
+        charts.table(stored.to_frame().T, f"analysis_{aid}", key="csv_lab_other")
+st.caption("Other pages (Curvature, Surfaces, Attention) show this result next to other runs.")

@@ -60,8 +60,8 @@ with tabs[1]:
     if interp.empty:
         st.info("No linear interpolation for these runs.")
     else:
-        interp = interp.assign(pair=interp["run_id"] + " · epoch " + interp["epoch"].astype(str)
-                               + " -> " + interp["epoch_b"].astype(str))
+        interp = interp.assign(pair=interp["run_id"] + " · epoch " + interp["epoch_b"].astype(str)
+                               + " -> " + interp["epoch"].astype(str))
         left, right = st.columns(2)
         with left:
             chart = charts.lines(interp, "alpha", "loss", "pair", points=True,
@@ -125,31 +125,48 @@ with tabs[4]:
                               .properties(title=run_id, height=300), df,
                               f"persistence_{run_id}", key=f"csv_persistence_{run_id}")
 
+def _pad(values) -> tuple[float, float]:
+    return float(values.min()) - 0.5, float(values.max()) + 0.5
+
+
+def _analytic(surface: str):
+    """(xs, ys, Z) of a registered analytic test surface; imports torch, hence on request."""
+    from landscape_lib.analyses.paths import surface_grid
+    from landscape_lib.errors import LandscapeError
+    try:  # Z[j, i] at (xs[i], ys[j]): Plotly's layout already
+        return surface_grid(surface, n=101)
+    except LandscapeError as exc:
+        st.caption(f"No contours for '{surface}': {exc}")
+        return None
+
+
 with tabs[5]:
     fits = data.rows_for_runs(root, "gauss_fit", tuple(picked))
     paths = data.rows_for_runs(root, "optimizer_paths", tuple(picked))
     if fits.empty and paths.empty:
-        st.info("No Gaussian fit or optimizer paths for these runs.")
-    else:
-        if not fits.empty:
-            charts.table(fits, "gauss_fit", key="csv_gauss_fit")
-        analytic = st.toggle("Draw contours of analytic test surfaces (loads torch)",
+        st.info("No Gaussian fit or optimizer paths for these runs (analyses `surface` and "
+                "`paths`).")
+    if not fits.empty:
+        charts.table(fits, "gauss_fit", key="csv_gauss_fit")
+    for (run_id, epoch, aid, surface), group in paths.groupby(
+            ["run_id", "epoch", "analysis_id", "surface"], sort=False, dropna=False):
+        # The `paths` analysis runs on the Gaussian fitted to the run's surface at that epoch.
+        fit = fits[(fits["run_id"] == run_id) & (fits["epoch"] == epoch)]
+        background = None
+        if surface == "gaussian-fit" and not fit.empty:
+            background = charts.gaussian_grid(fit.iloc[-1], _pad(group["x"]), _pad(group["y"]))
+        fig = charts.paths_figure(background, group, f"{run_id} (epoch {epoch}): optimizer "
+                                  f"paths on {surface}")
+        charts.plotly(fig, group, f"optimizer_paths_{run_id}_{surface}",
+                      key=f"csv_paths_{aid}_{surface}")
+
+    study = data.standalone_rows(root, "optimizer_paths")
+    if not study.empty:
+        st.subheader("Analytic test surfaces")
+        analytic = st.toggle("Draw their contours (loads torch: a few seconds)",
                              key="paths_analytic", persist_state="session")
-        for (run_id, aid, surface), group in paths.groupby(["run_id", "analysis_id", "surface"],
-                                                          sort=False):
-            fit = fits[fits["analysis_id"] == surface]
-            background, title = None, f"{run_id}: optimizer paths on {surface}"
-            pad = lambda s: (float(s.min()) - 0.5, float(s.max()) + 0.5)  # noqa: E731
-            if not fit.empty:
-                background = charts.gaussian_grid(fit.iloc[0], pad(group["x"]), pad(group["y"]))
-                title = f"{run_id}: optimizer paths on the Gaussian fitted to its surface"
-            elif analytic:
-                from landscape_lib.analyses.paths import surface_grid
-                from landscape_lib.errors import LandscapeError
-                try:  # Z[j, i] at (xs[i], ys[j]): Plotly's layout already
-                    background = surface_grid(surface, n=101)
-                except LandscapeError as exc:
-                    st.caption(f"No contours for '{surface}': {exc}")
-            fig = charts.paths_figure(background, group, title)
-            charts.plotly(fig, group, f"optimizer_paths_{run_id}_{surface}",
+        for (aid, surface), group in study.groupby(["analysis_id", "surface"], sort=False):
+            fig = charts.paths_figure(_analytic(surface) if analytic else None, group,
+                                      f"Optimizer paths on {surface}")
+            charts.plotly(fig, group, f"optimizer_paths_{surface}",
                           key=f"csv_paths_{aid}_{surface}")
