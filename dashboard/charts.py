@@ -205,9 +205,12 @@ def paths_figure(background: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
         xs, ys, Z = background
         fig.add_trace(go.Contour(x=xs, y=ys, z=Z, colorscale="Viridis", ncontours=30,
                                  opacity=0.85, showscale=True, name="surface"))
-    for optimizer, path in paths.groupby("optimizer", sort=True):
+    from plotly.colors import qualitative
+    for k, (optimizer, path) in enumerate(paths.groupby("optimizer", sort=True)):
+        color = qualitative.D3[k % len(qualitative.D3)]
         fig.add_trace(go.Scatter(x=path["x"], y=path["y"], mode="lines+markers", name=optimizer,
-                                 marker=dict(size=4), line=dict(width=2)))
+                                 marker=dict(size=4, color=color),
+                                 line=dict(width=2, color=color)))
     fig.update_layout(title=title, height=420, margin=dict(l=0, r=0, t=40, b=0),
                       legend=dict(orientation="h"), xaxis_title="x", yaxis_title="y")
     return fig

@@ -7,7 +7,7 @@ per-epoch metrics, per-layer matrix statistics, checkpoints, and for the first r
 (Hessian, surfaces, interpolation, trajectory, wavelets, persistence, Gaussian fit, optimizer
 paths, attention JSD and attention-Hessian sweeps).
 
-    python tests/dashboard_store.py ROOT --runs 40 --epochs 20     # or make_store(root, 40, 20, 0)
+    python -m tests.dashboard_store ROOT --runs 40 --epochs 20     # or make_store(root, 40, 20, 0)
 """
 from __future__ import annotations
 

@@ -48,9 +48,9 @@ df = df[df["frobenius"] > 0]  # log axes
 chart = alt.Chart(charts.chart_safe(df)).mark_line(point=True).encode(
     x=alt.X("scale:Q", scale=alt.Scale(type="log"), title="input scale (std)"),
     y=alt.Y("frobenius:Q", scale=alt.Scale(type="log"), title="Frobenius norm"),
-    color=alt.Color("block:N", title="block (row-col)"),
+    color=charts.color_channel("block:N"),
     tooltip=["setting", "part", "block", "scale", "frobenius"],
-).properties(width=170, height=170).facet(
+).properties(width=160, height=160).facet(
     row=alt.Row("part:N"), column=alt.Column("setting:N"))
 charts.altair(chart, df, f"attention_hessian_{aid}", key="csv_attention_hessian")
 

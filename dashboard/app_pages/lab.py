@@ -52,6 +52,11 @@ def parse_extra(text: str) -> dict:
     return out
 
 
+def _fmt(value, spec: str = ".4g") -> str:
+    """A number for display; missing values (an option that was off) as a dash."""
+    return "–" if value is None or value != value else format(float(value), spec)
+
+
 c1, c2, c3 = st.columns([3, 1, 1])
 run_id = c1.selectbox("Run", ids, key="lab_run", persist_state="session")
 epochs = data.checkpoint_epochs(root, run_id)
@@ -128,7 +133,7 @@ if stored is None:
 aid = stored["analysis_id"]
 st.success(f"Stored result `{aid}`: computed on **{stored['device'] or 'unknown device'}** "
            f"({stored['engine'] or 'engine ?'}) at {stored['started_at']} in "
-           f"{stored['seconds'] or 0:.1f} s.")
+           f"{_fmt(stored['seconds'], '.1f')} s.")
 with st.expander("Parameters"):
     st.json(json.loads(stored["params_json"] or "{}"))
 
@@ -140,10 +145,10 @@ if what == "hessian":
     if not whole.empty:
         row = whole.iloc[0]
         m = st.columns(4)
-        m[0].metric("top eigenvalue", f"{row['top_eig']:.4g}")
-        m[1].metric("trace", f"{row['trace']:.4g}", help=f"standard error {row['trace_se']:.3g}")
-        m[2].metric("lowest eigenvalue", f"{row['lam_min']:.4g}")
-        m[3].metric("negative share", f"{row['neg_share']:.1%}")
+        m[0].metric("top eigenvalue", _fmt(row["top_eig"]))
+        m[1].metric("trace", _fmt(row["trace"]), help=f"standard error {_fmt(row['trace_se'])}")
+        m[2].metric("lowest eigenvalue", _fmt(row["lam_min"]))
+        m[3].metric("negative share", _fmt(row["neg_share"], ".1%"))
     left, right = st.columns(2)
     with left:
         charts.table(result["hessian_eigs"][["which", "k", "eigenvalue"]], f"eigenvalues_{aid}",
@@ -164,8 +169,8 @@ elif what == "surface":
         grid = [(f"{run_id} epoch {epoch}", *charts.grid_of(points, "loss"))]
         left, right = st.columns(2)
         with left:
-            st.plotly_chart(charts.surfaces_figure(grid, kind="surface"), width="stretch",
-                            key="lab_surface")
+            charts.plotly(charts.surfaces_figure(grid, kind="surface"), points,
+                          f"surface_{aid}", key="csv_lab_surface_3d")
         with right:
             charts.plotly(charts.surfaces_figure(grid, kind="contour"), points,
                           f"surface_{aid}", key="csv_lab_surface")

@@ -68,8 +68,9 @@ with tabs[1]:
                                  title="Loss along w(a) = (1 - a) w1 + a w2")
             charts.altair(chart, interp, "interpolation", key="csv_interpolation")
         with right:
-            st.altair_chart(charts.lines(interp, "alpha", "acc", "pair", points=True,
-                                         title="Accuracy along the same line"), width="stretch")
+            chart = charts.lines(interp, "alpha", "acc", "pair", points=True,
+                                 title="Accuracy along the same line")
+            charts.altair(chart, interp, "interpolation", key="csv_interpolation_acc")
 
 with tabs[2]:
     traj = data.rows_for_runs(root, "trajectory", tuple(picked))
