@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -60,15 +61,22 @@ class Job:
             return ""
         return lines[-1] if lines else ""
 
-    def cancel(self) -> None:
-        if self.running:
-            self.cancelled = True
-            self.proc.terminate()
+    def cancel(self, grace: float = 5.0) -> None:
+        """Interrupt the job's process group (Ctrl-C: the CLI records the analysis as failed
+        and exits), then kill it if it has not ended after `grace` seconds."""
+        if not self.running:
+            return
+        self.cancelled = True
+        for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, None)):
             try:
-                self.proc.wait(timeout=5)
+                os.killpg(self.proc.pid, sig)  # the group started with the job (own session)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+                break
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                continue
 
 
 def _start(args: list[str], *, progress: bool, name: str) -> Job:

@@ -200,7 +200,7 @@ FAKE_CLI = textwrap.dedent('''
     with open(a.progress_file, "a") as f:
         for i in range(3):
             f.write(json.dumps({"fraction": i / 3, "message": f"step {i}"}) + "\\n"); f.flush()
-            time.sleep(0.2)
+            time.sleep(params.get("sleep", 0.2))
     eigs = [4.0 / (k + 1) for k in range(params["top_k"])]
     store.write("hessian_eigs", a.run, [{"analysis_id": aid, "run_id": a.run, "epoch": a.epoch,
         "which": "top", "k": k + 1, "eigenvalue": v} for k, v in enumerate(eigs)], part=aid)
@@ -286,3 +286,29 @@ def test_quick_grid_button_fills_an_empty_store(monkeypatch, tmp_path):
         time.sleep(0.5)
         at.run()
     assert at.dataframe[0].value["run_id"].tolist() == ["quick-1"]
+
+
+def test_lab_cancel_ends_the_subprocess(monkeypatch, tmp_path):
+    from dashboard import jobs
+    root = tmp_path / "cancel"
+    make_store(root, n_runs=1, n_epochs=2, seed=5, n_analysed=0)
+    cli = tmp_path / "fake_cli.py"
+    cli.write_text(FAKE_CLI)
+    monkeypatch.setattr(jobs, "CLI", [sys.executable, str(cli)])
+    started = []
+    original = jobs.start_analysis
+    monkeypatch.setattr(jobs, "start_analysis",
+                        lambda *a, **k: started.append(original(*a, **k)) or started[-1])
+    at = app(monkeypatch, root).run()
+    at.switch_page("app_pages/lab.py").run()
+    at.text_input(key="lab_extra").set_value("sleep=30")
+    at.button(key="lab_run_button").click().run()
+    deadline = time.time() + 20
+    while "step 0" not in " ".join(p.proto.text for p in at.get("progress")):
+        assert time.time() < deadline and started[0].running
+        time.sleep(0.3)
+        at.run()
+    at.button(key="lab_cancel").click().run()
+    assert not problems(at) and at.warning and "cancelled" in at.warning[0].value
+    assert started[0].returncode is not None  # the process is gone
+    assert not at.success

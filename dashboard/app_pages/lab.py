@@ -103,7 +103,8 @@ def progress_panel() -> None:
         else:
             return
     st.session_state["lab_job"] = None
-    data.refresh(root)  # show the new result now, not after the caches expire
+    with data.guard():
+        data.refresh(root)  # show the new result now, not after the caches expire
     if job.cancelled:
         st.session_state["lab_message"] = ("warning", "The analysis was cancelled.")
     elif job.returncode != 0:
