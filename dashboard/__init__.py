@@ -1,0 +1,1 @@
+"""The landscape dashboard (Streamlit): `streamlit run dashboard/app.py`."""

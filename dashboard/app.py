@@ -32,6 +32,7 @@ FILTERS = [("dataset", "Data set", "dataset"), ("arch", "Architecture", "arch"),
            ("model", "Model (architecture and options)", "model_label"),
            ("init", "Initializer", "init"), ("opt", "Optimizer", "optimizer"),
            ("status", "Status", "status"), ("seed", "Seed", "seed")]
+FILTERS_BY_KEY = {key: column for key, _, column in FILTERS}
 
 
 def _multiselect(key: str, label: str, options: list) -> tuple:
@@ -61,9 +62,6 @@ def sidebar_filters(root: str) -> data.Filters:
                         model_labels=chosen["model"], inits=chosen["init"],
                         optimizers=chosen["opt"], statuses=chosen["status"],
                         seeds=chosen["seed"], text=text or "")
-
-
-FILTERS_BY_KEY = {key: column for key, _, column in FILTERS}
 
 
 def sidebar_compare(root: str, filters: data.Filters) -> list[str]:

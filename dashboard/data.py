@@ -255,13 +255,6 @@ def epoch_curves(root: str, run_ids: tuple[str, ...], metrics: tuple[str, ...],
         ORDER BY run_id, epoch""", [list(run_ids), max_points])
 
 
-def long_form(df: pd.DataFrame, metrics: Iterable[str], ids: Iterable[str] = ("run_id", "epoch")
-              ) -> pd.DataFrame:
-    """Wide per-epoch rows -> (ids..., metric, value)."""
-    return df.melt(id_vars=list(ids), value_vars=list(metrics), var_name="metric",
-                   value_name="value")
-
-
 def smooth(df: pd.DataFrame, value: str, by: str, alpha: float) -> pd.DataFrame:
     """Exponential moving average of `value` within each `by` group (alpha = weight of the past)."""
     if alpha <= 0:
