@@ -33,6 +33,7 @@ def configs(args) -> list[RunConfig]:
     small = {"width": 8} if args.quick else {}
     vit = {"patch_size": 4, **({"dim": 32, "depth": 2, "heads": 2} if args.quick else {})}
     common = dict(epochs=args.epochs, batch_size=args.batch_size, compile=args.compile,
+                  compile_mode=args.compile_mode,
                   trajectory="off", checkpoint_epochs=[], **data)
     return [
         RunConfig.from_dict({**common, "arch": "resnet18", "arch_options": small,
@@ -51,6 +52,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    p.add_argument("--compile-mode", default="default",
+                   help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    p.add_argument("--archs", default="resnet18,vit", help="which of resnet18, vit to run")
     p.add_argument("--device", default=None)
     p.add_argument("--quick", action="store_true", help="tiny CPU smoke run")
     p.add_argument("--store", help="keep the runs in this store (default: a temporary one)")
@@ -58,7 +62,7 @@ def main() -> None:
     if args.quick:
         args.epochs, args.batch_size = 1, 64
     store = Store(args.store or tempfile.mkdtemp(prefix="bench-train-")).ensure()
-    for cfg in configs(args):
+    for cfg in [c for c in configs(args) if c.arch in args.archs.split(",")]:
         status = train_run(cfg, store, device=args.device, progress=False)
         df = store.query("SELECT epoch, images_per_s, epoch_time, train_loss, val_acc, "
                          "peak_mem_mb FROM epochs WHERE run_id = ? AND epoch > 0 ORDER BY epoch",

@@ -49,12 +49,13 @@ class RunConfig:
     sketch_dim: int = 2048                # random-projection size when trajectory = sketch
     # --- not part of the run id ------------------------------------------------------
     compile: bool = False                 # torch.compile the model (CUDA only)
+    compile_mode: str = "default"         # torch.compile mode, e.g. max-autotune-no-cudagraphs
     study: str = ""                       # the grid study this run belongs to
     tags: list = field(default_factory=list)
     analyses: dict = field(default_factory=dict)  # analyses scheduled after training
 
     # Fields that do not change what is learned: excluded from the run id.
-    _NOT_IN_ID = ("compile", "study", "tags", "analyses")
+    _NOT_IN_ID = ("compile", "compile_mode", "study", "tags", "analyses")
 
     # ------------------------------------------------------------------ construction
     @classmethod

@@ -122,7 +122,7 @@ def _build(cfg: RunConfig, store: Store, run_id: str, device: torch.device, data
                                  **{**fused, **cfg.optimizer_options})
     # Compiled graphs do not support double backward (Sophia's create_graph): stay eager there.
     compile_ok = cfg.compile and device.type == "cuda" and not get_spec(cfg.optimizer).create_graph
-    forward = torch.compile(model) if compile_ok else model
+    forward = torch.compile(model, mode=cfg.compile_mode) if compile_ok else model
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     run = Run(cfg, store, run_id, device, data, model, forward, optimizer, generator)
     run.augment = cfg.augment if cfg.augment is not None else splits.augment_default
