@@ -126,7 +126,8 @@ def run_surface(ctx: AnalysisContext, p: dict) -> None:
     start_row = len(rows) // len(xs)
     surface_2d(model, get_weights(model), d1, d2, xs, ys, batches, bn=p["bn"],
                bn_batches=ctx.batches("train", p["bn_samples"], seed=1) if p["bn"] == "recompute"
-               else None, precision=p["precision"], on_row=on_row, start_row=start_row)
+               else None, precision=p["precision"], on_row=on_row, start_row=start_row,
+               channels_last=ctx.device.type == "cuda" and _has_conv(model))
     loss = _grid(rows, "loss", len(xs), len(ys))
     summary = surface_summary(xs, ys, loss)
     ctx.write("surface_summary", [{
@@ -136,6 +137,10 @@ def run_surface(ctx: AnalysisContext, p: dict) -> None:
     if traj_rows:
         ctx.write("trajectory", traj_rows)
     _surface_analyses(ctx, xs, ys, loss)
+
+
+def _has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def _stored_rows(ctx: AnalysisContext, nx: int) -> list[dict]:
