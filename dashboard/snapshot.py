@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from landscape_lib.errors import StoreError
-from landscape_lib.store import TABLES
+from landscape_lib.store import TABLES, retry_read
 
 REFRESH = 2.0  # seconds between checks of a table's files
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")  # the store's rule for keys (run ids)
@@ -125,9 +125,17 @@ class Snapshots:
         if not paths:
             return {}
         con = duckdb.connect()
+
+        def scan():  # parts replaced or removed since they were listed: read what is there now
+            present = [p for p in paths if os.path.exists(p)]
+            if not present:
+                return None
+            return con.sql("SELECT * FROM read_parquet(?, union_by_name = true, "
+                           "filename = '_file')", params=[present]).to_arrow_table()
         try:
-            tbl = con.sql("SELECT * FROM read_parquet(?, union_by_name = true, "
-                          "filename = '_file')", params=[paths]).to_arrow_table()
+            tbl = retry_read(scan)
+            if tbl is None:
+                return {}
         except duckdb.Error as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreError(f"the store at {self.root} cannot be read: {msg}") from exc

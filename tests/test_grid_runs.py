@@ -38,10 +38,8 @@ def _reader(store_root, stop_after, errors, counts):
     deadline = time.time() + stop_after
     while time.time() < deadline:
         try:
-            con = store.connect()
-            counts.append(con.execute("SELECT count(*) FROM epochs").fetchone()[0])
-            con.execute("SELECT * FROM runs").df()
-            con.close()
+            counts.append(int(store.query("SELECT count(*) AS n FROM epochs")["n"].iloc[0]))
+            store.query("SELECT * FROM runs")
         except Exception as exc:  # noqa: BLE001 - any error is a failure of the design
             errors.append(repr(exc))
         time.sleep(0.2)

@@ -17,10 +17,10 @@ import duckdb
 import pandas as pd
 
 from ..errors import StoreError
-from .files import create_views, part_path, read_part, write_part
+from .files import create_views, part_path, read_part, retry_read, write_part
 from .schema import SCHEMA_VERSION, TABLES, columns
 
-__all__ = ["Store", "default_store_root", "SCHEMA_VERSION", "TABLES", "columns"]
+__all__ = ["Store", "default_store_root", "retry_read", "SCHEMA_VERSION", "TABLES", "columns"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,8 +124,12 @@ class Store:
         return con
 
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        """Run one query; safe while writers replace part files (see `retry_read`)."""
         con = self.connect()
         try:
-            return con.execute(sql, params or []).df()
+            return retry_read(lambda: con.execute(sql, params or []).df())
+        except duckdb.Error as exc:
+            raise StoreError(f"the store at {self.root} cannot be read: "
+                             f"{str(exc).splitlines()[0]}") from exc
         finally:
             con.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -25,6 +26,22 @@ _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 def _sql_str(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
+
+
+def retry_read(read, attempts: int = 6, delay: float = 0.05):
+    """Call `read()`, retrying briefly when a part file changed under the reader.
+
+    A reader can open a part's metadata, then the part is atomically replaced (or a run's parts
+    removed) before its data are read: DuckDB then reports invalid data or a missing file. The
+    replacement is complete at once, so reading again sees a consistent file.
+    """
+    for attempt in range(attempts):
+        try:
+            return read()
+        except (duckdb.IOException, duckdb.InvalidInputException, FileNotFoundError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(delay * (attempt + 1))
 
 
 def part_path(tables_dir: Path, table: str, key: str, part: str) -> Path:
@@ -73,7 +90,8 @@ def read_part(path: Path) -> pd.DataFrame | None:
         return None
     con = duckdb.connect()
     try:
-        return con.execute(f"SELECT * FROM read_parquet({_sql_str(path)})").df()
+        return retry_read(
+            lambda: con.execute(f"SELECT * FROM read_parquet({_sql_str(path)})").df())
     finally:
         con.close()
 
