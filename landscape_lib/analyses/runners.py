@@ -27,7 +27,8 @@ def run_hessian(ctx: AnalysisContext, p: dict) -> None:
     res = hessian_analysis(ctx.model, LOSS, batches, top_k=p["top_k"], bottom_k=p["bottom_k"],
                            tol=p["tol"], trace_samples=p["trace_samples"],
                            density_vectors=p["density_vectors"], density_steps=p["density_steps"],
-                           per_layer=p["per_layer"], engine=p["engine"], seed=p["seed"])
+                           per_layer=p["per_layer"], layer_trace_samples=p["layer_trace_samples"],
+                           engine=p["engine"], seed=p["seed"])
     eigs = [{"which": "top", "k": i + 1, "eigenvalue": float(v)}
             for i, v in enumerate(res.top_eigenvalues)]
     eigs += [{"which": "bottom", "k": i + 1, "eigenvalue": float(v)}
@@ -54,7 +55,7 @@ register(Analysis(
     "density (SLQ), negative share, per-layer top eigenvalue and trace",
     defaults={"samples": 512, "split": "train", "data_seed": 0, "top_k": 5, "bottom_k": 1,
               "tol": 1e-3, "trace_samples": 50, "density_vectors": 3, "density_steps": 60,
-              "per_layer": True, "engine": "default", "seed": 0},
+              "per_layer": True, "layer_trace_samples": 20, "engine": "default", "seed": 0},
     tables=("hessian_eigs", "hessian_summary", "hessian_density")))
 
 
