@@ -129,3 +129,27 @@ def test_quick_grid_is_valid():
     assert len({c.arch for c in configs}) >= 4
     assert len({c.init for c in configs}) >= 6 and len({c.optimizer for c in configs}) >= 8
     assert all(c.analyses for c in configs)
+
+
+def test_quick_grid_end_to_end(tmp_path):
+    """The demo grid (one epoch each): every run finishes with every metric, a Hessian
+    spectrum and a surface at its last epoch."""
+    store = Store(tmp_path / "store")
+    res = cli("train-all", REPO / "runs" / "quick.toml", "--epochs", "1", "-j", "2", "--store",
+              store.root, "--no-progress", timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    runs = store.query("SELECT run_id, status FROM runs")
+    assert len(runs) == len(load_grid(REPO / "runs" / "quick.toml"))
+    assert (runs["status"] == "finished").all()
+    metrics = ["train_loss", "train_acc", "val_loss", "val_acc", "grad_norm", "weight_norm",
+               "param_change", "loss_improvement", "lr", "epoch_time", "images_per_s",
+               "peak_mem_mb", "avg_cond", "avg_spectral_norm", "avg_eff_rank_ratio"]
+    ep = store.query("SELECT * FROM epochs WHERE epoch = 1")
+    assert len(ep) == len(runs) and ep[metrics].notna().all().all()
+    assert store.query("SELECT count(DISTINCT run_id) AS n FROM layers")["n"].iloc[0] == len(runs)
+    for table in ("hessian_summary", "hessian_eigs", "hessian_density", "surface_points",
+                  "surface_summary"):
+        n = store.query(f"SELECT count(DISTINCT run_id) AS n FROM {table}")["n"].iloc[0]
+        assert n == len(runs), table
+    done = store.query("SELECT kind, status, epoch, device FROM analyses")
+    assert (done["status"] == "done").all() and (done["epoch"] == 1).all()

@@ -186,13 +186,18 @@ def analyze_command(args) -> int:
     store = Store(args.store)
     params = parse_overrides(args.set)
     kinds = [k.strip() for k in args.what.split(",") if k.strip()]
-    for kind in kinds:
-        ANALYSES.entry(kind)  # unknown names fail before anything runs
+    own = {kind: {k: v for k, v in params.items() if k in ANALYSES.get(kind).defaults}
+           for kind in kinds}  # unknown analysis names fail here, before anything runs
+    unused = set(params) - {k for p in own.values() for k in p}
+    if unused:
+        raise ConfigError(f"no analysis in '{args.what}' takes parameter(s) {sorted(unused)}")
+    for kind in kinds:  # every check of every analysis passes before the first one runs
+        prepare(store, args.run, kind, args.epoch, own[kind], device=args.device,
+                data_root=args.data_root)
     for kind in kinds:
         report = ProgressWriter(args.progress_file, not args.no_progress, kind)
         try:
-            own = {k: v for k, v in params.items() if k in ANALYSES.get(kind).defaults}
-            aid = run_analysis(store, args.run, kind, args.epoch, own, device=args.device,
+            aid = run_analysis(store, args.run, kind, args.epoch, own[kind], device=args.device,
                                data_root=args.data_root, report=report)
         finally:
             report.close()

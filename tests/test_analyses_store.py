@@ -1,0 +1,188 @@
+"""Analyses through the store: provenance, values against independent computations, cached
+re-runs, resumed surfaces, and bad input that writes nothing."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import cli, tiny_config
+from landscape_lib.analyses import schedule
+from landscape_lib.analyses.schedule import run_analysis
+from landscape_lib.data import DeviceData, load_dataset
+from landscape_lib.errors import ConfigError, StoreError
+from landscape_lib.models import create_model
+from landscape_lib.store import Store
+from landscape_lib.train.engine import train_run
+
+CFG = dict(arch_options={"hidden": [8]}, epochs=3, trajectory="full", optimizer="adam",
+           lr=0.05, checkpoint_epochs=[0, 1, 2, 3])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    store = Store(tmp_path_factory.mktemp("a") / "store").ensure()
+    cfg = tiny_config(**CFG)
+    assert train_run(cfg, store, progress=False) == "finished"
+    return store, cfg.run_id()
+
+
+def _files(store):
+    return {p: p.stat().st_mtime_ns for p in store.root.rglob("*") if p.is_file()}
+
+
+def _model_and_sample(store, rid, epoch, split, n):
+    model = create_model("mlp", in_channels=1, image_size=8, num_classes=4, hidden=[8])
+    model.load_state_dict(torch.load(store.artifacts_dir / rid / "checkpoints"
+                                     / f"epoch_{epoch:04d}.pt"))
+    data = DeviceData(load_dataset("synthetic", n_train=128, n_test=64), "cpu")
+    return model.double(), *data.subset(split, n, 0)
+
+
+def test_hessian_matches_dense_and_has_provenance(trained):
+    store, rid = trained
+    aid = run_analysis(store, rid, "hessian", "last",
+                       {"samples": 64, "top_k": 2, "tol": 1e-6, "trace_samples": 2000,
+                        "per_layer": False, "density_vectors": 2})
+    row = store.query("SELECT * FROM analyses WHERE analysis_id = ?", [aid]).iloc[0]
+    assert (row["status"], row["run_id"], row["epoch"], row["n_samples"], row["device"]) == \
+        ("done", rid, 3, 64, "cpu")
+    assert row["seconds"] > 0 and "torch=" in row["lib_version"]
+    assert json.loads(row["params_json"])["top_k"] == 2
+    # Independent dense Hessian of the same loss, in float64.
+    model, x, y = _model_and_sample(store, rid, 3, "train", 64)
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss(flat):
+        parts, i = {}, 0
+        for n, s in zip(names, shapes):
+            parts[n] = flat[i:i + s.numel()].reshape(s)
+            i += s.numel()
+        out = torch.func.functional_call(model, parts, (x.double(),))
+        return nn.functional.cross_entropy(out, y)
+
+    H = torch.autograd.functional.hessian(loss, flat0)
+    evals = torch.linalg.eigvalsh(H)
+    eigs = store.query("SELECT k, eigenvalue FROM hessian_eigs WHERE analysis_id = ? AND "
+                       "which = 'top' ORDER BY k", [aid])["eigenvalue"].to_numpy()
+    np.testing.assert_allclose(eigs, evals.flip(0)[:2].numpy(), rtol=1e-3)
+    summary = store.query("SELECT * FROM hessian_summary WHERE analysis_id = ?", [aid]).iloc[0]
+    assert summary["trace"] == pytest.approx(H.trace().item(), rel=1e-3)
+    assert summary["lam_min"] == pytest.approx(evals[0].item(), rel=1e-2, abs=1e-4)
+    dens = store.query("SELECT x, density FROM hessian_density WHERE analysis_id = ? ORDER BY x",
+                       [aid])
+    assert np.trapezoid(dens["density"], dens["x"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_surface_centre_is_the_checkpoint_loss_and_reruns_are_stored(trained):
+    store, rid = trained
+    params = {"grid": 5, "span": 0.5, "samples": 128, "split": "train"}
+    aid = run_analysis(store, rid, "surface", "last", params)
+    pts = store.query("SELECT * FROM surface_points WHERE analysis_id = ?", [aid])
+    assert len(pts) == 25
+    centre = pts[(pts.i == 2) & (pts.j == 2)].iloc[0]
+    model, x, y = _model_and_sample(store, rid, 3, "train", 128)
+    with torch.no_grad():
+        expected = nn.functional.cross_entropy(model(x.double()), y).item()
+    assert centre["loss"] == pytest.approx(expected, rel=1e-5)
+    summary = store.query("SELECT * FROM surface_summary WHERE analysis_id = ?", [aid]).iloc[0]
+    assert summary["center_loss"] == pytest.approx(expected, rel=1e-5)
+    for table in ("wavelets", "persistence", "gauss_fit"):
+        assert len(store.query(f"SELECT * FROM {table} WHERE source_id = ?", [aid])) > 0
+    before = _files(store)
+    assert run_analysis(store, rid, "surface", "last", params) == aid  # stored: nothing re-run
+    assert _files(store) == before
+
+
+def test_interpolation_endpoints_are_checkpoint_losses(trained):
+    store, rid = trained
+    aid = run_analysis(store, rid, "interpolation", "last",
+                       {"from_epoch": 1, "alpha_min": 0.0, "alpha_max": 1.0, "points": 3,
+                        "samples": 128})
+    df = store.query("SELECT alpha, loss FROM interpolation WHERE analysis_id = ? ORDER BY alpha",
+                     [aid])
+    for epoch, alpha in ((1, 0.0), (3, 1.0)):
+        model, x, y = _model_and_sample(store, rid, epoch, "train", 128)
+        with torch.no_grad():
+            loss = nn.functional.cross_entropy(model(x.double()), y).item()
+        assert df[df.alpha == alpha]["loss"].iloc[0] == pytest.approx(loss, rel=1e-5)
+
+
+def test_pca_surface_projects_the_trajectory(trained):
+    store, rid = trained
+    aid = run_analysis(store, rid, "surface", "last",
+                       {"directions": "pca", "grid": 3, "samples": 64})
+    traj = store.query("SELECT * FROM trajectory WHERE analysis_id = ? ORDER BY point_epoch", [aid])
+    assert traj["point_epoch"].tolist() == [0, 1, 2, 3]
+    assert traj.iloc[-1][["x", "y"]].abs().max() < 1e-5  # the centre is the last epoch
+    assert 0 < traj["explained_variance"].iloc[0] <= 1 + 1e-9
+
+
+def test_interrupted_surface_resumes_where_it_stopped(trained, monkeypatch):
+    store, rid = trained
+    params = {"grid": 5, "span": 0.3, "samples": 64, "seed": 7}
+    calls = []
+
+    def stop_after_two_rows(fraction, message):
+        if message.startswith("row 2/"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_analysis(store, rid, "surface", "last", params, report=stop_after_two_rows)
+    ctx, _ = schedule.prepare(store, rid, "surface", "last", params)
+    assert schedule.stored_status(ctx) == "failed"
+    assert len(store.read("surface_points", rid, part=ctx.analysis_id)) == 10
+
+    import landscape_lib.analyses.surface as surface
+    original = surface.surface_2d
+
+    def spy(*args, start_row=0, **kw):
+        calls.append(start_row)
+        return original(*args, start_row=start_row, **kw)
+    monkeypatch.setattr(surface, "surface_2d", spy)
+    run_analysis(store, rid, "surface", "last", params)
+    assert calls == [2]
+    pts = store.read("surface_points", rid, part=ctx.analysis_id)
+    assert len(pts) == 25 and not pts.duplicated(["i", "j"]).any()
+
+
+def test_bad_input_writes_nothing(trained, monkeypatch):
+    store, rid = trained
+    before = _files(store)
+    with pytest.raises(StoreError, match="no run 'nope'"):
+        run_analysis(store, "nope", "hessian")
+    with pytest.raises(ConfigError, match="no checkpoint at epoch 7; checkpoints: 0, 1, 2, 3"):
+        run_analysis(store, rid, "hessian", 7)
+    with pytest.raises(ConfigError, match="need a Hessian analysis"):
+        run_analysis(store, rid, "surface", 2, {"directions": "eigen", "grid": 3})
+    with pytest.raises(ConfigError, match="attention analyses need a ViT"):
+        run_analysis(store, rid, "attention")
+    with pytest.raises(ConfigError, match="no parameter"):
+        run_analysis(store, rid, "surface", "last", {"gird": 5})
+    import landscape_lib.analyses.surface as surface
+    monkeypatch.setattr(surface, "available_memory", lambda device: 1024)
+    with pytest.raises(ConfigError, match="grid too large for memory"):
+        run_analysis(store, rid, "surface", "last", {"grid": 9, "samples": 128})
+    assert _files(store) == before
+
+
+def test_run_without_checkpoints(tmp_path):
+    store = Store(tmp_path / "s").ensure()
+    cfg = tiny_config(epochs=1)
+    train_run(cfg, store, progress=False)
+    store.delete("checkpoints", cfg.run_id())
+    before = _files(store)
+    with pytest.raises(ConfigError, match="has no checkpoint"):
+        run_analysis(store, cfg.run_id(), "surface")
+    assert _files(store) == before
+
+
+def test_cli_analyze_errors(trained):
+    store, rid = trained
+    res = cli("analyze", rid, "--epoch", "9", "--what", "hessian", "--store", store.root)
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0
+    assert "no checkpoint at epoch 9" in res.stderr
+    res = cli("analyze", rid, "--what", "hessain", "--store", store.root)
+    assert res.returncode == 2 and "unknown analysis 'hessain'" in res.stderr
