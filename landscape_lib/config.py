@@ -49,7 +49,7 @@ class RunConfig:
     sketch_dim: int = 2048                # random-projection size when trajectory = sketch
     # --- not part of the run id ------------------------------------------------------
     compile: bool = False                 # torch.compile the model (CUDA only)
-    compile_mode: str = "default"         # torch.compile mode, e.g. max-autotune-no-cudagraphs
+    compile_mode: str = "default"         # torch.compile mode; reduce-overhead = CUDA graphs
     study: str = ""                       # the grid study this run belongs to
     tags: list = field(default_factory=list)
     analyses: dict = field(default_factory=dict)  # analyses scheduled after training

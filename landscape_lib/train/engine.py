@@ -121,8 +121,13 @@ def _build(cfg: RunConfig, store: Store, run_id: str, device: torch.device, data
                                  weight_decay=cfg.weight_decay, momentum=cfg.momentum,
                                  **{**fused, **cfg.optimizer_options})
     # Compiled graphs do not support double backward (Sophia's create_graph): stay eager there.
-    compile_ok = cfg.compile and device.type == "cuda" and not get_spec(cfg.optimizer).create_graph
-    forward = torch.compile(model, mode=cfg.compile_mode) if compile_ok else model
+    compile_ok = cfg.compile and device.type == "cuda" and not spec.create_graph
+    # CUDA graphs replay one captured step; closure optimizers (SAM) run two forward passes
+    # per step and keep the first one's outputs, which a replay would overwrite.
+    mode = cfg.compile_mode
+    if spec.needs_closure and mode in ("reduce-overhead", "max-autotune"):
+        mode = "max-autotune-no-cudagraphs" if mode == "max-autotune" else "default"
+    forward = torch.compile(model, mode=mode) if compile_ok else model
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     run = Run(cfg, store, run_id, device, data, model, forward, optimizer, generator)
     run.augment = cfg.augment if cfg.augment is not None else splits.augment_default
