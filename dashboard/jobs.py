@@ -97,6 +97,7 @@ def start_analysis(root: str, run_id: str, epoch: int, what: str, params: dict) 
     args = ["analyze", run_id, "--epoch", str(epoch), "--what", what, "--store", root,
             "--no-progress"]
     for key, value in params.items():
+        value = str(value).lower() if isinstance(value, bool) else value  # TOML booleans
         args += ["--set", f"{key}={value}"]
     return _start(args, progress=True, name="lab")
 

@@ -191,7 +191,8 @@ FAKE_CLI = textwrap.dedent('''
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args()
     params = {"samples": 512, "top_k": 3, "tol": 0.001}  # the analysis' defaults
-    params.update({k: int(v) for k, v in (s.split("=", 1) for s in a.set)})
+    from landscape_lib.config import parse_value  # the real CLI's value parser
+    params.update({k: parse_value(v) for k, v in (s.split("=", 1) for s in a.set)})
     store, aid = Store(a.store), f"hessian-{time.time_ns()}"
     row = {"analysis_id": aid, "run_id": a.run, "epoch": a.epoch, "kind": a.what,
            "status": "running", "params_json": json.dumps(params, sort_keys=True),

@@ -14,7 +14,11 @@ from dashboard import charts, data, jobs
 # parameters the Lab shows: name -> (start value, min, max) or (start value, choices). Any other
 # parameter can be given as key=value; the registry's defaults fill in the rest.
 ANALYSES = {
-    "hessian": {"samples": (256, 8, 100_000), "top_k": (5, 1, 100)},
+    # Interactive defaults: light enough for ~10 s on a CPU (the per-layer spectra, the costly
+    # part on deep nets, are one tick away).
+    "hessian": {"samples": (256, 8, 100_000), "top_k": (5, 1, 100),
+                "trace_samples": (20, 1, 10_000), "density_steps": (40, 4, 1_000),
+                "per_layer": (False,)},
     "surface": {"grid": (21, 3, 401), "span": (1.0, 0.01, 10.0),
                 "directions": ("random", ["random", "eigen", "pca"])},
     "interpolation": {"points": (31, 3, 1001)},
@@ -74,7 +78,9 @@ spec = ANALYSES.get(choice, {})
 cols = st.columns(max(1, len(spec)))
 for col, (name, (default, *limits)) in zip(cols, spec.items()):
     key = f"lab_{choice}_{name}"
-    if isinstance(default, str):
+    if isinstance(default, bool):
+        params[name] = col.checkbox(name, value=default, key=key, persist_state="session")
+    elif isinstance(default, str):
         params[name] = col.selectbox(name, limits[0], key=key, persist_state="session")
     else:
         params[name] = col.number_input(name, min_value=limits[0], max_value=limits[1],
