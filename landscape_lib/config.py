@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -105,8 +106,11 @@ class RunConfig:
         return {k: v for k, v in self.to_dict().items() if k not in self._NOT_IN_ID}
 
     def run_id(self) -> str:
+        from .models import model_label
         blob = json.dumps(self.identity(), sort_keys=True, default=str)
-        prefix = f"{self.arch}-{self.init}-{self.optimizer}-s{self.seed}"
+        # A readable prefix (model and its options, initializer, optimizer, seed), then the hash.
+        model = re.sub(r"[^A-Za-z0-9.]+", "-", model_label(self.arch, self.arch_options)).strip("-")
+        prefix = f"{model}-{self.init}-{self.optimizer}-s{self.seed}"
         return f"{prefix}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 
     def resolved_checkpoint_epochs(self) -> list[int]:
