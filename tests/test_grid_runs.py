@@ -151,5 +151,10 @@ def test_quick_grid_end_to_end(tmp_path):
                   "surface_summary"):
         n = store.query(f"SELECT count(DISTINCT run_id) AS n FROM {table}")["n"].iloc[0]
         assert n == len(runs), table
-    done = store.query("SELECT kind, status, epoch, device FROM analyses")
-    assert (done["status"] == "done").all() and (done["epoch"] == 1).all()
+    done = store.query("SELECT run_id, kind, status, epoch FROM analyses")
+    assert (done["status"] == "done").all()
+    assert (done[done.run_id != "study"]["epoch"] == 1).all()
+    assert set(done["kind"]) >= {"hessian", "surface", "interpolation", "trajectory",
+                                 "attention", "attention-hessian", "paths-analytic"}
+    vits = store.query("SELECT count(*) AS n FROM runs WHERE arch = 'vit'")["n"].iloc[0]
+    assert (done["kind"] == "attention").sum() == vits  # attention only where it applies

@@ -23,6 +23,7 @@ class Analysis:
     tables: tuple            # the result tables it writes
     needs_run: bool = True   # False: a stand-alone study (no run, no checkpoint)
     check: Callable | None = field(default=None)  # check(ctx, params): raise before any write
+    applies: Callable | None = field(default=None)  # applies(cfg): False = skip when scheduled
 
 
 def register(spec: Analysis) -> Analysis:

@@ -255,7 +255,8 @@ register(Analysis(
     "attention", run_attention, description="Jensen-Shannon divergence between the attention "
     "maps of adjacent layers, per head, on held-out inputs (RealFormer's heat map)",
     defaults={"samples": 256, "split": "test", "data_seed": 0},
-    tables=("attention_jsd",), check=check_attention))
+    tables=("attention_jsd",), check=check_attention,
+    applies=lambda cfg: cfg.arch == "vit"))
 
 
 def run_attention_hessian(ctx: AnalysisContext, p: dict) -> None:

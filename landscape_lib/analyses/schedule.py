@@ -148,6 +148,8 @@ def run_scheduled(cfg: RunConfig, store: Store, *, device=None, data_root=None,
     counts = {"done": 0, "failed": 0}
     for kind, epoch, params in scheduled(cfg):
         spec = ANALYSES.get(kind)
+        if spec.applies and not spec.applies(cfg):
+            continue  # e.g. attention diagnostics of a CNN: nothing to measure
         run = cfg.run_id() if spec.needs_run else None
         try:
             run_analysis(store, run, kind, epoch, params, device=device, data_root=data_root)
