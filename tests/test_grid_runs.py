@@ -5,7 +5,6 @@ import sys
 import time
 
 import pandas as pd
-import pytest
 
 from conftest import REPO, cli, tiny_config
 from landscape_lib.store import Store

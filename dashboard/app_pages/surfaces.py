@@ -2,7 +2,6 @@
 interpolations, weight trajectories, wavelet energies, persistence diagrams, the Gaussian fit and
 optimizer paths over its contours."""
 import altair as alt
-import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data

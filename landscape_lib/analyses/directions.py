@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .hessian_ops import flatten, vector_to_params  # noqa: F401  (flatten re-exported)
 
 NORMALIZATIONS = ("filter", "layer", "none")
 _EPS = 1e-10  # guards the division for an all-zero direction filter
@@ -33,20 +34,9 @@ def get_weights(model: nn.Module) -> list[Tensor]:
     return [p.detach().clone() for p in _params(model)]
 
 
-def flatten(weights: Sequence[Tensor]) -> Tensor:
-    """One 1-D tensor holding all tensors of ``weights`` in order."""
-    return torch.cat([w.reshape(-1) for w in weights])
-
-
 def unflatten(vec: Tensor, model: nn.Module) -> list[Tensor]:
     """Split a flat vector into views shaped like the model's parameters."""
-    params = _params(model)
-    sizes = [p.numel() for p in params]
-    vec = torch.as_tensor(vec).reshape(-1)
-    if vec.numel() != sum(sizes):
-        raise ConfigError(f"weight vector has {vec.numel()} entries but the model has "
-                          f"{sum(sizes)} parameters")
-    return [piece.view_as(p) for piece, p in zip(torch.split(vec, sizes), params)]
+    return vector_to_params(torch.as_tensor(vec), _params(model))
 
 
 def to_flat(weights, model: nn.Module) -> Tensor:

@@ -14,7 +14,6 @@ import traceback
 from datetime import datetime
 from importlib import metadata
 
-import torch
 from tqdm.auto import tqdm
 
 from ..config import RunConfig, parse_overrides

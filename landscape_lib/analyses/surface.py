@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from .directions import to_flat, unflatten
+from .hessian_ops import eval_mode as _eval
 
 BN_MODES = ("fixed", "recompute")
 PRECISIONS = ("fp32", "bf16")
@@ -72,18 +73,6 @@ def _bn_layers(model: nn.Module) -> list[nn.Module]:
     """BatchNorm layers that keep running statistics (the only ones "recompute" can change)."""
     return [m for m in model.modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-
-
-@contextlib.contextmanager
-def _eval(model: nn.Module):
-    """Eval mode for the block; each module's own train flag is restored after."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 @contextlib.contextmanager
