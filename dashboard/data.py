@@ -495,6 +495,18 @@ def surface_summary(root: str, analysis_ids: tuple[str, ...]) -> pd.DataFrame:
                        "ORDER BY analysis_id", [list(analysis_ids)])
 
 
+@st.cache_data(ttl=TTL, show_spinner=False)
+def surface_seed_spread(root: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
+    """Surface summaries over direction seeds: mean and std per run, epoch and directions."""
+    stats = ", ".join(f"avg({c}) AS {c}_mean, stddev_samp({c}) AS {c}_std"
+                      for c in ("center_loss", "curvature_x", "curvature_y", "basin_width"))
+    return query(root, f"""
+        SELECT run_id, epoch, directions, count(DISTINCT dir_seed) AS n_seeds, {stats}
+        FROM surface_summary WHERE list_contains(?, run_id)
+        GROUP BY run_id, epoch, directions ORDER BY run_id, epoch, directions""",
+                 [list(run_ids)])
+
+
 _ROW_ORDER = {
     "interpolation": "run_id, epoch, epoch_b, alpha",
     "trajectory": "run_id, method, analysis_id, point_epoch",

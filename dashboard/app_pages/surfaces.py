@@ -53,6 +53,11 @@ with tabs[0]:
     summary = data.surface_summary(root, tuple(chosen))
     if not summary.empty:
         charts.table(summary, "surface_summary", key="csv_surface_summary")
+    spread = data.surface_seed_spread(root, tuple(picked))
+    if (spread["n_seeds"] > 1).any():
+        st.caption("Centre curvature and basin width across random-direction seeds "
+                   "(mean and standard deviation over the seeds of each run).")
+        charts.table(spread, "surface_seed_spread", key="csv_surface_seed_spread")
 
 with tabs[1]:
     interp = data.rows_for_runs(root, "interpolation", tuple(picked))
