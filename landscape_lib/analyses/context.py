@@ -57,10 +57,8 @@ class AnalysisContext:
     @cached_property
     def data(self):
         from ..data import DeviceData, load_dataset
-        splits = load_dataset(self.cfg.dataset, root=self.data_root, **self.cfg.dataset_options)
-        if self.cfg.train_subset:
-            splits.x_train = splits.x_train[:self.cfg.train_subset]
-            splits.y_train = splits.y_train[:self.cfg.train_subset]
+        splits = load_dataset(self.cfg.dataset, root=self.data_root, **self.cfg.dataset_options
+                              ).first_train(self.cfg.train_subset)
         return DeviceData(splits, self.device)
 
     def batches(self, split: str, samples: int, *, seed: int = 0, batch_size: int = 512):

@@ -12,6 +12,7 @@ cached).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import inspect
 import os
@@ -57,6 +58,12 @@ class DataSplits:
     @property
     def image_size(self) -> int:
         return int(self.x_train.shape[-1])
+
+    def first_train(self, n: int) -> "DataSplits":
+        """The same splits with only the first `n` training examples (0 = all)."""
+        if not n:
+            return self
+        return dataclasses.replace(self, x_train=self.x_train[:n], y_train=self.y_train[:n])
 
 
 def data_root(explicit: str | os.PathLike | None = None) -> Path:
@@ -388,7 +395,8 @@ def load_folder(root: Path, progress: bool, *, path: str | None = None,
     # Keyed on the requested channels, so a cache hit decodes nothing (not even one image).
     cache = root / "cache" / f"folder-{_cache_key(base, files, channels)}.pt"
 
-    data = _read_cache(cache)
+    global _LAST_DECODED
+    data = _LAST_DECODED[1] if _LAST_DECODED[0] == cache else _read_cache(cache)
     if data is None:
         channels = channels or _first_image_channels(base / files["train"][0][0])
         data = {}
@@ -398,9 +406,16 @@ def load_folder(root: Path, progress: bool, *, path: str | None = None,
             data[f"y_{split}"] = torch.tensor([label for _, label, _ in items], dtype=torch.int64)
         data["mean"], data["std"] = channel_stats(data["x_train"])
         _write_cache(cache, data)
+    _LAST_DECODED = (cache, data)
     return make_splits("folder", data["x_train"], data["y_train"], data["x_test"],
                        data["y_test"], classes=classes, augment_default=True, source=str(base),
                        stats=(data["mean"], data["std"]))
+
+
+# The last decoded folder, kept in memory under its content key: a worker that trains run
+# after run on the same images (and the CLI's up-front availability check) reads the cache
+# file once. A changed file list or mtime gives another key, so it is never stale.
+_LAST_DECODED: tuple[Path | None, dict | None] = (None, None)
 
 
 def _read_cache(cache: Path) -> dict | None:

@@ -101,10 +101,8 @@ def _build(cfg: RunConfig, store: Store, run_id: str, device: torch.device, data
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    splits = load_dataset(cfg.dataset, root=data_root, **cfg.dataset_options)
-    if cfg.train_subset:
-        splits.x_train, splits.y_train = (splits.x_train[:cfg.train_subset],
-                                          splits.y_train[:cfg.train_subset])
+    splits = load_dataset(cfg.dataset, root=data_root, **cfg.dataset_options
+                          ).first_train(cfg.train_subset)
     conv_net = cfg.arch != "mlp"
     data = DeviceData(splits, device, channels_last=cfg.channels_last and conv_net
                       and device.type == "cuda")
