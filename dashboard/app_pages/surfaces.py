@@ -18,6 +18,16 @@ picked = st.multiselect("Runs side by side (up to 4)", have, default=have[:2], m
                         key="surf_runs", bind="query-params")
 if not picked:
     st.stop()
+
+
+def rows_or_note(table: str, what: str):
+    """The chosen runs' rows of `table`; a note instead when there are none."""
+    rows = data.rows_for_runs(root, table, tuple(picked))
+    if rows.empty:
+        st.info(f"No {what} for these runs.")
+    return rows
+
+
 catalog = data.surfaces(root, tuple(picked))
 
 
@@ -60,10 +70,8 @@ with tabs[0]:
         charts.table(spread, "surface_seed_spread", key="csv_surface_seed_spread")
 
 with tabs[1]:
-    interp = data.rows_for_runs(root, "interpolation", tuple(picked))
-    if interp.empty:
-        st.info("No linear interpolation for these runs.")
-    else:
+    interp = rows_or_note("interpolation", "linear interpolation")
+    if not interp.empty:
         interp = interp.assign(pair=interp["run_id"] + " · epoch " + interp["epoch_b"].astype(str)
                                + " -> " + interp["epoch"].astype(str))
         left, right = st.columns(2)
@@ -77,10 +85,8 @@ with tabs[1]:
             charts.altair(chart, interp, "interpolation", key="csv_interpolation_acc")
 
 with tabs[2]:
-    traj = data.rows_for_runs(root, "trajectory", tuple(picked))
-    if traj.empty:
-        st.info("No weight trajectory for these runs.")
-    else:
+    traj = rows_or_note("trajectory", "weight trajectory")
+    if not traj.empty:
         method = st.radio("Embedding", sorted(traj["method"].dropna().unique()), horizontal=True,
                           key="traj_method", persist_state="session")
         df = traj[traj["method"] == method]
@@ -101,10 +107,8 @@ with tabs[2]:
         charts.altair(chart, df, f"trajectory_{method}", key="csv_trajectory")
 
 with tabs[3]:
-    wav = data.rows_for_runs(root, "wavelets", tuple(picked))
-    if wav.empty:
-        st.info("No wavelet analysis for these runs.")
-    else:
+    wav = rows_or_note("wavelets", "wavelet analysis")
+    if not wav.empty:
         chart = alt.Chart(charts.chart_safe(wav)).mark_line(point=True).encode(
             x=alt.X("level:O"), y=alt.Y("energy:Q", scale=alt.Scale(type="log")),
             color=charts.color_channel("kind:N"), column=alt.Column("run_id:N", title=None),
@@ -113,10 +117,8 @@ with tabs[3]:
         charts.altair(chart, wav, "wavelet_energy", key="csv_wavelets")
 
 with tabs[4]:
-    pers = data.rows_for_runs(root, "persistence", tuple(picked))
-    if pers.empty:
-        st.info("No persistence diagram for these runs.")
-    else:
+    pers = rows_or_note("persistence", "persistence diagram")
+    if not pers.empty:
         cols = st.columns(len(picked))
         for col, run_id in zip(cols, picked):
             df = pers[pers["run_id"] == run_id]
