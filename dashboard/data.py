@@ -25,6 +25,7 @@ import streamlit as st
 
 from landscape_lib.errors import StoreError
 from landscape_lib.store import TABLES, Store, columns
+from landscape_lib.store.queries import SURFACE_SEED_SPREAD
 
 from .snapshot import Snapshots
 
@@ -498,13 +499,7 @@ def surface_summary(root: str, analysis_ids: tuple[str, ...]) -> pd.DataFrame:
 @st.cache_data(ttl=TTL, show_spinner=False)
 def surface_seed_spread(root: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
     """Surface summaries over direction seeds: mean and std per run, epoch and directions."""
-    stats = ", ".join(f"avg({c}) AS {c}_mean, stddev_samp({c}) AS {c}_std"
-                      for c in ("center_loss", "curvature_x", "curvature_y", "basin_width"))
-    return query(root, f"""
-        SELECT run_id, epoch, directions, count(DISTINCT dir_seed) AS n_seeds, {stats}
-        FROM surface_summary WHERE list_contains(?, run_id)
-        GROUP BY run_id, epoch, directions ORDER BY run_id, epoch, directions""",
-                 [list(run_ids)])
+    return query(root, SURFACE_SEED_SPREAD, [list(run_ids)])
 
 
 _ROW_ORDER = {

@@ -186,3 +186,21 @@ def test_cli_analyze_errors(trained):
     assert "no checkpoint at epoch 9" in res.stderr
     res = cli("analyze", rid, "--what", "hessain", "--store", store.root)
     assert res.returncode == 2 and "unknown analysis 'hessain'" in res.stderr
+
+
+def test_surface_summaries_spread_over_seeds(tmp_path):
+    from landscape_lib.store.queries import surface_seed_spread
+    store = Store(tmp_path / "s").ensure()
+    rows = [dict(center_loss=1.0, curvature_x=2.0), dict(center_loss=2.0, curvature_x=float("nan")),
+            dict(center_loss=4.0, curvature_x=6.0)]
+    for seed, row in enumerate(rows):
+        store.write("surface_summary", "r1", [{**row, "run_id": "r1", "epoch": 5, "dir_seed": seed,
+                                               "directions": "random",
+                                               "analysis_id": f"surface-{seed}"}],
+                    part=f"surface-{seed}")
+    df = surface_seed_spread(store, ["r1"]).iloc[0]
+    assert df["n_seeds"] == 3
+    assert df["center_loss_mean"] == pytest.approx(np.mean([1, 2, 4]))
+    assert df["center_loss_std"] == pytest.approx(np.std([1, 2, 4], ddof=1))
+    assert df["curvature_x_mean"] == pytest.approx(4.0)
+    assert df["curvature_x_n"] == 2

@@ -18,7 +18,7 @@ from landscape_lib.analyses.directions import (
     eigenvector_directions, flatten, get_weights, pca_directions, random_direction,
     random_directions, set_weights)
 from landscape_lib.analyses.surface import (
-    activation_numel_per_sample, estimate_surface_memory, interpolate_1d, summarize_over_seeds,
+    activation_numel_per_sample, estimate_surface_memory, interpolate_1d,
     surface_2d, surface_2d_loop, surface_summary)
 from landscape_lib.errors import ConfigError
 
@@ -369,15 +369,3 @@ def test_basin_width_on_a_cone():
     wide = surface_summary(xs, ys, Z, threshold=100.0)  # never left: distances to the edges
     assert wide["basin_width"] == pytest.approx((1 + 1 + 2 + 2) / 4)
     assert wide["basin_width_censored"] == 4
-
-
-def test_summarize_over_seeds_mean_and_sample_std():
-    summaries = [dict(center_loss=1.0, curvature_x=2.0, bn="fixed"),
-                 dict(center_loss=2.0, curvature_x=float("nan"), bn="fixed"),
-                 dict(center_loss=4.0, curvature_x=6.0, bn="fixed")]
-    df = summarize_over_seeds(summaries).set_index("metric")
-    assert set(df.index) == {"center_loss", "curvature_x"}
-    assert df.loc["center_loss", "mean"] == pytest.approx(np.mean([1, 2, 4]))
-    assert df.loc["center_loss", "std"] == pytest.approx(np.std([1, 2, 4], ddof=1))
-    assert df.loc["curvature_x", "mean"] == pytest.approx(4.0)
-    assert df.loc["curvature_x", "n"] == 2

@@ -597,22 +597,3 @@ def surface_summary(xs, ys, loss, *, threshold: float = 0.1) -> dict:
                 basin_width=float(np.mean([d for d, _ in reaches])),
                 basin_width_censored=int(sum(c for _, c in reaches)),
                 threshold=float(threshold))
-
-
-def summarize_over_seeds(summaries: Sequence[dict]) -> pd.DataFrame:
-    """Mean and sample standard deviation (ddof=1) of each numeric summary over seeds.
-
-    Non-finite values (e.g. a NaN curvature) are left out of that metric's statistics.
-    Returns a DataFrame with columns metric, mean, std, n.
-    """
-    if not summaries:
-        raise ConfigError("no surface summaries to combine")
-    rows = []
-    for key, first in summaries[0].items():
-        if not isinstance(first, (int, float, np.number)) or isinstance(first, bool):
-            continue
-        vals = np.array([s[key] for s in summaries], dtype=np.float64)
-        vals = vals[np.isfinite(vals)]
-        rows.append(dict(metric=key, mean=vals.mean() if len(vals) else np.nan,
-                         std=vals.std(ddof=1) if len(vals) > 1 else np.nan, n=len(vals)))
-    return pd.DataFrame(rows, columns=["metric", "mean", "std", "n"])
