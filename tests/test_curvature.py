@@ -13,6 +13,7 @@ from landscape_lib.analyses.curvature import (
     HessianOperator, broadened_density, hessian_analysis, hutchinson_trace, negative_share,
     per_layer_spectrum, pyhessian_engine, slq_density, slq_nodes, top_eigenpairs,
     vector_to_params)
+from landscape_lib.analyses import hessian_ops
 from landscape_lib.errors import ConfigError
 
 CE = nn.CrossEntropyLoss()
@@ -95,6 +96,53 @@ def test_operator_matches_dense_hessian(mlp_problem, mode):
     torch.testing.assert_close(op @ v, H @ v, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-12)
     assert op.n_products == 5
+
+
+def test_forward_mode_vmapped_chunks_equal_the_column_loop(mlp_problem):
+    model, batches, H, _ = mlp_problem
+    V = torch.randn(H.shape[0], 5, generator=torch.Generator().manual_seed(2),
+                    dtype=torch.float64)
+    for chunk in (1, 2, 5):
+        op = HessianOperator(model, CE, batches, mode="forward", chunk_size=chunk)
+        torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ConfigError):
+        HessianOperator(model, CE, batches, chunk_size=0)
+
+
+def test_auto_mode_is_chosen_by_device():
+    assert hessian_ops._resolve_mode("auto", torch.device("cpu")) == "cached"
+    assert hessian_ops._resolve_mode("auto", torch.device("cuda")) == "forward"
+    assert hessian_ops._resolve_mode("reverse", torch.device("cuda")) == "reverse"
+
+
+class _Cube(torch.autograd.Function):
+    """x**3 as an old-style autograd.Function: no forward-mode rule, so torch.func refuses it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x ** 3
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 3 * x ** 2 * g  # differentiable: double backward works
+
+
+@pytest.mark.parametrize("mode, fallback", [("forward", "reverse"), ("auto", "cached")])
+def test_forward_mode_falls_back_to_double_backward(monkeypatch, mode, fallback):
+    # Pretend the CPU is a GPU so that "auto" starts in forward mode as it would on CUDA.
+    monkeypatch.setattr(hessian_ops, "_resolve_mode",
+                        lambda m, d: "forward" if m == "auto" else m)
+    w0 = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    model = nn.Module()
+    model.w = nn.Parameter(w0.clone())
+    model.forward = lambda x: (_Cube.apply(model.w) * x).sum()
+    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    op = HessianOperator(model, identity_loss, [(x, None)], mode=mode)
+    H = torch.diag(6 * w0 * x)  # d2/dw2 sum(x w^3) = diag(6 x w)
+    torch.testing.assert_close(op @ torch.eye(3, dtype=torch.float64), H)
+    assert op.mode == fallback
 
 
 def test_scipy_operator_roundtrip(mlp_problem):
