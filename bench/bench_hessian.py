@@ -59,7 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--tol", type=float, default=1e-3)
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--checkpoint", default=None, help="state_dict of the CIFAR ResNet-18")
-    p.add_argument("--data-folder", default=None, help="ImageFolder of CIFAR-like images")
+    p.add_argument("--data-folder", default=None,
+                   help="ImageFolder of CIFAR-like images, or a folder holding one as train/ "
+                        "(the offline CIFAR-10 copy's layout)")
     p.add_argument("--reference-dtype", choices=["auto", "float64", "float32"], default="auto",
                    help="auto: float64 on CPU, float32 on CUDA")
     p.add_argument("--pyhessian-max-iter", type=int, default=100, help="PyHessian's maxIter")
@@ -106,7 +108,11 @@ def load_images(args) -> tuple[torch.Tensor, torch.Tensor]:
     from torchvision import datasets, transforms
     tf = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor(),
                              transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
-    data = datasets.ImageFolder(args.data_folder, transform=tf)
+    folder = Path(args.data_folder)
+    if (folder / "train").is_dir():  # train/ and test/ side by side: the classes are one level down
+        folder = folder / "train"
+    data = datasets.ImageFolder(folder, transform=tf)
+    print(f"images from {folder}: {len(data):,} in {len(data.classes)} classes")
     idx = torch.randperm(len(data), generator=gen)[:args.images].tolist()
     xs, ys = zip(*(data[i] for i in idx))
     return torch.stack(xs), torch.tensor(ys)
