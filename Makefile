@@ -46,6 +46,7 @@ test: install browser
 
 bench: install
 	$(BIN)/python bench/bench_hessian.py --quick
+	$(BIN)/python bench/bench_hvp.py --quick
 	$(BIN)/python bench/bench_surface.py --quick
 	$(BIN)/python bench/bench_training.py --quick
 	$(BIN)/python bench/bench_dashboard.py --runs 200 --epochs 50

@@ -48,6 +48,7 @@ def test_hessian_matches_dense_and_has_provenance(trained):
     row = store.query("SELECT * FROM analyses WHERE analysis_id = ?", [aid]).iloc[0]
     assert (row["status"], row["run_id"], row["epoch"], row["n_samples"], row["device"]) == \
         ("done", rid, 3, 64, "cpu")
+    assert row["engine"] == "default (hvp cached)"  # Lanczos on the CPU's cheapest HVP mode
     assert row["seconds"] > 0 and "torch=" in row["lib_version"]
     assert json.loads(row["params_json"])["top_k"] == 2
     # Independent dense Hessian of the same loss, in float64.

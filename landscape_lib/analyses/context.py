@@ -30,6 +30,9 @@ class AnalysisContext:
     analysis_id: str = ""
     data_root: str | None = None
     report: ProgressFn = field(default=lambda fraction, message: None)
+    # Set by an analysis that can say more than its `engine` parameter (e.g. the HVP mode the
+    # operator ended up with); stored in the provenance row's `engine` column.
+    engine: str | None = None
 
     # ------------------------------------------------------------------ inputs
     def checkpoint_epochs(self) -> list[int]:

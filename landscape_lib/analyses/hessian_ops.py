@@ -8,7 +8,7 @@ The model is evaluated in **eval mode** for every product (BatchNorm uses its ru
 dropout is off), so the operator is the Hessian of a fixed, deterministic function of the
 parameters; the model's train/eval mode is restored after each product.
 
-Three ways to compute an HVP (``mode``):
+Three ways to compute an HVP, and a choice between them (``mode``):
 - ``"forward"``: forward-over-reverse with ``torch.func`` (``jvp`` of ``grad`` of a
   ``functional_call``): one forward pass carrying a tangent, then its backward. Columns of
   ``op @ V`` go one at a time, or ``chunk_size`` at once through ``vmap`` (memory grows with it).
@@ -16,11 +16,13 @@ Three ways to compute an HVP (``mode``):
 - ``"cached"``: double-backward through a gradient graph built once per batch at construction
   and kept (PyHessian's trick): each product is a single backward pass, but the graphs of all
   batches stay in memory and the parameters must not change afterwards.
-- ``"auto"`` (default) picks by device, from measurements:
-  - CUDA: ``"forward"``. CIFAR ResNet-18, 512 images, H100, TF32: forward 82.6 ms per product,
-    cached 117.8 ms (a third of which is one cuDNN kernel of the convolutions' double backward,
-    which forward mode never calls).
-  - CPU: ``"cached"`` (small CNN, 64 images: cached 11.5 ms, reverse 16 ms, forward 21 ms).
+- ``"auto"`` (default) picks by device, from ``bench/bench_hvp.py``:
+  - CUDA: ``"forward"``. CIFAR ResNet-18, 512 images, H100, TF32: forward 82 ms per product,
+    cached 118 ms, reverse 124 ms (float32 without TF32: 218, 356, 376 ms). Most of the double
+    backward's time is in the convolutions' double-backward kernels, which forward mode never
+    calls. ``chunk_size=4`` brings forward to 64 ms per product for multi-column products
+    (trace, density) at 2.8x the memory (29 GiB there), hence not the default.
+  - CPU: ``"cached"`` (small CNN, 64 images: cached 17.6 ms, reverse 30 ms, forward 41 ms).
   Pick ``"forward"`` or ``"reverse"`` by hand when the batches' graphs do not fit in memory.
   Should an operation lack a forward-mode derivative, ``"forward"`` falls back to double
   backward: ``"cached"`` under ``"auto"``, ``"reverse"`` otherwise (``op.mode`` tells).

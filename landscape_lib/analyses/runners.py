@@ -29,6 +29,7 @@ def run_hessian(ctx: AnalysisContext, p: dict) -> None:
                            density_vectors=p["density_vectors"], density_steps=p["density_steps"],
                            per_layer=p["per_layer"], layer_trace_samples=p["layer_trace_samples"],
                            engine=p["engine"], seed=p["seed"])
+    ctx.engine = f"{res.engine} (hvp {res.hvp_mode})"
     eigs = [{"which": "top", "k": i + 1, "eigenvalue": float(v)}
             for i, v in enumerate(res.top_eigenvalues)]
     eigs += [{"which": "bottom", "k": i + 1, "eigenvalue": float(v)}

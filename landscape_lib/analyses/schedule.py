@@ -100,7 +100,8 @@ def run_analysis(store: Store, run: str | None, kind: str, epoch="last", params=
         ctx.write("analyses", [{**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
                                 "seconds": time.perf_counter() - started}])
         raise
-    ctx.write("analyses", [{**row, "status": "done", "seconds": time.perf_counter() - started}])
+    ctx.write("analyses", [{**row, "status": "done", "engine": ctx.engine or row["engine"],
+                            "seconds": time.perf_counter() - started}])
     ctx.report(1.0, "done")
     return ctx.analysis_id
 
