@@ -14,8 +14,9 @@ In one process, after a warm-up of every engine:
    - ``eigsh``: ``top_eigenpairs(engine="eigsh")`` (ARPACK driving the same operator),
    - ``pyhessian``: ``hessian(...).eigenvalues(top_n, tol)`` (power iteration + deflation).
    PyHessian differentiates twice through one retained gradient graph; ours compute products
-   in the operator's ``--hvp-mode`` (``auto``: forward-over-reverse on CUDA, the retained graph
-   on CPU; see ``hessian_ops.py``), so compare products and ms/product separately.
+   in the operator's ``--hvp-mode`` (``auto``: the retained graph on CPU; on CUDA the faster of
+   forward-over-reverse and the retained graph, timed on the first product; see
+   ``hessian_ops.py``), so compare products and ms/product separately.
    PyHessian's ``tol`` bounds the change between iterations, ours the residual, hence the
    error column against the reference.
 Printed per engine: seconds (fastest of ``--repeats`` runs, graph construction included),

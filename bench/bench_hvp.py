@@ -1,7 +1,8 @@
 """Benchmark: milliseconds per Hessian-vector product in each ``HessianOperator`` mode.
 
-The numbers behind ``mode="auto"`` (``landscape_lib/analyses/hessian_ops.py``). CIFAR ResNet-18 at
-initialization on ``--images`` synthetic images (one batch), model in eval mode, one process:
+The numbers behind ``mode="auto"`` (``landscape_lib/analyses/hessian_ops.py``). A registry model at
+initialization (default: the CIFAR ResNet-18; ``--arch``, ``--option key=value``, ``--size``,
+``--channels``) on ``--images`` synthetic images (one batch), in eval mode, one process:
 
 - ``cached``: double backward through one retained gradient graph (PyHessian's way);
 - ``reverse``: double backward, the graph rebuilt for every product;
@@ -13,12 +14,14 @@ Printed per mode: ms per product (mean of ``--repeats`` calls after two warm-up 
 off, peak GPU memory, and the speed-up over ``cached``.
 
     python bench/bench_hvp.py [--device auto] [--images 512] [--tf32] [--quick]
+                              [--arch vit --option patch_size=2 dim=32 --size 8 --channels 1]
 
 ``--quick`` is a CPU smoke run (< 1 min): a small CNN (widths 4, 8) on 64 images.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import time
 from pathlib import Path
@@ -39,6 +42,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--images", type=int, default=512)
+    p.add_argument("--arch", default="resnet18", help="a registry architecture")
+    p.add_argument("--option", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="architecture options (values parsed as Python literals)")
+    p.add_argument("--size", type=int, default=32, help="image side")
+    p.add_argument("--channels", type=int, default=3)
     p.add_argument("--columns", type=int, default=4, help="vectors per timed call of op @ V")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tf32", action="store_true", help="allow TF32 in the timed products")
@@ -46,7 +54,21 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.device, args.images, args.repeats = "cpu", 64, 2
+        args.arch, args.option = "cnn", ["widths=(4, 8)"]
     return args
+
+
+def arch_options(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--option wants key=value, got {pair!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value  # a bare word, e.g. norm=post
+    return out
 
 
 def set_tf32(on: bool) -> None:
@@ -76,12 +98,10 @@ def main(argv=None):
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                           if args.device == "auto" else args.device)
     torch.manual_seed(0)
-    if args.quick:
-        model = create_model("cnn", in_channels=3, image_size=32, num_classes=10, widths=(4, 8))
-    else:
-        model = create_model("resnet18", in_channels=3, image_size=32, num_classes=10)
-    model = model.to(device).eval()
-    batches = [(torch.randn(args.images, 3, 32, 32, device=device),
+    options = arch_options(args.option)
+    model = create_model(args.arch, in_channels=args.channels, image_size=args.size,
+                         num_classes=10, **options).to(device).eval()
+    batches = [(torch.randn(args.images, args.channels, args.size, args.size, device=device),
                 torch.randint(0, 10, (args.images,), device=device))]
     loss = nn.CrossEntropyLoss()
     n = sum(p.numel() for p in model.parameters())
@@ -90,7 +110,8 @@ def main(argv=None):
     ref = HessianOperator(model, loss, batches, mode="cached") @ V
     set_tf32(args.tf32)
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
-    print(f"{'cnn(4,8)' if args.quick else 'resnet18'}: {n:,} parameters, {args.images} images, "
+    label = args.arch + "".join(f" {k}={v}" for k, v in options.items())
+    print(f"{label}: {n:,} parameters, {args.images} images of {args.size}x{args.size}, "
           f"device {device}{gpu}, torch {torch.__version__}, TF32 {'on' if args.tf32 else 'off'}")
     print(f"{'mode':<16} {'ms/product':>10} {'rel. error':>11} {'peak GiB':>9} "
           f"{'speed-up vs cached':>19}", flush=True)

@@ -111,8 +111,32 @@ def test_forward_mode_vmapped_chunks_equal_the_column_loop(mlp_problem):
 
 def test_auto_mode_is_chosen_by_device():
     assert hessian_ops._resolve_mode("auto", torch.device("cpu")) == "cached"
-    assert hessian_ops._resolve_mode("auto", torch.device("cuda")) == "forward"
+    assert hessian_ops._resolve_mode("auto", torch.device("cuda")) == "auto"  # measured later
     assert hessian_ops._resolve_mode("reverse", torch.device("cuda")) == "reverse"
+
+
+@pytest.mark.parametrize("faster", ["forward", "cached"])
+def test_auto_mode_keeps_the_faster_measured_mode(monkeypatch, mlp_problem, faster):
+    """On CUDA, "auto" times both modes on the first product; here the clock is rigged."""
+    model, batches, H, _ = mlp_problem
+    monkeypatch.setattr(hessian_ops, "_resolve_mode", lambda m, d: m)  # CPU acts like CUDA
+    timed = hessian_ops.HessianOperator._timed
+
+    def rigged(self, mode, V):
+        out, _ = timed(self, mode, V)
+        return out, 1.0 if mode == faster else 2.0
+
+    monkeypatch.setattr(hessian_ops.HessianOperator, "_timed", rigged)
+    op = HessianOperator(model, CE, batches)
+    assert op.mode == "auto"
+    V = torch.randn(H.shape[0], 3, generator=torch.Generator().manual_seed(3),
+                    dtype=torch.float64)
+    torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-12)
+    assert op.mode == faster and set(op.mode_seconds) == {"forward", "cached"}
+    assert (op._graphs is not None) == (faster == "cached")  # the loser's memory is freed
+    assert op.n_products == 3 + 3  # three columns answered, three trial products
+    torch.testing.assert_close(op @ V[:, 0], H @ V[:, 0], rtol=1e-9, atol=1e-12)
+    assert op.n_products == 7
 
 
 class _Cube(torch.autograd.Function):
@@ -129,11 +153,10 @@ class _Cube(torch.autograd.Function):
         return 3 * x ** 2 * g  # differentiable: double backward works
 
 
-@pytest.mark.parametrize("mode, fallback", [("forward", "reverse"), ("auto", "cached")])
-def test_forward_mode_falls_back_to_double_backward(monkeypatch, mode, fallback):
-    # Pretend the CPU is a GPU so that "auto" starts in forward mode as it would on CUDA.
-    monkeypatch.setattr(hessian_ops, "_resolve_mode",
-                        lambda m, d: "forward" if m == "auto" else m)
+@pytest.mark.parametrize("mode, fallback, products", [("forward", "reverse", 3),
+                                                     ("auto", "cached", 3 + 1)])
+def test_forward_mode_falls_back_to_double_backward(monkeypatch, mode, fallback, products):
+    monkeypatch.setattr(hessian_ops, "_resolve_mode", lambda m, d: m)  # "auto" as on CUDA
     w0 = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
     model = nn.Module()
     model.w = nn.Parameter(w0.clone())
@@ -142,7 +165,7 @@ def test_forward_mode_falls_back_to_double_backward(monkeypatch, mode, fallback)
     op = HessianOperator(model, identity_loss, [(x, None)], mode=mode)
     H = torch.diag(6 * w0 * x)  # d2/dw2 sum(x w^3) = diag(6 x w)
     torch.testing.assert_close(op @ torch.eye(3, dtype=torch.float64), H)
-    assert op.mode == fallback
+    assert op.mode == fallback and op.n_products == products
 
 
 def test_scipy_operator_roundtrip(mlp_problem):

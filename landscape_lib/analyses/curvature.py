@@ -547,9 +547,10 @@ def hessian_analysis(model: nn.Module, loss_fn: Callable, batches: Sequence, *, 
     grid, density = broadened_density(nodes, weights)
     layers = None
     if per_layer:
+        # The whole-network operator has settled "auto" by now: the layers reuse its choice.
         layers = per_layer_spectrum(model, loss_fn, batches, k=1,
                                     trace_samples=layer_trace_samples, tol=tol, seed=seed,
-                                    mode=mode, progress=progress)
+                                    mode=op.mode if mode == "auto" else mode, progress=progress)
         n_products += int(layers["n_products"].sum())
     lam_min = float(bottom[0]) if len(bottom) else float("nan")
     return HessianResult(

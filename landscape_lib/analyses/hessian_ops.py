@@ -16,13 +16,20 @@ Three ways to compute an HVP, and a choice between them (``mode``):
 - ``"cached"``: double-backward through a gradient graph built once per batch at construction
   and kept (PyHessian's trick): each product is a single backward pass, but the graphs of all
   batches stay in memory and the parameters must not change afterwards.
-- ``"auto"`` (default) picks by device, from ``bench/bench_hvp.py``:
-  - CUDA: ``"forward"``. CIFAR ResNet-18, 512 images, H100, TF32: forward 82 ms per product,
-    cached 118 ms, reverse 124 ms (float32 without TF32: 218, 356, 376 ms). Most of the double
-    backward's time is in the convolutions' double-backward kernels, which forward mode never
-    calls. ``chunk_size=4`` brings forward to 64 ms per product for multi-column products
-    (trace, density) at 2.8x the memory (29 GiB there), hence not the default.
-  - CPU: ``"cached"`` (small CNN, 64 images: cached 17.6 ms, reverse 30 ms, forward 41 ms).
+- ``"auto"`` (default): on the CPU ``"cached"``; on CUDA the first product is computed both in
+  ``"forward"`` and ``"cached"`` mode (each twice, the second call timed) and the faster is kept
+  (``op.mode``; the timings in ``op.mode_seconds``; the 3 extra products count in
+  ``op.n_products``). Neither wins everywhere (``bench/bench_hvp.py``, H100, TF32, ms per
+  product):
+  - CIFAR ResNet-18, 512 images of 32x32: forward 82, cached 118, reverse 124 (float32 without
+    TF32: 218, 356, 376). Most of the double backward's time is in the convolutions'
+    double-backward kernels, which forward mode never calls.
+  - the quick grid's small models on 256 digits (8x8): forward 3 to 4 times slower than cached
+    (ResNet-18 width 8: 81 vs 22; ViT dim 32: 70 vs 28; CNN 15 vs 4), as kernel launches,
+    not arithmetic, bound them and forward mode launches more.
+  - CPU (small CNN, 64 images): cached 12.7, reverse 15.6, forward 49.
+  ``chunk_size=4`` brings forward mode to 64 ms per product on the ResNet-18 for multi-column
+  products (trace, density) at 2.8x the memory (29 GiB there), hence not the default.
   Pick ``"forward"`` or ``"reverse"`` by hand when the batches' graphs do not fit in memory.
   Should an operation lack a forward-mode derivative, ``"forward"`` falls back to double
   backward: ``"cached"`` under ``"auto"``, ``"reverse"`` otherwise (``op.mode`` tells).
@@ -30,6 +37,7 @@ Three ways to compute an HVP, and a choice between them (``mode``):
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -129,10 +137,16 @@ def _select_params(model: nn.Module, params) -> tuple[list[str], list[nn.Paramet
 
 
 def _resolve_mode(mode: str, device: torch.device) -> str:
-    """``"auto"`` -> the cheapest measured mode on ``device`` (see the module docstring)."""
+    """``"auto"`` -> ``"cached"`` on the CPU; on CUDA it stays ``"auto"`` until the first
+    product measures which is faster (see the module docstring)."""
     if mode != "auto":
         return mode
-    return "forward" if device.type == "cuda" else "cached"
+    return "auto" if device.type == "cuda" else "cached"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class HessianOperator:
@@ -176,6 +190,7 @@ class HessianOperator:
         self.mode = _resolve_mode(mode, self.device)
         self._fallback = "cached" if mode == "auto" else "reverse"
         self.n_products = 0
+        self.mode_seconds: dict[str, float] = {}  # filled when "auto" measures the modes
         self._graphs: list[tuple[Tensor, ...]] | None = None
         if self.mode == "cached":
             self._graphs = self._build_graphs()
@@ -204,6 +219,8 @@ class HessianOperator:
         return scipy_operator(self)
 
     def _products(self, V: Tensor) -> Tensor:
+        if self.mode == "auto":
+            return self._choose_mode(V)
         if self.mode == "forward":
             try:
                 return self._forward(V)
@@ -214,6 +231,40 @@ class HessianOperator:
                     self._graphs = self._build_graphs()
         graphs = self._graphs if self.mode == "cached" else None
         return self._double_backward(V, graphs)
+
+    def _choose_mode(self, V: Tensor) -> Tensor:
+        """Answer the first column in forward and cached mode, keep the faster mode."""
+        first, answer = V[:, :1], None
+        for mode in ("forward", "cached"):
+            try:
+                if mode == "cached":
+                    self._graphs = self._build_graphs()
+                out, self.mode_seconds[mode] = self._timed(mode, first)
+            except (RuntimeError, NotImplementedError):  # no forward rule, or out of memory
+                if mode == "cached":
+                    self._graphs = None
+                continue
+            answer = out if answer is None else answer
+        if not self.mode_seconds:
+            raise RuntimeError("neither forward nor cached Hessian-vector products ran")
+        self.mode = min(self.mode_seconds, key=self.mode_seconds.get)
+        if self.mode != "cached":
+            self._graphs = None  # free the graph memory
+        self.n_products += 2 * len(self.mode_seconds) - 1  # trial products beyond the answer
+        if V.shape[1] == 1:
+            return answer
+        return torch.cat([answer, self._products(V[:, 1:])], dim=1)
+
+    def _timed(self, mode: str, V: Tensor) -> tuple[Tensor, float]:
+        """Run one mode twice on V (the first call warms it up); seconds of the second."""
+        run = self._forward if mode == "forward" else (
+            lambda W: self._double_backward(W, self._graphs))
+        run(V)
+        _sync(self.device)
+        t0 = time.perf_counter()
+        out = run(V)
+        _sync(self.device)
+        return out, time.perf_counter() - t0
 
     def _forward(self, V: Tensor) -> Tensor:
         """Forward-over-reverse: jvp of the functional gradient, per column or vmapped."""
