@@ -10,7 +10,7 @@ EPOCHS ?=
 PORT   ?= 8501
 TRAIN_FLAGS = $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(STORE),--store $(STORE))
 
-.PHONY: install demo quick train-all analyze-all dashboard test browser bench clean-store
+.PHONY: install demo quick train-all analyze-all dashboard test browser bench bench-gpu clean-store
 
 install: $(STAMP)
 
@@ -50,6 +50,20 @@ bench: install
 	$(BIN)/python bench/bench_surface.py --quick
 	$(BIN)/python bench/bench_training.py --quick
 	$(BIN)/python bench/bench_dashboard.py --runs 200 --epochs 50
+
+# The GPU figures of README "Benchmarks" (about 10 min on an H100). CIFAR: a folder holding the
+# JPEG copy's train/ and test/; BENCH_PY: a python with the requirements (default: the venv's).
+BENCH_PY    ?= $(BIN)/python
+BENCH_STORE ?= /tmp/landscape-bench
+bench-gpu:
+	$(if $(CIFAR),,$(error set CIFAR=/path/to/cifar10-jpeg (a folder holding train/ and test/)))
+	$(BENCH_PY) bench/bench_training.py --data-folder $(CIFAR) --epochs 4 --compile \
+	  --compile-mode reduce-overhead --archs resnet18 --store $(BENCH_STORE)
+	$(BENCH_PY) bench/bench_hessian.py --data-folder $(CIFAR) --tf32 --repeats 2
+	$(BENCH_PY) bench/bench_hessian.py --data-folder $(CIFAR) --tf32 --repeats 2 --checkpoint \
+	  "$$(ls $(BENCH_STORE)/artifacts/resnet18-*/checkpoints/epoch_0004.pt | head -n 1)"
+	$(BENCH_PY) bench/bench_hvp.py --tf32
+	$(BENCH_PY) bench/bench_surface.py --compile
 
 clean-store:
 	rm -rf runs/store
