@@ -44,6 +44,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from bench.common import resolve_device, set_tf32, sync  # noqa: E402
 from landscape_lib.analyses.curvature import (  # noqa: E402
     HessianOperator, pyhessian_engine, top_eigenpairs)
 from landscape_lib.analyses.hessian_ops import HVP_MODES  # noqa: E402
@@ -81,17 +82,6 @@ def parse_args(argv=None):
     return args
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def set_tf32(on: bool) -> None:
-    torch.backends.cuda.matmul.allow_tf32 = on
-    torch.backends.cudnn.allow_tf32 = on
-
-
 def build_model(args) -> nn.Module:
     if args.quick:
         return create_model("cnn", in_channels=3, image_size=32, num_classes=10, widths=(4, 8))
@@ -121,11 +111,6 @@ def load_images(args) -> tuple[torch.Tensor, torch.Tensor]:
 
 def batched(x, y, size):
     return [(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def release(device):

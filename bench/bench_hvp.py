@@ -31,6 +31,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from bench.common import resolve_device, set_tf32, sync  # noqa: E402
 from landscape_lib.analyses.hessian_ops import HessianOperator  # noqa: E402
 from landscape_lib.models import create_model  # noqa: E402
 
@@ -71,16 +72,6 @@ def arch_options(pairs: list[str]) -> dict:
     return out
 
 
-def set_tf32(on: bool) -> None:
-    torch.backends.cuda.matmul.allow_tf32 = on
-    torch.backends.cudnn.allow_tf32 = on
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(op, V, device, repeats):
     """(ms per product, last result): two warm-up calls, then the mean of ``repeats``."""
     for _ in range(2):
@@ -95,8 +86,7 @@ def measure(op, V, device, repeats):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
-                          if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     torch.manual_seed(0)
     options = arch_options(args.option)
     model = create_model(args.arch, in_channels=args.channels, image_size=args.size,

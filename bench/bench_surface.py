@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
+from bench.common import resolve_device, sync  # noqa: E402
 from landscape_lib.analyses.directions import get_weights, random_directions  # noqa: E402
 from landscape_lib.analyses.surface import surface_2d, surface_2d_loop  # noqa: E402
 from landscape_lib.models import create_model  # noqa: E402
@@ -50,11 +51,6 @@ def digits(device):
     d = load_digits()
     X = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)
     return X.to(device), torch.tensor(d.target).to(device)
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn, device, repeats=1):
@@ -130,8 +126,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 1
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
-                          if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
