@@ -281,6 +281,24 @@ def _finite(expr: str) -> str:
     return f"CASE WHEN isfinite({expr}) THEN {expr} END"
 
 
+# The factor pages' per-run quantities: key -> (SQL over the factor_table query's r, c and l
+# relations, label shown in the table header). One table, so the query and the page agree.
+FACTOR_QUANTITIES = {
+    "final_error": ("1 - r.final_val_acc", "final error (1 - val acc)"),
+    "final_train_loss": ("r.final_train_loss", "train loss"),
+    "final_val_loss": ("r.final_val_loss", "val loss"),
+    "final_val_acc": ("r.final_val_acc", "val accuracy"),
+    "generalization_gap": ("r.generalization_gap", "gap (val - train loss)"),
+    "conv_epoch": ("c.conv_epoch", "convergence epoch"),
+    "avg_cond": ("l.avg_cond", "avg condition number"),
+    "spectral_norm": ("l.spectral_norm", "spectral norm"),
+    "eff_rank_ratio": ("l.eff_rank_ratio", "effective-rank ratio"),
+    "grad_norm": ("l.grad_norm", "gradient norm"),
+    "peak_mem_mb": ("l.peak_mem_mb", "peak memory (MB)"),
+    "wall_time": ("r.total_time", "wall time (s)"),
+}
+
+
 @st.cache_data(ttl=TTL, show_spinner=False)
 def factor_table(root: str, f: Filters, factor: str, split: tuple[str, ...] = (),
                  conv_fraction: float = 0.9) -> pd.DataFrame:
@@ -293,15 +311,8 @@ def factor_table(root: str, f: Filters, factor: str, split: tuple[str, ...] = ()
                   "column")
     key_sql = ", ".join(f"r.{k}" for k in keys)
     runs_sql, params = _filtered_runs(f)
-    per_run = {
-        "final_error": "1 - r.final_val_acc", "final_train_loss": "r.final_train_loss",
-        "final_val_loss": "r.final_val_loss", "final_val_acc": "r.final_val_acc",
-        "generalization_gap": "r.generalization_gap", "conv_epoch": "c.conv_epoch",
-        "avg_cond": "l.avg_cond", "spectral_norm": "l.spectral_norm",
-        "eff_rank_ratio": "l.eff_rank_ratio", "grad_norm": "l.grad_norm",
-        "peak_mem_mb": "l.peak_mem_mb", "wall_time": "r.total_time"}
     aggs = ",\n".join(f"avg({_finite(v)}) AS {k}_mean, stddev_samp({_finite(v)}) AS {k}_std"
-                      for k, v in per_run.items())
+                      for k, (v, _) in FACTOR_QUANTITIES.items())
     return query(root, f"""
         WITH r AS ({runs_sql}),
         e AS (SELECT * FROM epochs WHERE run_id IN (SELECT run_id FROM r)),

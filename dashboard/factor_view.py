@@ -10,17 +10,6 @@ import streamlit as st
 
 from dashboard import charts, data
 
-# Table columns: (per-run quantity, label shown in the header)
-QUANTITIES = {
-    "final_error": "final error (1 - val acc)", "final_train_loss": "train loss",
-    "final_val_loss": "val loss", "final_val_acc": "val accuracy",
-    "generalization_gap": "gap (val - train loss)", "conv_epoch": "convergence epoch",
-    "avg_cond": "avg condition number", "spectral_norm": "spectral norm",
-    "eff_rank_ratio": "effective-rank ratio", "grad_norm": "gradient norm",
-    "peak_mem_mb": "peak memory (MB)", "wall_time": "wall time (s)",
-}
-
-
 def _split_choices(runs, factor: str) -> list[str]:
     """Config columns other than the factor that vary among the filtered runs."""
     return [c for c in data.CONFIG_COLUMNS if c != factor and runs[c].astype(str).nunique() > 1]
@@ -51,7 +40,8 @@ def show(factor: str, quantities: list[str], curve_metrics: list[str], *, conv: 
     keys = [factor, *[s for s in split if s != factor]]
     cols = keys + ["runs", "diverged"] + [f"{q}_{s}" for q in quantities for s in ("mean", "std")]
     shown = table[cols]
-    config = {f"{q}_mean": st.column_config.NumberColumn(f"{QUANTITIES[q]} mean", format="%.4g")
+    labels = {q: data.FACTOR_QUANTITIES[q][1] for q in quantities}
+    config = {f"{q}_mean": st.column_config.NumberColumn(f"{labels[q]} mean", format="%.4g")
               for q in quantities}
     config |= {f"{q}_std": st.column_config.NumberColumn("± std", format="%.2g")
                for q in quantities}
