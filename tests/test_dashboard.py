@@ -212,13 +212,18 @@ FAKE_CLI = textwrap.dedent('''
 ''')
 
 
-def test_lab_runs_analysis_in_subprocess_then_reuses_it(monkeypatch, tmp_path):
+def _use_fake_cli(monkeypatch, tmp_path):
+    """Point the Lab's subprocess at FAKE_CLI, which writes a small analysis without a model."""
     from dashboard import jobs
-    root = tmp_path / "lab"
-    make_store(root, n_runs=2, n_epochs=4, seed=2, n_analysed=0)
     cli = tmp_path / "fake_cli.py"
     cli.write_text(FAKE_CLI)
     monkeypatch.setattr(jobs, "CLI", [sys.executable, str(cli)])
+
+
+def test_lab_runs_analysis_in_subprocess_then_reuses_it(monkeypatch, tmp_path):
+    root = tmp_path / "lab"
+    make_store(root, n_runs=2, n_epochs=4, seed=2, n_analysed=0)
+    _use_fake_cli(monkeypatch, tmp_path)
     monkeypatch.setenv("PYTHONPATH", str(Path(APP).parents[1]))
     at = app(monkeypatch, root).run()
     at.switch_page("app_pages/lab.py").run()
@@ -293,9 +298,7 @@ def test_lab_cancel_ends_the_subprocess(monkeypatch, tmp_path):
     from dashboard import jobs
     root = tmp_path / "cancel"
     make_store(root, n_runs=1, n_epochs=2, seed=5, n_analysed=0)
-    cli = tmp_path / "fake_cli.py"
-    cli.write_text(FAKE_CLI)
-    monkeypatch.setattr(jobs, "CLI", [sys.executable, str(cli)])
+    _use_fake_cli(monkeypatch, tmp_path)
     started = []
     original = jobs.start_analysis
     monkeypatch.setattr(jobs, "start_analysis",
