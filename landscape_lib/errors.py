@@ -22,3 +22,12 @@ class DatasetUnavailable(LandscapeError):
 
 class StoreError(LandscapeError):
     """The store cannot be read or written (path, permissions, corruption)."""
+
+
+def check_choice(option: str, value, allowed):
+    """Return `value` if it is one of `allowed`, else raise a one-line ConfigError naming them."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{option}={value!r} is not allowed; choose from: "
+                          f"{', '.join(map(str, allowed))}")
+    return value
