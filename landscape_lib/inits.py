@@ -1,4 +1,4 @@
-"""Weight initializers (SEEDS.md section E), chosen by name.
+"""Weight initializers (docs/studies.md, section E), chosen by name.
 
 Every entry of `INITIALIZERS` is an in-place function
 
@@ -16,22 +16,19 @@ follow the same formulas.
 """
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .params import weight_layers
 from .registry import Registry
-
-INITIALIZERS = Registry("initializer")
 
 # Keywords init_model_ always passes; everything else an initializer declares is an option.
 CONTEXT = ("fan_in", "fan_out", "layer_index", "depth", "momentum", "generator")
 
-# Layers whose weights are (re)initialized; norm layers, embeddings etc. keep their own init.
-WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+INITIALIZERS = Registry("initializer", exclude=("tensor", *CONTEXT))
+initializer_options = INITIALIZERS.options  # user options of an initializer with their defaults
 
 
 @INITIALIZERS.register("default")
@@ -112,27 +109,6 @@ def emergence_(tensor: torch.Tensor, *, fan_in: int, layer_index: int, depth: in
     return nn.init.normal_(tensor, 0.0, std, generator=generator)
 
 
-def initializer_options(name: str) -> dict:
-    """The user options of initializer `name` with their defaults (e.g. {'gain': 0.5})."""
-    fn = INITIALIZERS.get(name)
-    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
-            if p.kind is p.KEYWORD_ONLY and p.name not in CONTEXT}
-
-
-def _check_options(name: str, options: dict) -> None:
-    accepted = initializer_options(name)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        allowed = ", ".join(accepted) or "none"
-        raise ConfigError(f"initializer '{name}' does not take option(s) {', '.join(unknown)}; "
-                          f"accepted: {allowed}")
-
-
-def weight_layers(model: nn.Module) -> list[nn.Module]:
-    """The Linear and Conv1d/2d/3d layers of `model`, in module order."""
-    return [m for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
-
-
 @torch.no_grad()
 def init_model_(model: nn.Module, name: str, *, momentum: float = 0.9,
                 generator: torch.Generator | None = None, **options) -> nn.Module:
@@ -145,7 +121,7 @@ def init_model_(model: nn.Module, name: str, *, momentum: float = 0.9,
     raise ConfigError.
     """
     fn = INITIALIZERS.get(name)
-    _check_options(name, options)
+    INITIALIZERS.check_options(name, options)
     layers = weight_layers(model)
     for index, layer in enumerate(layers, start=1):
         fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(layer.weight)

@@ -1,4 +1,4 @@
-"""Optimizers described as data, chosen by name (SEEDS.md sections A and E).
+"""Optimizers described as data, chosen by name (docs/studies.md, sections A and E).
 
 Implementations come from `torch.optim` and the `pytorch_optimizer` package; this module only
 says which class a name means, with which defaults, and how one training step is driven:
@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import inspect
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -28,9 +27,10 @@ import pytorch_optimizer
 import torch
 
 from .errors import ConfigError, UnknownNameError
-from .registry import Entry, Registry
+from .registry import Entry, Registry, signature_options
 
-OPTIMIZERS = Registry("optimizer")
+# Listed options: the spec's own defaults (e.g. SAM's rho), not every constructor argument.
+OPTIMIZERS = Registry("optimizer", options=lambda entry: entry.obj.defaults)
 
 SAM_PREFIX = "sam-"
 SAM_RHO = 0.05  # Foret et al. 2020's default neighbourhood radius
@@ -38,9 +38,7 @@ SAM_RHO = 0.05  # Foret et al. 2020's default neighbourhood radius
 
 def constructor_defaults(factory: Callable) -> dict[str, Any]:
     """Keyword arguments `factory` names (not `params`, not **kwargs), with their defaults."""
-    return {p.name: p.default for p in inspect.signature(factory).parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            and p.name not in ("params", "base_optimizer")}
+    return signature_options(factory, exclude=("params", "base_optimizer"))
 
 
 @dataclass(frozen=True)

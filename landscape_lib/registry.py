@@ -1,15 +1,31 @@
-"""A small name -> object registry, one instance per concept (models, initializers, ...).
+"""One registry type: a name -> object table per concept (architectures, initializers, ...).
 
-Every user-facing list (CLI `list`, grid validation, dashboard choices) reads these, so a name
-registered once is available everywhere.
+Every user-facing list (CLI `list`, grid validation, README tables, dashboard choices) reads
+these, so a name registered once is available everywhere. A registry also says which options
+each entry takes, with their defaults: read from the entry's signature (`signature_options`,
+the one way options are read from code) or from the entry itself (`options=`).
+
+`registries()` returns every registry by kind (architectures, initializers, optimizers,
+datasets, analyses), importing the modules that define them on first use.
 """
 from __future__ import annotations
 
 import difflib
+import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from .errors import UnknownNameError
+from .errors import ConfigError, UnknownNameError
+
+
+def signature_options(fn: Callable, exclude=()) -> dict[str, Any]:
+    """The named parameters of `fn` (not *args/**kwargs, not `exclude`) with their defaults.
+
+    A parameter without a default maps to `inspect.Parameter.empty`.
+    """
+    return {p.name: p.default for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in exclude}
 
 
 @dataclass(frozen=True)
@@ -27,8 +43,14 @@ class Entry:
 
 
 class Registry:
-    def __init__(self, kind: str):
+    """Entries of one kind. `exclude`: signature parameters that are not user options (e.g.
+    the data shapes every architecture receives); `options`: a function entry -> options dict
+    for entries whose options are not their signature (e.g. an analysis' `defaults`)."""
+
+    def __init__(self, kind: str, *, exclude=(), options: Callable[[Entry], dict] | None = None):
         self.kind = kind
+        self.exclude = tuple(exclude)
+        self._options = options
         self._entries: dict[str, Entry] = {}
         # Resolvers handle families of names (e.g. "sam-<base>") without listing every member.
         self._resolvers: list[Callable[[str], Entry | None]] = []
@@ -60,6 +82,22 @@ class Registry:
     def get(self, name: str) -> Any:
         return self.entry(name).obj
 
+    def options(self, name: str) -> dict[str, Any]:
+        """The options entry `name` accepts, mapped to their defaults."""
+        entry = self.entry(name)
+        if self._options is not None:
+            return dict(self._options(entry))
+        return signature_options(entry.obj, self.exclude)
+
+    def check_options(self, name: str, given) -> dict[str, Any]:
+        """All options of `name` (defaults filled in); ConfigError naming an unknown one."""
+        accepted = self.options(name)
+        unknown = sorted(set(given) - set(accepted))
+        if unknown:
+            raise ConfigError(f"{self.kind} '{name}' does not take option(s) "
+                              f"{', '.join(unknown)}; accepted: {', '.join(accepted) or 'none'}")
+        return {**accepted, **given}
+
     def names(self) -> list[str]:
         return list(self._entries)
 
@@ -75,3 +113,20 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+# Each listed kind: "module:name" of its registry. They are imported on demand, by name, so that
+# this module stays below all of them.
+LISTED = {"architectures": "landscape_lib.models:MODELS",
+          "initializers": "landscape_lib.inits:INITIALIZERS",
+          "optimizers": "landscape_lib.optim:OPTIMIZERS", "datasets": "landscape_lib.data:DATASETS",
+          "analyses": "landscape_lib.analyses.registry:ANALYSES"}
+
+
+def registries() -> dict[str, Registry]:
+    """Every user-facing registry by kind (see `LISTED`)."""
+    out = {}
+    for kind, ref in LISTED.items():
+        module, _, name = ref.partition(":")
+        out[kind] = getattr(importlib.import_module(module), name)
+    return out

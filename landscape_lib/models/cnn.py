@@ -1,10 +1,10 @@
-"""Small convolutional baseline (the CNN beside the ViTs in SEEDS.md B and E)."""
+"""Small convolutional baseline (the CNN beside the ViTs in docs/studies.md B and E)."""
 from __future__ import annotations
 
 from torch import nn
 
-from . import MODELS
 from ..errors import ConfigError
+from .base import MODELS
 
 
 def conv_stage(c_in: int, c_out: int, batch_norm: bool) -> list[nn.Module]:

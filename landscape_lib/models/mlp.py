@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import MODELS, check_choice
-from ..errors import ConfigError
+from ..errors import ConfigError, check_choice
+from .base import MODELS
 
 ACTIVATIONS = {
     "relu": nn.ReLU,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from . import MODELS
 from ..errors import ConfigError
+from .base import MODELS
 
 
 class BasicBlock(nn.Module):

@@ -1,4 +1,4 @@
-"""Vision transformer with the variants of SEEDS.md A-D, all selectable by options.
+"""Vision transformer with the variants of docs/studies.md A-D, all selectable by options.
 
 - patch size (A), patchify or convolutional stem (ViT_P / ViT_C, Xiao et al. 2021, B),
 - Pre-LN or Post-LN blocks and RealFormer residual attention (He et al. 2020, C),
@@ -16,13 +16,14 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from . import MODELS, check_choice, model_options
-from ..errors import ConfigError
+from ..errors import ConfigError, check_choice
 from .attention import ATTENTION_KINDS, NORM_PLACEMENTS, Block, window_mask
+from .base import MODELS, model_options
 
 STEMS = ("patchify", "conv")
 POOLS = ("mean", "cls")
-# SEEDS.md A: window sizes of the local ViT's 8 blocks, widening the receptive field with depth.
+# docs/studies.md A: window sizes of the local ViT's 8 blocks (the receptive field widens with
+# depth).
 DEFAULT_WINDOWS = (2, 2, 4, 4, 4, 8, 8, 8)
 
 
