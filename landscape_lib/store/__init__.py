@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -17,25 +18,26 @@ import duckdb
 import pandas as pd
 
 from ..errors import StoreError
+from ..locations import store_root
+from .atomic import atomic_path
 from .files import create_views, part_path, read_part, retry_read, write_part
-from .schema import SCHEMA_VERSION, TABLES, columns
+from .schema import SCHEMA_VERSION, STUDY, TABLES, columns
 
-__all__ = ["Store", "default_store_root", "retry_read", "SCHEMA_VERSION", "TABLES", "columns"]
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def default_store_root(explicit: str | os.PathLike | None = None) -> Path:
-    """The store root: an explicit path, else $LANDSCAPE_STORE, else <repo>/runs/store."""
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get("LANDSCAPE_STORE")
-    return Path(env).expanduser() if env else REPO_ROOT / "runs" / "store"
+__all__ = ["Store", "retry_read", "atomic_path", "SCHEMA_VERSION", "TABLES", "columns"]
 
 
 class Store:
+    """A store root (default: `locations.store_root`): tables, artifacts and run locks.
+
+    Files under `artifacts/<run id>/`: `checkpoints/epoch_0004.pt` (model state_dict, buffers
+    included), `trajectory/epoch_0004.pt` (flattened parameters or their count-sketch),
+    `resume.pt` (model, optimizer and RNG state at the last finished epoch) and
+    `analyses/<analysis id>-<name>` (e.g. a Hessian's eigenvectors). `locks/<run id>.lock`
+    keeps two processes off one run.
+    """
+
     def __init__(self, root: str | os.PathLike | None = None):
-        self.root = default_store_root(root).resolve()
+        self.root = store_root(root).resolve()
         self.tables_dir = self.root / "tables"
         self.artifacts_dir = self.root / "artifacts"
 
@@ -47,10 +49,9 @@ class Store:
             self.tables_dir.mkdir(parents=True, exist_ok=True)
             self.artifacts_dir.mkdir(parents=True, exist_ok=True)
             if not meta.exists():
-                tmp = meta.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION,
-                                           "created": time.strftime("%Y-%m-%dT%H:%M:%S")}))
-                os.replace(tmp, meta)
+                with atomic_path(meta) as tmp:
+                    tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION,
+                                               "created": time.strftime("%Y-%m-%dT%H:%M:%S")}))
             self._write_empty_parts()
             probe = self.root / f".write-probe-{os.getpid()}"
             probe.write_text("ok")
@@ -94,10 +95,42 @@ class Store:
         if path.exists():
             path.unlink()
 
-    def run_dir(self, run_id: str) -> Path:
-        d = self.artifacts_dir / run_id
+    # ----------------------------------------------------------------- artifacts and locks
+    def run_dir(self, run_id: str | None) -> Path:
+        """`artifacts/<run id>/` (created); None: the folder of stand-alone studies."""
+        d = self.artifacts_dir / (run_id or STUDY)
         d.mkdir(parents=True, exist_ok=True)
         return d
+
+    def checkpoint_path(self, run_id: str, epoch: int) -> Path:
+        return self.run_dir(run_id) / "checkpoints" / f"epoch_{epoch:04d}.pt"
+
+    def trajectory_path(self, run_id: str, epoch: int) -> Path:
+        return self.run_dir(run_id) / "trajectory" / f"epoch_{epoch:04d}.pt"
+
+    def resume_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "resume.pt"
+
+    def analysis_artifact(self, run_id: str | None, analysis_id: str, name: str) -> Path:
+        """A file an analysis keeps beside its rows (e.g. `eigenvectors.pt`)."""
+        d = self.run_dir(run_id) / "analyses"
+        d.mkdir(exist_ok=True)
+        return d / f"{analysis_id}-{name}"
+
+    def lock_run(self, run_id: str):
+        """An open file holding this run's exclusive lock, or None if another process has it.
+
+        The lock lasts until the file is closed (or the process ends, even when killed).
+        """
+        locks = self.root / "locks"
+        locks.mkdir(exist_ok=True)
+        handle = open(locks / f"{run_id}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        return handle
 
     def remove_run(self, run_id: str) -> None:
         """Delete every file of a run (used to restart a run from scratch)."""

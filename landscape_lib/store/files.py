@@ -9,17 +9,16 @@ no process ever waits on a lock.
 """
 from __future__ import annotations
 
-import os
 import re
 import time
-import uuid
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 from ..errors import StoreError
-from .schema import columns
+from .atomic import atomic_path
+from .schema import TABLES, columns
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -66,8 +65,6 @@ def _select_list(table: str, present: set[str]) -> str:
 def write_part(path: Path, table: str, rows: pd.DataFrame | list[dict]) -> None:
     """Atomically (re)write one part file with the table's typed columns."""
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp"
     con = duckdb.connect()
     try:
         if len(df.columns):
@@ -75,14 +72,12 @@ def write_part(path: Path, table: str, rows: pd.DataFrame | list[dict]) -> None:
             query = f"SELECT {_select_list(table, set(df.columns))} FROM frame"
         else:  # a zero-row typed part
             query = f"SELECT {_select_list(table, set())} WHERE false"
-        con.execute(f"COPY ({query}) TO {_sql_str(tmp)} (FORMAT parquet)")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            con.execute(f"COPY ({query}) TO {_sql_str(tmp)} (FORMAT parquet)")
     except OSError as exc:
         raise StoreError(f"cannot write the store at {path.parent}: {exc.strerror or exc}") from exc
     finally:
         con.close()
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read_part(path: Path) -> pd.DataFrame | None:
@@ -98,7 +93,6 @@ def read_part(path: Path) -> pd.DataFrame | None:
 
 def create_views(con: duckdb.DuckDBPyConnection, tables_dir: Path) -> None:
     """One view per table over its Parquet glob; an empty typed view where nothing exists yet."""
-    from .schema import TABLES
     for table, cols in TABLES.items():
         glob = tables_dir / table / "*" / "*.parquet"
         select = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in cols.items())

@@ -1,11 +1,14 @@
-"""Queries over several tables or rows that more than one reader needs (CLI, dashboard).
+"""Every SQL text the library runs against the store's views, as named constants and functions.
 
 Plain SQL strings with `?` parameters, so a reader with its own connection (the dashboard's
-snapshots) runs the same text as `Store.query`.
+snapshots) runs the same text as `Store.query`. Status and layer names come from `schema`.
 """
 from __future__ import annotations
 
 import pandas as pd
+
+from ..errors import StoreError
+from .schema import ANALYSIS_DONE, TABLES
 
 _SPREAD_COLUMNS = ("center_loss", "curvature_x", "curvature_y", "basin_width")
 
@@ -20,6 +23,76 @@ SURFACE_SEED_SPREAD = f"""
     FROM surface_summary WHERE list_contains(?, run_id)
     GROUP BY run_id, epoch, directions ORDER BY run_id, epoch, directions"""
 
+# The columns of `python -m landscape_lib runs`, and those it filters on (each a list of values).
+RUN_LIST_COLUMNS = ("run_id", "status", "study", "dataset", "model_label", "init", "optimizer",
+                    "seed", "epochs_done", "epochs", "final_val_acc", "final_val_loss",
+                    "generalization_gap")
+RUN_FILTERS = ("status", "dataset", "arch", "init", "optimizer", "study", "seed")
+
+# Epochs with a full checkpoint of a run. Parameter: run id.
+CHECKPOINT_EPOCHS = ("SELECT epoch FROM checkpoints WHERE run_id = ? AND kind = 'checkpoint' "
+                     "ORDER BY epoch")
+# The per-epoch weight vectors of a run (full or sketched). Parameter: run id.
+TRAJECTORY_FILES = ("SELECT epoch, kind, path FROM checkpoints WHERE run_id = ? "
+                    "AND kind IN ('full', 'sketch') ORDER BY epoch")
+# Runs whose id starts with a prefix. Parameter: the prefix.
+RUNS_BY_PREFIX = "SELECT * FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id"
+# Finished analyses of one kind at a run's epoch, newest first. Parameters: run id, epoch,
+# kind, the done status.
+DONE_ANALYSES = ("SELECT analysis_id FROM analyses WHERE run_id = ? AND epoch = ? AND kind = ? "
+                 "AND status = ? ORDER BY started_at DESC")
+# The Gaussian fit of the newest finished surface at a run's epoch. Parameters: run id, epoch,
+# the done status.
+LATEST_GAUSS_FIT = ("SELECT g.* FROM gauss_fit g JOIN analyses a USING (analysis_id) "
+                    "WHERE g.run_id = ? AND g.epoch = ? AND a.status = ? "
+                    "ORDER BY a.started_at DESC LIMIT 1")
+
 
 def surface_seed_spread(store, run_ids: list[str]) -> pd.DataFrame:
     return store.query(SURFACE_SEED_SPREAD, [list(run_ids)])
+
+
+def run_list(store, filters: dict[str, list]) -> pd.DataFrame:
+    """`RUN_LIST_COLUMNS` of the runs matching every filter (column -> accepted values)."""
+    unknown = set(filters) - set(RUN_FILTERS)
+    if unknown:
+        raise StoreError(f"runs cannot be filtered on {sorted(unknown)}")
+    active = {col: values for col, values in filters.items() if values}
+    where = " AND ".join(f"list_contains(?, {col})" for col in active)
+    sql = (f"SELECT {', '.join(RUN_LIST_COLUMNS)} FROM runs"
+           + (f" WHERE {where}" if where else "") + " ORDER BY run_id")
+    return store.query(sql, list(active.values()))
+
+
+def table_rows(store, table: str, run_ids: list[str] | None = None) -> pd.DataFrame:
+    """Every row of `table` (only `run_ids`' when given), in a stable order."""
+    if table not in TABLES:
+        raise StoreError(f"unknown table '{table}'; tables: {', '.join(TABLES)}")
+    sql, params = f'SELECT * FROM "{table}"', []
+    if run_ids:
+        sql += " WHERE list_contains(?, run_id)"
+        params.append(list(run_ids))
+    return store.query(sql + " ORDER BY ALL", params)
+
+
+def checkpoint_epochs(store, run_id: str) -> list[int]:
+    return [int(e) for e in store.query(CHECKPOINT_EPOCHS, [run_id])["epoch"]]
+
+
+def trajectory_files(store, run_id: str) -> pd.DataFrame:
+    return store.query(TRAJECTORY_FILES, [run_id])
+
+
+def runs_by_prefix(store, prefix: str) -> pd.DataFrame:
+    return store.query(RUNS_BY_PREFIX, [prefix])
+
+
+def done_analyses(store, run_id: str, epoch: int, kind: str) -> list[str]:
+    """Ids of the finished `kind` analyses of a run's epoch, newest first."""
+    df = store.query(DONE_ANALYSES, [run_id, epoch, kind, ANALYSIS_DONE])
+    return df["analysis_id"].tolist()
+
+
+def latest_gauss_fit(store, run_id: str, epoch: int) -> dict | None:
+    df = store.query(LATEST_GAUSS_FIT, [run_id, epoch, ANALYSIS_DONE])
+    return None if df.empty else df.iloc[0].to_dict()

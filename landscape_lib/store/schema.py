@@ -8,6 +8,19 @@ from __future__ import annotations
 
 SCHEMA_VERSION = 1
 
+# Values of `runs.status`: a run is written "running" and ends in one of the others. Finished
+# and diverged runs are done (a divergence is a result); the others resume when run again.
+RUN_STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
+RUNNING, FINISHED, DIVERGED, FAILED, INTERRUPTED = RUN_STATUSES
+DONE_STATUSES = (FINISHED, DIVERGED)
+# Values of `analyses.status`; only "done" results are read back.
+ANALYSIS_STATUSES = ("running", "done", "failed")
+ANALYSIS_RUNNING, ANALYSIS_DONE, ANALYSIS_FAILED = ANALYSIS_STATUSES
+# `hessian_summary.layer` of the whole-network row (the other rows name one module each).
+WHOLE_MODEL = "<all>"
+# The run id under which stand-alone studies (analyses of no run) are stored.
+STUDY = "study"
+
 _PROVENANCE = {"analysis_id": "VARCHAR", "run_id": "VARCHAR", "epoch": "INTEGER"}
 
 TABLES: dict[str, dict[str, str]] = {
