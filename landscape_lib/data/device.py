@@ -12,8 +12,8 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
-from .sources import DataSplits
+from ..errors import ConfigError, check_choice
+from .base import DataSplits
 
 SPLITS = ("train", "test")
 
@@ -56,6 +56,7 @@ class DeviceData:
         self.device = torch.device(device)
         self.channels_last = channels_last
         self._num_classes = splits.num_classes
+        self.augment_default = splits.augment_default  # random crop + flip unless told otherwise
         self._x = {"train": splits.x_train.to(self.device), "test": splits.x_test.to(self.device)}
         self._y = {"train": splits.y_train.to(self.device), "test": splits.y_test.to(self.device)}
         shape = (1, -1, 1, 1)
@@ -83,9 +84,7 @@ class DeviceData:
     # ------------------------------------------------------------------ batches
 
     def _check_split(self, split: str) -> str:
-        if split not in SPLITS:
-            raise ConfigError(f"unknown split '{split}'; choose from: {', '.join(SPLITS)}")
-        return split
+        return check_choice("split", split, SPLITS)
 
     def _scale(self, x_uint8: torch.Tensor) -> torch.Tensor:
         return x_uint8.to(torch.float32) / 255.0
