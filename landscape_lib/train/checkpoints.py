@@ -1,36 +1,24 @@
 """Saved weights of a run: checkpoints, the per-epoch trajectory, and the resume state.
 
-Layout under `<store>/artifacts/<run_id>/`:
-  checkpoints/epoch_0004.pt   model state_dict (buffers included, e.g. batch-norm statistics)
-  trajectory/epoch_0004.pt    the flattened parameters (`full`) or a count-sketch of them
-  resume.pt                   model + optimizer + RNG state at the last finished epoch
+Where they go is the store's (`Store.checkpoint_path`, `trajectory_path`, `resume_path`).
 Every file is written to a temporary name and renamed, so a killed process leaves the previous
 version intact.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
+
+from ..store.atomic import atomic_path
 
 # Trajectory vectors are kept in full up to this size per run (all epochs together).
 FULL_TRAJECTORY_BYTES = 256 * 2**20
 
 
 def atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def checkpoint_path(run_dir: Path, epoch: int) -> Path:
-    return run_dir / "checkpoints" / f"epoch_{epoch:04d}.pt"
-
-
-def trajectory_path(run_dir: Path, epoch: int) -> Path:
-    return run_dir / "trajectory" / f"epoch_{epoch:04d}.pt"
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def trajectory_mode(setting: str, n_params: int, epochs: int) -> str:

@@ -5,7 +5,6 @@ one resumes from its last epoch (epoch rows past that epoch are dropped, so none
 """
 from __future__ import annotations
 
-import fcntl
 import math
 import os
 import time
@@ -18,19 +17,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import RunConfig
-from ..data import DeviceData, load_dataset
+from ..data import DeviceData
 from ..errors import LandscapeError
 from ..inits import init_model_
-from ..models import create_model, model_label
-from ..optim import create_optimizer, get_spec, optimizer_step
+from ..models import model_label
+from ..optim import get_spec, optimizer_step
 from ..store import SCHEMA_VERSION, Store
+from ..store.schema import (DIVERGED, DONE_STATUSES, FAILED, FINISHED, INTERRUPTED, RUNNING)
 from . import checkpoints as ck
 from . import metrics
-from .environment import environment, resolve_device
+from .build import build_data, build_forward, build_model, build_optimizer, uses_channels_last
+from .environment import environment, resolve_device, set_tf32
 
-DONE = ("finished", "diverged")
 EVAL_BATCH = 1024
-FUSED_CUDA = ("sgd", "sgd-momentum", "adam", "adamw")
 
 
 @dataclass
@@ -54,10 +53,6 @@ class Run:
     augment: bool = False
 
     @property
-    def run_dir(self):
-        return self.store.run_dir(self.run_id)
-
-    @property
     def amp(self) -> bool:
         return self.cfg.amp and self.device.type == "cuda"
 
@@ -68,9 +63,9 @@ def train_run(cfg: RunConfig, store: Store, *, data_root=None, device=None, prog
     """Train (or resume, or skip) one run; returns its final status."""
     run_id = cfg.run_id()
     existing = store.read("runs", run_id)
-    if existing is not None and existing["status"].iloc[0] in DONE:
+    if existing is not None and existing["status"].iloc[0] in DONE_STATUSES:
         return "skipped"
-    lock = _lock(store, run_id)
+    lock = store.lock_run(run_id)
     if lock is None:
         return "busy"  # another process is training this run right now
     try:
@@ -81,54 +76,24 @@ def train_run(cfg: RunConfig, store: Store, *, data_root=None, device=None, prog
         lock.close()
 
 
-def _lock(store: Store, run_id: str):
-    locks = store.root / "locks"
-    locks.mkdir(exist_ok=True)
-    handle = open(locks / f"{run_id}.lock", "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
-
-
 # ---------------------------------------------------------------------- building
 def _build(cfg: RunConfig, store: Store, run_id: str, device: torch.device, data_root) -> Run:
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
         # Fixed input shapes: let cuDNN pick the fastest conv algorithms once per shape.
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    splits = load_dataset(cfg.dataset, root=data_root, **cfg.dataset_options
-                          ).first_train(cfg.train_subset)
-    conv_net = cfg.arch != "mlp"
-    data = DeviceData(splits, device, channels_last=cfg.channels_last and conv_net
-                      and device.type == "cuda")
-    model = create_model(cfg.arch, in_channels=data.in_channels, image_size=data.image_size,
-                         num_classes=data.num_classes, **cfg.arch_options)
+        set_tf32(True)
+    data = build_data(cfg, device, data_root, channels_last=uses_channels_last(cfg, device))
+    model = build_model(cfg, data)
     init_model_(model, cfg.init, momentum=cfg.momentum, **cfg.init_options)
     model.to(device)
     if data.channels_last:
         model.to(memory_format=torch.channels_last)
-    spec = get_spec(cfg.optimizer)
-    # Fused CUDA kernels (one launch for all parameters) for the torch optimizers that have them.
-    fused = {"fused": True} if device.type == "cuda" and cfg.optimizer in FUSED_CUDA else {}
-    optimizer = create_optimizer(cfg.optimizer, model.parameters(), lr=cfg.lr,
-                                 weight_decay=cfg.weight_decay, momentum=cfg.momentum,
-                                 **{**fused, **cfg.optimizer_options})
-    # Compiled graphs do not support double backward (Sophia's create_graph): stay eager there.
-    compile_ok = cfg.compile and device.type == "cuda" and not spec.create_graph
-    # CUDA graphs replay one captured step; closure optimizers (SAM) run two forward passes
-    # per step and keep the first one's outputs, which a replay would overwrite.
-    mode = cfg.compile_mode
-    if spec.needs_closure and mode in ("reduce-overhead", "max-autotune"):
-        mode = "max-autotune-no-cudagraphs" if mode == "max-autotune" else "default"
-    forward = torch.compile(model, mode=mode) if compile_ok else model
+    optimizer = build_optimizer(cfg, model, device)
+    forward = build_forward(cfg, model, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     run = Run(cfg, store, run_id, device, data, model, forward, optimizer, generator)
-    run.augment = cfg.augment if cfg.augment is not None else splits.augment_default
+    run.augment = cfg.augment if cfg.augment is not None else data.augment_default
     n_params = sum(p.numel() for p in model.parameters())
     run.trajectory = ck.trajectory_mode(cfg.trajectory, n_params, cfg.epochs)
     if run.trajectory == "sketch":
@@ -141,7 +106,7 @@ def _run_row(cfg: RunConfig, run_id: str, device: torch.device, n_params: int) -
     import json
     now = datetime.now()
     return {
-        "run_id": run_id, "study": cfg.study, "status": "running", "dataset": cfg.dataset,
+        "run_id": run_id, "study": cfg.study, "status": RUNNING, "dataset": cfg.dataset,
         "arch": cfg.arch, "arch_options": json.dumps(cfg.arch_options, sort_keys=True),
         "model_label": model_label(cfg.arch, cfg.arch_options), "init": cfg.init,
         "optimizer": cfg.optimizer, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
@@ -158,7 +123,7 @@ def _run_row(cfg: RunConfig, run_id: str, device: torch.device, n_params: int) -
 # ---------------------------------------------------------------------- resuming
 def _resume(run: Run) -> int:
     """Restore the last finished epoch; returns the epoch to continue after (0 = from scratch)."""
-    path = run.run_dir / "resume.pt"
+    path = run.store.resume_path(run.run_id)
     if not path.exists():
         run.store.remove_run(run.run_id)  # nothing usable: restart cleanly
         return 0
@@ -182,7 +147,7 @@ def _save_resume(run: Run, epoch: int) -> None:
     ck.atomic_save({"epoch": epoch, "model": run.model.state_dict(),
                     "optimizer": run.optimizer.state_dict(),
                     "generator": run.generator.get_state(), "cpu_rng": torch.get_rng_state()},
-                   run.run_dir / "resume.pt")
+                   run.store.resume_path(run.run_id))
 
 
 # ---------------------------------------------------------------------- the loop
@@ -204,17 +169,17 @@ def _train(run: Run, start: int, progress: bool, position: int) -> str:
             previous = current
             bar.set_postfix(loss=f"{row['train_loss']:.3g}", val_acc=f"{row['val_acc']:.3f}")
             if diverged:
-                return _finish(run, "diverged", diverged_epoch=epoch)
-        return _finish(run, "finished")
+                return _finish(run, DIVERGED, diverged_epoch=epoch)
+        return _finish(run, FINISHED)
     except KeyboardInterrupt:
-        _finish(run, "interrupted")
+        _finish(run, INTERRUPTED)
         raise
     except LandscapeError:
         raise
     except Exception as exc:  # a bug or an OOM in one run must not stop the grid
-        _finish(run, "failed", error=f"{type(exc).__name__}: {exc}")
+        _finish(run, FAILED, error=f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
-        return "failed"
+        return FAILED
     finally:
         bar.close()
 
@@ -316,13 +281,13 @@ def _record_epoch(run: Run, epoch: int, row: dict, current: torch.Tensor,
 
 def _save_weights(run: Run, epoch: int, flat: torch.Tensor) -> None:
     if epoch in run.cfg.resolved_checkpoint_epochs():
-        path = ck.checkpoint_path(run.run_dir, epoch)
+        path = run.store.checkpoint_path(run.run_id, epoch)
         ck.atomic_save(run.model.state_dict(), path)
         run.saved.append({"run_id": run.run_id, "epoch": epoch, "kind": "checkpoint",
                           "path": str(path.relative_to(run.store.root)), "n_values": flat.numel()})
     if run.trajectory != "off":
         vec = run.sketch(flat) if run.sketch is not None else flat
-        path = ck.trajectory_path(run.run_dir, epoch)
+        path = run.store.trajectory_path(run.run_id, epoch)
         ck.atomic_save(vec.cpu(), path)
         run.saved.append({"run_id": run.run_id, "epoch": epoch, "kind": run.trajectory,
                           "path": str(path.relative_to(run.store.root)), "n_values": vec.numel()})

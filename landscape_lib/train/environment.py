@@ -6,18 +6,29 @@ import platform
 import socket
 import subprocess
 from importlib import metadata
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from ..locations import DEVICE_ENV, REPO_ROOT
+
 PACKAGES = ("torch", "torchvision", "numpy", "duckdb", "pytorch-optimizer", "pyhessian")
+
+
+def package_versions(names) -> dict[str, str | None]:
+    """Installed version of each distribution (None when it is not installed)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -31,21 +42,28 @@ def device_name(device: torch.device) -> str:
 
 def resolve_device(preference: str | None = None) -> torch.device:
     """`auto` (default): the first CUDA GPU when there is one, else the CPU."""
-    pref = preference or os.environ.get("LANDSCAPE_DEVICE", "auto")
+    pref = preference or os.environ.get(DEVICE_ENV, "auto")
     if pref == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(pref)
 
 
+def set_tf32(on: bool) -> None:
+    """TF32 for matmuls and cuDNN convolutions (both off = true float32)."""
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work (a no-op on the CPU), so wall-clock timings cover it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def environment(device: torch.device) -> dict:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
     return {
-        "python": platform.python_version(), "packages": versions, "device": str(device),
+        "python": platform.python_version(), "packages": package_versions(PACKAGES),
+        "device": str(device),
         "device_name": device_name(device), "host": socket.gethostname(),
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "threads": torch.get_num_threads(), "git_commit": git_commit(),

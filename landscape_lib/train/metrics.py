@@ -6,7 +6,7 @@ import resource
 import torch
 from torch import nn
 
-WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from ..params import WEIGHT_LAYERS
 
 
 def weight_matrices(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
