@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from torch.autograd.functional import hessian, jacobian
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_choice
+from ..models.attention import ATTENTION_KINDS
 
 # ---------------------------------------------------------------------------------------------
 # (a) Jensen-Shannon divergence between adjacent layers' attention
@@ -96,7 +97,6 @@ def model_attention_jsd(model: nn.Module, x, max_batches: int | None = None,
 # (b) Hessian of a single self-attention layer
 # ---------------------------------------------------------------------------------------------
 
-ATTENTION_KINDS = ("softmax", "linear")
 BLOCKS = ("query", "key", "value")
 PARTS = ("full", "gauss_newton", "functional")
 
@@ -115,28 +115,6 @@ def self_attention(X: Tensor, Wq: Tensor, Wk: Tensor, Wv: Tensor, kind: str = "s
     scores = Q @ K.transpose(-1, -2) / math.sqrt(Wq.shape[-1])
     weights = scores.softmax(dim=-1) if kind == "softmax" else scores
     return weights @ V
-
-
-class SingleSelfAttention(nn.Module):
-    """A single self-attention layer with separate W_q, W_k, W_v (d x d), no residual or MLP."""
-
-    def __init__(self, d: int, kind: str = "softmax", pre_ln: bool = False,
-                 generator: torch.Generator | None = None, dtype=torch.float64):
-        super().__init__()
-        _check_kind(kind)
-        self.kind, self.pre_ln = kind, pre_ln
-        # N(0, 1/d) entries keep Q, K, V at the input's scale.
-        init = lambda: nn.Parameter(torch.randn(d, d, generator=generator, dtype=dtype) / d ** .5)
-        self.Wq, self.Wk, self.Wv = init(), init(), init()
-
-    def forward(self, X: Tensor) -> Tensor:
-        return self_attention(X, self.Wq, self.Wk, self.Wv, self.kind, self.pre_ln)
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in ATTENTION_KINDS:
-        raise ConfigError(f"attention kind must be one of {', '.join(ATTENTION_KINDS)}, "
-                          f"got {kind!r}")
 
 
 def attention_problem(scale: float, *, d: int = 4, T: int = 5, n: int = 8, seed: int = 0):
@@ -170,7 +148,7 @@ def attention_hessian_blocks(scale: float, kind: str = "softmax", pre_ln: bool =
     functional part F = sum_o (dL/d out_o) * Hessian(out_o), as the Hessian of <g, out(theta)>
     with g = dL/d out held fixed. So H = G + F is a check, not a definition.
     """
-    _check_kind(kind)
+    check_choice("kind", kind, ATTENTION_KINDS)
     X, Y, weights = attention_problem(scale, d=d, T=T, n=n, seed=seed)
     theta = torch.cat([w.reshape(-1) for w in weights])
     size = d * d
@@ -226,12 +204,8 @@ def block_histograms(kinds: Iterable[str] = ATTENTION_KINDS, *, scale: float = 1
     e.g. the whole value-value functional block, are left out). Within one part all blocks and
     kinds share bin edges, so their spreads compare directly.
     """
-    if value not in ("raw", "log10_abs"):
-        raise ConfigError(f"value must be 'raw' or 'log10_abs', got {value!r}")
-    parts = list(parts)
-    for part in parts:
-        if part not in PARTS:
-            raise ConfigError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
+    check_choice("value", value, ("raw", "log10_abs"))
+    parts = [check_choice("part", part, PARTS) for part in parts]
     entries = {}  # (kind, part, block name) -> 1-D array
     for kind in kinds:
         result = attention_hessian_blocks(scale, kind, pre_ln, d=d, T=T, n=n, seed=seed)

@@ -3,7 +3,7 @@
 
 Surfaces are torch functions f(xy) with xy of shape (..., 2) returning shape (...), so one
 function serves both a single point (the optimised parameter) and a whole grid (contours).
-Grids follow the convention of `surface.surface_2d`: Z[j, i] = f(xs[i], ys[j]) (row = y).
+Grids follow the convention of `surface.grids.surface_2d`: Z[j, i] = f(xs[i], ys[j]) (row = y).
 """
 from __future__ import annotations
 
@@ -15,11 +15,24 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..optim import create_optimizer, get_spec, optimizer_step
 from ..registry import Registry
-from .gaussfit import gaussian_surface
+from .grid_stats.gaussfit import PARAMS, gaussian
 
 SURFACES = Registry("test surface")
 PATH_COLUMNS = ["step", "x", "y", "z", "diverged"]
+
+
+def gaussian_surface(params: dict):
+    """A torch function f(xy) of a fitted Gaussian (`gaussfit.fit_gaussian`'s parameters):
+    xy has shape (..., 2), f(xy) shape (...)."""
+    values = tuple(float(params[name]) for name in PARAMS)
+
+    def gaussian_fit(xy: torch.Tensor) -> torch.Tensor:
+        return gaussian(xy[..., 0], xy[..., 1], *values)
+
+    gaussian_fit.params = dict(params)
+    return gaussian_fit
 
 
 def himmelblau(xy: torch.Tensor) -> torch.Tensor:
@@ -102,8 +115,6 @@ def optimizer_path(surface, optimizer_name: str, start=None, steps: int = 200, l
     coordinate leaves [-bound, bound] (bound=None: only non-finite counts); it then stops at the
     last good point and `diverged` is True on all of its rows. Runs in float64 on `device`.
     """
-    from ..optim import create_optimizer, get_spec, optimizer_step  # the optimizer registry
-
     _, f, meta = resolve_surface(surface)
     start = meta.get("start") if start is None else start
     if start is None or len(start) != 2:

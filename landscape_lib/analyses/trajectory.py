@@ -1,8 +1,8 @@
 """2-D embeddings of a weight-space trajectory (one flattened weight vector per checkpoint).
 
 ``flatten_state`` turns a model or a checkpoint's state dict into the flat parameter vector
-(``model.parameters()`` order, as in ``directions.py``); stack those into ``W`` (E, P) and embed
-it with PCA or t-SNE to draw the path coloured by epoch.
+(``model.parameters()`` order, as everywhere: ``params.flatten``); stack those into ``W``
+(E, P) and embed it with PCA or t-SNE to draw the path coloured by epoch.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from sklearn.manifold import TSNE
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .directions import flatten, principal_axes
+from ..params import flatten
+from .surface.directions import principal_axes
 
 # BatchNorm buffers: in a state dict, but not parameters (used when no model is given).
 _BN_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")

@@ -16,9 +16,7 @@ import gudhi
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError
-
-COLUMNS = ["dim", "birth", "death", "lifetime"]
+from ...errors import ConfigError
 
 
 def sublevel_persistence(Z, min_persistence: float = 0.0) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pywt
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 DETAIL_KINDS = ("horizontal", "vertical", "diagonal")
 

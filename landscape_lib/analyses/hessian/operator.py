@@ -1,8 +1,8 @@
 """The Hessian of a model's mean loss as a linear operator (curvlinops style).
 
 ``HessianOperator`` never forms the matrix: ``op @ v`` is a Hessian-vector product (HVP), so any
-estimator written against ``@`` and ``.shape`` (``curvature.py``) works on it and, in tests, on a
-dense symmetric tensor alike.
+estimator written against ``@`` and ``.shape`` (``lanczos``, ``spectrum``) works on it and, in
+tests, on a dense symmetric tensor alike.
 
 The model is evaluated in **eval mode** for every product (BatchNorm uses its running statistics,
 dropout is off), so the operator is the Hessian of a fixed, deterministic function of the
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -46,26 +46,11 @@ from scipy.sparse.linalg import LinearOperator
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
-from ..errors import ConfigError
+from ...errors import ConfigError, check_choice
+from ...params import eval_mode, flatten, vector_to_params
+from ...train.environment import sync
 
 HVP_MODES = ("auto", "forward", "reverse", "cached")
-
-
-def flatten(tensors: Iterable[Tensor]) -> Tensor:
-    """Concatenate tensors into one 1-D vector (parameter order)."""
-    return torch.cat([t.reshape(-1) for t in tensors])
-
-
-def vector_to_params(vec: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
-    """Split a flat vector (e.g. a Hessian eigenvector) into tensors shaped like ``params``.
-
-    Unlike ``torch.nn.utils.vector_to_parameters`` nothing is written into the parameters: the
-    pieces are views of ``vec``, ready to use as a direction in parameter space.
-    """
-    sizes = [p.numel() for p in params]
-    if vec.numel() != sum(sizes):
-        raise ConfigError(f"vector has {vec.numel()} entries but the parameters have {sum(sizes)}")
-    return [piece.view_as(p) for piece, p in zip(torch.split(vec.reshape(-1), sizes), params)]
 
 
 def scipy_operator(op) -> LinearOperator:
@@ -87,18 +72,6 @@ def scipy_operator(op) -> LinearOperator:
     n = int(op.shape[0])
     return LinearOperator((n, n), matvec=matvec, rmatvec=matvec, matmat=matmat,
                           dtype=np.float64)
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Put ``model`` in eval mode for the block and restore each module's own flag after."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def _math_attention():
@@ -144,11 +117,6 @@ def _resolve_mode(mode: str, device: torch.device) -> str:
     return "auto" if device.type == "cuda" else "cached"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class HessianOperator:
     """Hessian of the mean loss over ``batches`` w.r.t. ``params``, as a linear operator.
 
@@ -170,8 +138,7 @@ class HessianOperator:
     def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
                  batches: Sequence[tuple[Tensor, Tensor]], params=None, mode: str = "auto",
                  chunk_size: int = 1):
-        if mode not in HVP_MODES:
-            raise ConfigError(f"mode={mode!r} is not allowed; choose from: {', '.join(HVP_MODES)}")
+        check_choice("mode", mode, HVP_MODES)
         batches = list(batches)
         if not batches:
             raise ConfigError("batches is empty; give at least one (x, y) batch")
@@ -260,10 +227,10 @@ class HessianOperator:
         run = self._forward if mode == "forward" else (
             lambda W: self._double_backward(W, self._graphs))
         run(V)
-        _sync(self.device)
+        sync(self.device)
         t0 = time.perf_counter()
         out = run(V)
-        _sync(self.device)
+        sync(self.device)
         return out, time.perf_counter() - t0
 
     def _forward(self, V: Tensor) -> Tensor:

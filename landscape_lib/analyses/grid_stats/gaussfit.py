@@ -3,26 +3,34 @@
     z = A exp(-((x - x0)^2 / (2 s1^2) + (y - y0)^2 / (2 s2^2))) + offset
 
 A loss basin has A < 0 (a well below the offset), a bump A > 0; the initial guess reads the sign
-from the grid, so both fit. Grids follow the surface convention of `surface.surface_2d`:
+from the grid, so both fit. Grids follow the surface convention of `surface.grids.surface_2d`:
 Z has shape (len(ys), len(xs)) and Z[j, i] = z(xs[i], ys[j]) (row = y, column = x).
+
+`gaussian` is the one place this formula is written: the fit, the optimizer paths on a fitted
+surface (torch tensors) and the dashboard's drawing all evaluate it. NumPy only: no torch here.
 """
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
-import torch
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 PARAMS = ("A", "x0", "y0", "s1", "s2", "offset")
 
 
-def gaussian(xy, A, x0, y0, s1, s2, offset):
-    """The model on numpy arrays; xy = (x, y)."""
-    x, y = xy
-    return A * np.exp(-((x - x0) ** 2 / (2 * s1 ** 2) + (y - y0) ** 2 / (2 * s2 ** 2))) + offset
+def gaussian(x, y, A, x0, y0, s1, s2, offset):
+    """z at (x, y): NumPy arrays or scalars, or any array type with an ``.exp()`` method
+    (torch tensors, so that gradients flow through it)."""
+    exponent = -((x - x0) ** 2 / (2 * s1 ** 2) + (y - y0) ** 2 / (2 * s2 ** 2))
+    return A * (exponent.exp() if hasattr(exponent, "exp") else np.exp(exponent)) + offset
+
+
+def _gaussian_xy(xy, *params):
+    """`gaussian` in SciPy's curve_fit form: xy = (x, y)."""
+    return gaussian(xy[0], xy[1], *params)
 
 
 def _grid(xs, ys, Z):
@@ -70,24 +78,11 @@ def fit_gaussian(xs, ys, Z, maxfev: int = 20000) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OptimizeWarning)
-            params, _ = curve_fit(gaussian, (x, y), z, p0=p0, maxfev=maxfev)
+            params, _ = curve_fit(_gaussian_xy, (x, y), z, p0=p0, maxfev=maxfev)
     except (RuntimeError, ValueError):
         return {name: float("nan") for name in (*PARAMS, "r2")}
     params[3:5] = np.abs(params[3:5])  # the widths enter squared; report them positive
-    residual = z - gaussian((x, y), *params)
+    residual = z - gaussian(x, y, *params)
     total = np.sum((z - z.mean()) ** 2)
     r2 = 1.0 - np.sum(residual ** 2) / total if total > 0 else float("nan")
     return {**dict(zip(PARAMS, map(float, params))), "r2": float(r2)}
-
-
-def gaussian_surface(params: dict):
-    """A torch function f(xy) of the fitted surface: xy has shape (..., 2), f(xy) shape (...)."""
-    A, x0, y0, s1, s2, offset = (float(params[name]) for name in PARAMS)
-
-    def gaussian_fit(xy: torch.Tensor) -> torch.Tensor:
-        x, y = xy[..., 0], xy[..., 1]
-        return A * torch.exp(-((x - x0) ** 2 / (2 * s1 ** 2) + (y - y0) ** 2 / (2 * s2 ** 2))) \
-            + offset
-
-    gaussian_fit.params = dict(params)
-    return gaussian_fit

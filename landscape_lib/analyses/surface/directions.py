@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from .hessian_ops import flatten, vector_to_params  # noqa: F401  (flatten re-exported)
+from ...errors import ConfigError, check_choice
+from ...params import flatten, vector_to_params
 
 NORMALIZATIONS = ("filter", "layer", "none")
 _EPS = 1e-10  # guards the division for an all-zero direction filter
@@ -64,12 +64,6 @@ def set_weights(model: nn.Module, weights) -> None:
         p.copy_(w)
 
 
-def _check_normalization(normalization: str) -> None:
-    if normalization not in NORMALIZATIONS:
-        raise ConfigError(f"normalization={normalization!r} is not allowed; choose from: "
-                          f"{', '.join(NORMALIZATIONS)}")
-
-
 @torch.no_grad()
 def normalize_direction(direction: Sequence[Tensor], weights: Sequence[Tensor], *,
                         normalization: str = "filter", ignore_1d: bool = True) -> list[Tensor]:
@@ -81,7 +75,7 @@ def normalize_direction(direction: Sequence[Tensor], weights: Sequence[Tensor], 
     - ``"none"``: left as drawn.
     With ``ignore_1d`` (default) 1-D parameters (biases, norm scales) are set to zero.
     """
-    _check_normalization(normalization)
+    check_choice("normalization", normalization, NORMALIZATIONS)
     out = []
     for d, w in zip(direction, weights):
         d = d.clone()
@@ -116,7 +110,7 @@ def random_directions(model: nn.Module, seed: int, count: int = 2, *,
     ``random_directions(model, s, 2)`` gives the usual (d1, d2) pair of a 2-D surface; its first
     direction is ``random_direction(model, s)``.
     """
-    _check_normalization(normalization)
+    check_choice("normalization", normalization, NORMALIZATIONS)
     gen = torch.Generator().manual_seed(int(seed))
     params = _params(model)
     weights = [p.detach() for p in params]
