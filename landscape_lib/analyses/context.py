@@ -1,5 +1,7 @@
 """What an analysis gets: the run's config, a model at a checkpoint, data on the device, and a
-writer that files every row under the analysis's id (its provenance)."""
+writer that files every row under the analysis's id (its provenance).
+
+Data and model are built as the training engine built them (`train.build`)."""
 from __future__ import annotations
 
 import json
@@ -13,9 +15,12 @@ import torch
 from torch import nn
 
 from ..config import RunConfig
-from ..errors import ConfigError, StoreError
-from ..store import Store
-from ..train import checkpoints as ck
+from ..data.device import SPLITS
+from ..errors import ConfigError, StoreError, check_choice
+from ..store import Store, queries
+from ..store.schema import STUDY
+from ..train.build import build_data, build_model
+from ..train.checkpoints import load_checkpoint
 
 ProgressFn = Callable[[float, str], None]
 
@@ -35,22 +40,18 @@ class AnalysisContext:
     engine: str | None = None
 
     # ------------------------------------------------------------------ inputs
-    def checkpoint_epochs(self) -> list[int]:
-        return checkpoint_epochs(self.store, self.run_id)
-
     def new_model(self) -> nn.Module:
-        from ..models import create_model
-        data = self.data
-        return create_model(self.cfg.arch, in_channels=data.in_channels,
-                            image_size=data.image_size, num_classes=data.num_classes,
-                            **self.cfg.arch_options)
+        return build_model(self.cfg, self.data)
 
-    def model_at(self, epoch: int) -> nn.Module:
+    def model_at(self, epoch: int, run_id: str | None = None) -> nn.Module:
+        """The model with the weights of a checkpoint of this run (or of `run_id`, a run of
+        the same architecture), on the device in eval mode."""
+        run_id = run_id or self.run_id
         model = self.new_model()
-        path = ck.checkpoint_path(self.store.artifacts_dir / self.run_id, epoch)
+        path = self.store.checkpoint_path(run_id, epoch)
         if not path.exists():
-            raise ConfigError(f"run {self.run_id} has no checkpoint file for epoch {epoch}")
-        model.load_state_dict(ck.load_checkpoint(path))
+            raise ConfigError(f"run {run_id} has no checkpoint file for epoch {epoch}")
+        model.load_state_dict(load_checkpoint(path))
         return model.to(self.device).eval()
 
     @cached_property
@@ -59,23 +60,18 @@ class AnalysisContext:
 
     @cached_property
     def data(self):
-        from ..data import DeviceData, load_dataset
-        splits = load_dataset(self.cfg.dataset, root=self.data_root, **self.cfg.dataset_options
-                              ).first_train(self.cfg.train_subset)
-        return DeviceData(splits, self.device)
+        return build_data(self.cfg, self.device, self.data_root)
 
     def batches(self, split: str, samples: int, *, seed: int = 0, batch_size: int = 512):
         """A fixed, seeded sample of `samples` examples of `split`, in device batches."""
-        if split not in ("train", "test"):
-            raise ConfigError(f"split must be 'train' or 'test', not '{split}'")
+        check_choice("split", split, SPLITS)
         n = min(int(samples), self.data.num_examples(split))
         x, y = self.data.subset(split, n, seed)
         return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, n, batch_size)]
 
     def trajectory(self) -> tuple[list[int], torch.Tensor, str]:
         """The per-epoch weight vectors (full or sketched) as an (E, D) matrix."""
-        df = self.store.query("SELECT epoch, kind, path FROM checkpoints WHERE run_id = ? "
-                              "AND kind IN ('full', 'sketch') ORDER BY epoch", [self.run_id])
+        df = queries.trajectory_files(self.store, self.run_id)
         if df.empty:
             raise ConfigError(f"run {self.run_id} kept no trajectory (trajectory = off)")
         vecs = [torch.load(self.store.root / p, weights_only=True) for p in df["path"]]
@@ -84,28 +80,20 @@ class AnalysisContext:
     # ------------------------------------------------------------------ outputs
     def write(self, table: str, rows) -> None:
         df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-        df = df.assign(analysis_id=self.analysis_id, run_id=self.run_id or "study",
+        df = df.assign(analysis_id=self.analysis_id, run_id=self.run_id or STUDY,
                        epoch=self.epoch)
-        self.store.write(table, self.run_id or "study", df, part=self.analysis_id)
+        self.store.write(table, self.run_id or STUDY, df, part=self.analysis_id)
 
     def read(self, table: str) -> pd.DataFrame | None:
-        return self.store.read(table, self.run_id or "study", part=self.analysis_id)
+        return self.store.read(table, self.run_id or STUDY, part=self.analysis_id)
 
     def artifact(self, name: str) -> Path:
-        d = self.store.artifacts_dir / (self.run_id or "study") / "analyses"
-        d.mkdir(parents=True, exist_ok=True)
-        return d / f"{self.analysis_id}-{name}"
-
-
-def checkpoint_epochs(store: Store, run_id: str) -> list[int]:
-    df = store.query("SELECT epoch FROM checkpoints WHERE run_id = ? AND kind = 'checkpoint' "
-                     "ORDER BY epoch", [run_id])
-    return [int(e) for e in df["epoch"]]
+        return self.store.analysis_artifact(self.run_id, self.analysis_id, name)
 
 
 def find_run(store: Store, run: str) -> pd.Series:
     """The `runs` row of a run id or a unique prefix of one."""
-    df = store.query("SELECT * FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [run])
+    df = queries.runs_by_prefix(store, run)
     exact = df[df["run_id"] == run]
     if len(exact):
         return exact.iloc[0]
@@ -120,3 +108,22 @@ def find_run(store: Store, run: str) -> pd.Series:
 
 def run_config(row: pd.Series) -> RunConfig:
     return RunConfig.from_dict(json.loads(row["config_json"]))
+
+
+def resolve_epoch(store: Store, run_id: str, epoch) -> int:
+    """A checkpoint epoch of the run: a number it has, "first" or "last" (None = last)."""
+    epochs = queries.checkpoint_epochs(store, run_id)
+    if not epochs:
+        raise ConfigError(f"run {run_id} has no checkpoint: train it first")
+    if epoch in (None, "last"):
+        return epochs[-1]
+    if str(epoch) == "first":
+        return epochs[0]
+    try:
+        epoch = int(epoch)
+    except ValueError:
+        raise ConfigError(f"epoch must be a number, 'first' or 'last', not '{epoch}'") from None
+    if epoch not in epochs:
+        raise ConfigError(f"run {run_id} has no checkpoint at epoch {epoch}; checkpoints: "
+                          + ", ".join(map(str, epochs)))
+    return epoch

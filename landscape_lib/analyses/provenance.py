@@ -1,0 +1,98 @@
+"""Running analyses with provenance: one `analyses` row per (run, epoch, kind, parameters).
+
+The analysis id is a hash of those four, so asking again for the same thing returns the stored
+result, and an interrupted analysis (a surface half filled) resumes under the same id. Every
+check that can fail (run, epoch, parameters, memory) runs before the first row is written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import datetime
+
+from ..errors import ConfigError, LandscapeError
+from ..store import TABLES, Store
+from ..store.schema import ANALYSIS_DONE, ANALYSIS_FAILED, ANALYSIS_RUNNING, STUDY
+from ..train.environment import package_versions, resolve_device
+from .context import AnalysisContext, find_run, resolve_epoch, run_config
+from .registry import ANALYSES, resolve_params
+
+# Recorded with every analysis (`lib_version`): the project and the libraries computing it.
+PACKAGES = ("landscape", "torch", "pyhessian", "scipy", "gudhi", "pywavelets")
+
+
+def analysis_id(run_id: str | None, epoch: int | None, kind: str, params: dict) -> str:
+    blob = json.dumps([run_id, epoch, kind, params], sort_keys=True, default=str)
+    return f"{kind}-{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
+
+
+def prepare(store: Store, run: str | None, kind: str, epoch="last", params: dict | None = None,
+            *, device=None, data_root=None, report=None) -> tuple[AnalysisContext, dict]:
+    """Resolve and check everything; writes nothing."""
+    spec = ANALYSES.get(kind)
+    params = resolve_params(kind, params or {})
+    if spec.needs_run:
+        if run in (None, STUDY):
+            raise ConfigError(f"analysis '{kind}' needs a run id")
+        row = find_run(store, run)
+        run_id, cfg = row["run_id"], run_config(row)
+        epoch = resolve_epoch(store, run_id, epoch)
+    else:
+        run_id, cfg, epoch = None, None, None
+    ctx = AnalysisContext(store, run_id, cfg, epoch, resolve_device(device),
+                          data_root=data_root, report=report or (lambda f, m: None))
+    ctx.analysis_id = analysis_id(run_id, epoch, kind, params)
+    check = spec.checker()
+    if check:
+        check(ctx, params)
+    return ctx, params
+
+
+def stored_status(ctx: AnalysisContext) -> str | None:
+    row = ctx.read("analyses")
+    return None if row is None else row["status"].iloc[0]
+
+
+def run_analysis(store: Store, run: str | None, kind: str, epoch="last", params=None, *,
+                 device=None, data_root=None, report=None, force=False) -> str:
+    """Run one analysis (or find it stored); returns its analysis id."""
+    store.ensure()
+    ctx, params = prepare(store, run, kind, epoch, params, device=device, data_root=data_root,
+                          report=report)
+    if not force and stored_status(ctx) == ANALYSIS_DONE:
+        ctx.report(1.0, "stored result")
+        return ctx.analysis_id
+    row = {"kind": kind, "status": ANALYSIS_RUNNING,
+           "params_json": json.dumps(params, sort_keys=True),
+           "split": params.get("split"), "n_samples": params.get("samples"),
+           "device": str(ctx.device), "engine": params.get("engine"),
+           "lib_version": versions(), "started_at": datetime.now()}
+    ctx.write("analyses", [row])
+    started = time.perf_counter()
+    try:
+        ANALYSES.get(kind).runner()(ctx, params)
+    except LandscapeError:
+        forget(ctx)  # a user error found late (e.g. missing eigenvectors): leave no trace
+        raise
+    except BaseException as exc:
+        ctx.write("analyses", [{**row, "status": ANALYSIS_FAILED,
+                                "error": f"{type(exc).__name__}: {exc}",
+                                "seconds": time.perf_counter() - started}])
+        raise
+    ctx.write("analyses", [{**row, "status": ANALYSIS_DONE, "engine": ctx.engine or row["engine"],
+                            "seconds": time.perf_counter() - started}])
+    ctx.report(1.0, "done")
+    return ctx.analysis_id
+
+
+def forget(ctx: AnalysisContext) -> None:
+    """Delete every row an analysis wrote (its parts in all tables)."""
+    for table in TABLES:
+        ctx.store.delete(table, ctx.run_id or STUDY, part=ctx.analysis_id)
+
+
+def versions() -> str:
+    """`PACKAGES` that are installed, as "name=version ..."."""
+    return " ".join(f"{name}={version}" for name, version in package_versions(PACKAGES).items()
+                    if version is not None)
