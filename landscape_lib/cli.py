@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from .errors import LandscapeError
-
-REPO = Path(__file__).resolve().parents[1]
+from .locations import DEFAULT_GRID
+from .store.queries import RUN_FILTERS
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
@@ -37,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(p)
 
     p = sub.add_parser("train-all", help="train every run of a grid file (finished runs skipped)")
-    p.add_argument("grid", nargs="?", default=str(REPO / "runs" / "grid.toml"))
+    p.add_argument("grid", nargs="?", default=str(DEFAULT_GRID))
     p.add_argument("-j", "--jobs", default="auto",
                    help="parallel runs (default auto: one per GPU, 1 without GPUs)")
     p.add_argument("--epochs", type=int, help="override every run's epochs")
@@ -53,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "analyses"])
 
     p = sub.add_parser("runs", help="list runs in the store, filtered")
-    for col in ("status", "dataset", "arch", "init", "optimizer", "study"):
-        p.add_argument(f"--{col}", action="append", help=f"keep runs with this {col}")
-    p.add_argument("--seed", type=int, action="append")
+    for col in RUN_FILTERS:
+        p.add_argument(f"--{col}", action="append", type=int if col == "seed" else str,
+                       help=f"keep runs with this {col} (repeatable)")
     p.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     _store_args(p)
 
@@ -76,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(p)
 
     p = sub.add_parser("analyze-all", help="run the [analyses] of a grid file on its runs")
-    p.add_argument("grid", nargs="?", default=str(REPO / "runs" / "grid.toml"))
+    p.add_argument("grid", nargs="?", default=str(DEFAULT_GRID))
     p.add_argument("--epochs", type=int, help="the same override used for train-all")
     p.add_argument("--study", action="append")
     _run_args(p)

@@ -1,13 +1,18 @@
 """The CLI commands (argument parsing lives in cli.py)."""
 from __future__ import annotations
 
+import json
 import sys
+import time
 import tomllib
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from .config import RunConfig, parse_overrides
-from .errors import ConfigError, StoreError
-from .store import TABLES, Store
+from .errors import ConfigError
+from .store import Store, queries
+from .store.schema import ANALYSIS_DONE, ANALYSIS_FAILED, FAILED
 
 
 def train(args) -> int:
@@ -21,15 +26,16 @@ def train(args) -> int:
     cfg.validate_names()
     check_data([cfg], args.data_root)
     store = Store(args.store).ensure()
-    from .train.grid import run_grid
+    from .pipeline import run_grid
     counts = run_grid([cfg], store, jobs=1, data_root=args.data_root, device=args.device,
                       progress=not args.no_progress)
     _report(counts, store, [cfg.run_id()])
-    return 0 if "failed" not in counts else 1
+    return 0 if FAILED not in counts else 1
 
 
 def train_all(args) -> int:
-    from .train.grid import load_grid, pending, resolve_jobs, run_grid
+    from .grid import load_grid
+    from .pipeline import pending, resolve_jobs, run_grid
     overrides = parse_overrides(args.set)
     if args.epochs:
         overrides["epochs"] = args.epochs
@@ -47,12 +53,11 @@ def train_all(args) -> int:
     counts = run_grid(configs, store, jobs=jobs, data_root=args.data_root, device=args.device,
                       progress=not args.no_progress)
     _report(counts, store)
-    return 0 if "failed" not in counts else 1
+    return 0 if FAILED not in counts else 1
 
 
 def check_data(configs, data_root) -> None:
     """Load each data set once before anything is written, so a missing one fails cleanly."""
-    import json
     from .data import load_dataset
     seen = set()
     for cfg in configs:
@@ -70,33 +75,25 @@ def _report(counts: dict, store: Store, run_ids=None) -> None:
 
 
 def list(args) -> int:  # noqa: A001 - the command's name
-    from .registries import REGISTRIES
-    for kind, (registry, options) in REGISTRIES.items():
+    from .optim import SAM_PREFIX, SAM_RHO
+    from .registry import registries
+    for kind, registry in registries().items():
         if args.what not in ("all", kind):
             continue
         print(f"{kind}:")
         for entry in registry:
-            opts = options(entry.name) if options else {}
+            opts = registry.options(entry.name)
             extra = ("  [" + ", ".join(f"{k}={v!r}" for k, v in opts.items()) + "]") if opts else ""
             print(f"  {entry.name:<20} {entry.doc}{extra}")
         if kind == "optimizers":
-            print(f"  {'sam-<base>':<20} SAM (Foret et al. 2020) wrapping any optimizer above, "
-                  "e.g. sam-adam  [rho=0.05]")
+            print(f"  {SAM_PREFIX + '<base>':<20} SAM (Foret et al. 2020) wrapping any optimizer "
+                  f"above, e.g. {SAM_PREFIX}adam  [rho={SAM_RHO!r}]")
     return 0
 
 
 def runs(args) -> int:
-    store = Store(args.store)
-    where, params = [], []
-    for col in ("status", "dataset", "arch", "init", "optimizer", "study", "seed"):
-        values = getattr(args, col)
-        if values:
-            where.append(f"list_contains(?, {col})")
-            params.append(values)
-    sql = ("SELECT run_id, status, study, dataset, model_label, init, optimizer, seed, "
-           "epochs_done, epochs, final_val_acc, final_val_loss, generalization_gap FROM runs"
-           + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY run_id")
-    df = store.query(sql, params)
+    df = queries.run_list(Store(args.store),
+                          {col: getattr(args, col) for col in queries.RUN_FILTERS})
     if args.csv:
         df.to_csv(sys.stdout, index=False)
     else:
@@ -107,25 +104,67 @@ def runs(args) -> int:
 
 
 def export(args) -> int:
-    if args.table not in TABLES:
-        raise StoreError(f"unknown table '{args.table}'; tables: {', '.join(TABLES)}")
-    store = Store(args.store)
-    sql, params = f'SELECT * FROM "{args.table}"', []
-    if args.run:
-        sql += " WHERE list_contains(?, run_id)"
-        params.append(args.run)
-    df = store.query(sql + " ORDER BY ALL", params)
+    df = queries.table_rows(Store(args.store), args.table, args.run)
     df.to_csv(args.out or sys.stdout, index=False)
     if args.out:
         print(f"{len(df)} rows -> {args.out}", file=sys.stderr)
     return 0
 
 
+# ---------------------------------------------------------------------- analyses
+class ProgressWriter:
+    """tqdm on the terminal and, for the dashboard, JSON lines in a file."""
+
+    def __init__(self, path: str | None, show: bool, desc: str):
+        self.file = open(path, "a", buffering=1) if path else None
+        self.bar = tqdm(total=100, desc=desc, disable=not show, unit="%")
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.bar.n = int(100 * fraction)
+        self.bar.set_postfix_str(message[:40])
+        if self.file:
+            self.file.write(json.dumps({"fraction": float(fraction), "message": message,
+                                        "time": time.time()}) + "\n")
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.file:
+            self.file.close()
+
+
 def analyze(args) -> int:
-    from .analyses.schedule import analyze_command
-    return analyze_command(args)
+    from .analyses.provenance import prepare, run_analysis
+    from .analyses.registry import ANALYSES
+    store = Store(args.store)
+    params = parse_overrides(args.set)
+    kinds = [k.strip() for k in args.what.split(",") if k.strip()]
+    own = {kind: {k: v for k, v in params.items() if k in ANALYSES.get(kind).defaults}
+           for kind in kinds}  # unknown analysis names fail here, before anything runs
+    unused = set(params) - {k for p in own.values() for k in p}
+    if unused:
+        raise ConfigError(f"no analysis in '{args.what}' takes parameter(s) {sorted(unused)}")
+    for kind in kinds:  # every check of every analysis passes before the first one runs
+        prepare(store, args.run, kind, args.epoch, own[kind], device=args.device,
+                data_root=args.data_root)
+    for kind in kinds:
+        report = ProgressWriter(args.progress_file, not args.no_progress, kind)
+        try:
+            aid = run_analysis(store, args.run, kind, args.epoch, own[kind], device=args.device,
+                               data_root=args.data_root, report=report)
+        finally:
+            report.close()
+        print(aid)
+    return 0
 
 
 def analyze_all(args) -> int:
-    from .analyses.schedule import analyze_all_command
-    return analyze_all_command(args)
+    from .grid import load_grid
+    from .pipeline import analyze_all as run_all
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    store = Store(args.store).ensure()
+    configs = load_grid(args.grid, overrides=overrides, studies=args.study)
+    total = run_all(configs, store, device=args.device, data_root=args.data_root,
+                    progress=not args.no_progress)
+    print(f"analyses: {total[ANALYSIS_DONE]} done or stored, {total[ANALYSIS_FAILED]} failed",
+          file=sys.stderr)
+    return 0 if not total[ANALYSIS_FAILED] else 1

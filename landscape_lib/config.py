@@ -15,7 +15,10 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, check_choice
+
+SCHEDULES = ("constant", "cosine")
+TRAJECTORIES = ("auto", "full", "sketch", "off")
 
 
 @dataclass
@@ -46,7 +49,7 @@ class RunConfig:
     channels_last: bool = True            # memory format for conv nets on CUDA
     # --- what is kept ----------------------------------------------------------------
     checkpoint_epochs: list | None = None  # None: 0, log-spaced epochs and the last
-    trajectory: str = "auto"              # full | sketch | off | auto (full up to 5M params)
+    trajectory: str = "auto"              # full | sketch | off | auto (full up to 256 MiB a run)
     sketch_dim: int = 2048                # random-projection size when trajectory = sketch
     # --- not part of the run id ------------------------------------------------------
     compile: bool = False                 # torch.compile the model (CUDA only)
@@ -74,10 +77,8 @@ class RunConfig:
     def check_values(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be >= 1")
-        if self.schedule not in ("constant", "cosine"):
-            raise ConfigError(f"schedule must be 'constant' or 'cosine', not '{self.schedule}'")
-        if self.trajectory not in ("auto", "full", "sketch", "off"):
-            raise ConfigError("trajectory must be one of auto, full, sketch, off")
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("trajectory", self.trajectory, TRAJECTORIES)
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, not {self.lr}")
 
