@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 GRID   ?= runs/grid.toml
 QUICK  := runs/quick.toml
 JOBS   ?= auto
@@ -10,15 +10,17 @@ EPOCHS ?=
 PORT   ?= 8501
 TRAIN_FLAGS = $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(STORE),--store $(STORE))
 
-.PHONY: install demo quick train-all analyze-all dashboard test browser bench bench-gpu clean-store
+.PHONY: install demo quick train-all analyze-all dashboard test test-gpu browser bench bench-gpu clean-store
 
 install: $(STAMP)
 
-# The venv is (re)built only when requirements.txt changes: re-running is a no-op.
-$(STAMP): requirements.txt
+# The venv is (re)built only when requirements.txt or pyproject.toml changes: re-running is a
+# no-op. The pinned requirements first, then the project itself, editable (no sys.path edits).
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
 quick: install
@@ -43,6 +45,11 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest -q -n 2 --timeout 600 tests
+
+# The tests marked gpu alone (fused optimizers, compile and CUDA graphs, channels-last, forward
+# HVPs, bf16 surfaces), on a machine with a CUDA GPU; they import no dashboard package.
+test-gpu: install
+	$(BIN)/python -m pytest -q -m gpu --timeout 600 tests
 
 bench: install
 	$(BIN)/python bench/bench_hessian.py --quick

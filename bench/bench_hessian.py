@@ -16,7 +16,7 @@ In one process, after a warm-up of every engine:
    PyHessian differentiates twice through one retained gradient graph; ours compute products
    in the operator's ``--hvp-mode`` (``auto``: the retained graph on CPU; on CUDA the faster of
    forward-over-reverse and the retained graph, timed on the first product; see
-   ``hessian_ops.py``), so compare products and ms/product separately.
+   ``landscape_lib/analyses/hessian/operator.py``), so compare products and ms/product separately.
    PyHessian's ``tol`` bounds the change between iterations, ours the residual, hence the
    error column against the reference.
 Printed per engine: seconds (fastest of ``--repeats`` runs, graph construction included),
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -42,13 +41,11 @@ import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-
-from bench.common import resolve_device, set_tf32, sync  # noqa: E402
-from landscape_lib.analyses.curvature import (  # noqa: E402
-    HessianOperator, pyhessian_engine, top_eigenpairs)
-from landscape_lib.analyses.hessian_ops import HVP_MODES  # noqa: E402
-from landscape_lib.models import create_model  # noqa: E402
+from landscape_lib.analyses.hessian.lanczos import top_eigenpairs
+from landscape_lib.analyses.hessian.operator import HVP_MODES, HessianOperator
+from landscape_lib.analyses.hessian.pyhessian_adapter import pyhessian_engine
+from landscape_lib.models import create_model
+from landscape_lib.train.environment import resolve_device, set_tf32, sync
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 

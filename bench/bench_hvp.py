@@ -1,8 +1,8 @@
 """Benchmark: milliseconds per Hessian-vector product in each ``HessianOperator`` mode.
 
-The numbers behind ``mode="auto"`` (``landscape_lib/analyses/hessian_ops.py``). A registry model at
-initialization (default: the CIFAR ResNet-18; ``--arch``, ``--option key=value``, ``--size``,
-``--channels``) on ``--images`` synthetic images (one batch), in eval mode, one process:
+The numbers behind ``mode="auto"`` (``landscape_lib/analyses/hessian/operator.py``). A
+registry model at initialization (default: the CIFAR ResNet-18; ``--arch``, ``--option
+key=value``, ``--size``, ``--channels``) on ``--images`` synthetic images (one batch), in eval mode, one process:
 
 - ``cached``: double backward through one retained gradient graph (PyHessian's way);
 - ``reverse``: double backward, the graph rebuilt for every product;
@@ -22,18 +22,14 @@ from __future__ import annotations
 
 import argparse
 import ast
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-
-from bench.common import resolve_device, set_tf32, sync  # noqa: E402
-from landscape_lib.analyses.hessian_ops import HessianOperator  # noqa: E402
-from landscape_lib.models import create_model  # noqa: E402
+from landscape_lib.analyses.hessian.operator import HessianOperator
+from landscape_lib.models import create_model
+from landscape_lib.train.environment import resolve_device, set_tf32, sync
 
 MODES = [("cached", "cached", 1), ("reverse", "reverse", 1), ("forward", "forward", 1),
          ("forward, vmap 4", "forward", 4)]

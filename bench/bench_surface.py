@@ -18,19 +18,15 @@ smaller grids, fewer images and a narrow ResNet-18 (width 16).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-
-from bench.common import resolve_device, sync  # noqa: E402
-from landscape_lib.analyses.directions import get_weights, random_directions  # noqa: E402
-from landscape_lib.analyses.surface import surface_2d, surface_2d_loop  # noqa: E402
-from landscape_lib.models import create_model  # noqa: E402
+from landscape_lib.analyses.surface.directions import get_weights, random_directions
+from landscape_lib.analyses.surface.grids import surface_2d, surface_2d_loop
+from landscape_lib.models import create_model
+from landscape_lib.train.environment import resolve_device, sync
 
 TARGETS = {"resnet18": 4.0, "mlp": 20.0}
 

@@ -10,15 +10,11 @@ layer statistics and checkpoints are timed apart (epoch_time vs images/s).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from landscape_lib.config import RunConfig  # noqa: E402
-from landscape_lib.store import Store  # noqa: E402
-from landscape_lib.train.engine import train_run  # noqa: E402
+from landscape_lib.config import RunConfig
+from landscape_lib.store import Store
+from landscape_lib.train.engine import train_run
 
 TARGET = {"resnet18": 50_000}  # images/s on one H100, batch 512, bf16 (issue 2)
 
@@ -64,12 +60,12 @@ def main() -> None:
     store = Store(args.store or tempfile.mkdtemp(prefix="bench-train-")).ensure()
     for cfg in [c for c in configs(args) if c.arch in args.archs.split(",")]:
         status = train_run(cfg, store, device=args.device, progress=False)
-        df = store.query("SELECT epoch, images_per_s, epoch_time, train_loss, val_acc, "
-                         "peak_mem_mb FROM epochs WHERE run_id = ? AND epoch > 0 ORDER BY epoch",
-                         [cfg.run_id()])
-        device = store.query("SELECT device FROM runs WHERE run_id = ?", [cfg.run_id()])
+        df = store.read("epochs", cfg.run_id()).sort_values("epoch")
+        df = df.loc[df["epoch"] > 0, ["epoch", "images_per_s", "epoch_time", "train_loss",
+                                      "val_acc", "peak_mem_mb"]]
+        device = store.read("runs", cfg.run_id())["device"].iloc[0]
         print(f"\n{cfg.arch} {cfg.arch_options} batch {cfg.batch_size} compile={cfg.compile} "
-              f"on {device['device'].iloc[0]}: {status}")
+              f"on {device}: {status}")
         print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         best = df["images_per_s"].iloc[1:].max() if len(df) > 1 else df["images_per_s"].max()
         line = f"{cfg.arch}: best images/s (after the first epoch) {best:,.0f}; " \

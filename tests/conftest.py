@@ -1,14 +1,36 @@
+"""Shared test helpers. Nothing heavy is imported at module level: `pytest -m gpu` runs on a
+machine without the dashboard's packages and collects only the GPU test modules (below)."""
 import os
+import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from landscape_lib.locations import DEVICE_ENV, REPO_ROOT as REPO
 
-# Tests never touch the user's store or data folder.
-os.environ.setdefault("LANDSCAPE_DEVICE", "cpu")
+# Tests never touch the user's store or data folder, and run on the CPU unless they ask.
+os.environ.setdefault(DEVICE_ENV, "cpu")
+
+GPU_MODULES = "test_gpu"  # modules holding the tests marked gpu start with this
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Under `-m gpu` collect only the GPU modules: the others need packages (streamlit,
+    playwright) a GPU machine may lack, and hold no gpu test."""
+    if (config.option.markexpr or "").strip() == "gpu" and collection_path.suffix == ".py":
+        return not collection_path.name.startswith(GPU_MODULES)
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    import torch
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU; run `python -m pytest -m gpu` on one")
+        for item in gpu_items:
+            item.add_marker(skip)
 
 
 @pytest.fixture
@@ -28,8 +50,7 @@ def tiny_config(**overrides):
 
 
 def cli(*args, env=None, timeout=300):
-    """Run `python -m landscape_lib ...` in a subprocess; returns CompletedProcess."""
-    import subprocess
+    """Run `python -m landscape_lib ...` (this checkout's) in a subprocess; CompletedProcess."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "landscape_lib", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, env=full_env, timeout=timeout)
