@@ -1,16 +1,59 @@
-"""The README documents every registry entry, every CLI command and the two-command start."""
+"""The README documents every registry entry with every option and its default, every run
+field with its default, every CLI command and the two-command start."""
+import dataclasses
 import re
 
-from conftest import REPO
-from landscape_lib.registries import REGISTRIES
+from landscape_lib.config import RunConfig, parse_value
+from landscape_lib.locations import REPO_ROOT
+from landscape_lib.optim import SAM_PREFIX, SAM_RHO
+from landscape_lib.registry import registries
 
-README = (REPO / "README.md").read_text()
+README = (REPO_ROOT / "README.md").read_text()
+
+
+def table_rows(heading: str) -> list[list[str]]:
+    """The cells of each body row of the first table after `heading`."""
+    section = README.split(heading, 1)[1]
+    lines = re.search(r"\n(\|.*\|\n)+", section).group(0).strip().splitlines()
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
 
 
 def test_every_registry_entry_is_documented():
-    missing = [f"{kind}:{entry.name}" for kind, (registry, _) in REGISTRIES.items()
+    missing = [f"{kind}:{entry.name}" for kind, registry in registries().items()
                for entry in registry if f"`{entry.name}`" not in README]
     assert not missing, missing
+
+
+def test_every_registry_option_is_documented_with_its_default():
+    wrong = []
+    for kind, registry in registries().items():
+        rows = {row[0]: row[-1] for row in table_rows(f"### {kind.capitalize()}")}
+        for entry in registry:
+            cell = rows.get(f"`{entry.name}`")
+            options = registry.options(entry.name)
+            expected = [f"`{k}={v!r}`" for k, v in options.items()] or ["—"]
+            if cell is None or any(text not in cell for text in expected):
+                wrong.append((kind, entry.name, expected, cell))
+    sam = {row[0]: row[-1] for row in table_rows("### Optimizers")}[f"`{SAM_PREFIX}<base>`"]
+    assert f"`rho={SAM_RHO!r}`" in sam
+    assert not wrong, wrong
+
+
+def test_every_run_field_is_documented_with_its_default():
+    documented = {}
+    for row in table_rows("Run fields"):
+        names = re.findall(r"`(\w+)`", row[0])
+        defaults = re.findall(r"`([^`]*)`", row[1])
+        for i, name in enumerate(names):
+            documented[name] = parse_value(defaults[i]) if len(defaults) == len(names) else None
+    for field in dataclasses.fields(RunConfig):
+        if field.name.startswith("_"):
+            continue
+        default = field.default if field.default_factory is dataclasses.MISSING \
+            else field.default_factory()
+        assert field.name in documented, field.name
+        if default is not None:  # None defaults are described in words ("data set default")
+            assert documented[field.name] == default, (field.name, documented[field.name])
 
 
 def test_cli_commands_and_quick_start_are_documented():
@@ -24,4 +67,4 @@ def test_cli_commands_and_quick_start_are_documented():
 
 def test_screenshots_exist():
     for name in re.findall(r"\]\((dashboard/screenshots/[^)]+)\)", README):
-        assert (REPO / name).stat().st_size > 10_000, name
+        assert (REPO_ROOT / name).stat().st_size > 10_000, name
