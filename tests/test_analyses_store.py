@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from conftest import cli, tiny_config
-from landscape_lib.analyses import schedule
-from landscape_lib.analyses.schedule import run_analysis
+from landscape_lib.analyses import provenance
+from landscape_lib.analyses.provenance import run_analysis
 from landscape_lib.data import DeviceData, load_dataset
 from landscape_lib.errors import ConfigError, StoreError
 from landscape_lib.models import create_model
@@ -132,11 +132,11 @@ def test_interrupted_surface_resumes_where_it_stopped(trained, monkeypatch):
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         run_analysis(store, rid, "surface", "last", params, report=stop_after_two_rows)
-    ctx, _ = schedule.prepare(store, rid, "surface", "last", params)
-    assert schedule.stored_status(ctx) == "failed"
+    ctx, _ = provenance.prepare(store, rid, "surface", "last", params)
+    assert provenance.stored_status(ctx) == "failed"
     assert len(store.read("surface_points", rid, part=ctx.analysis_id)) == 10
 
-    import landscape_lib.analyses.surface as surface
+    import landscape_lib.analyses.runners.surfaces as surface
     original = surface.surface_2d
 
     def spy(*args, start_row=0, **kw):
@@ -162,8 +162,8 @@ def test_bad_input_writes_nothing(trained, monkeypatch):
         run_analysis(store, rid, "attention")
     with pytest.raises(ConfigError, match="no parameter"):
         run_analysis(store, rid, "surface", "last", {"gird": 5})
-    import landscape_lib.analyses.surface as surface
-    monkeypatch.setattr(surface, "available_memory", lambda device: 1024)
+    import landscape_lib.analyses.surface.memory as memory
+    monkeypatch.setattr(memory, "available_memory", lambda device: 1024)
     with pytest.raises(ConfigError, match="grid too large for memory"):
         run_analysis(store, rid, "surface", "last", {"grid": 9, "samples": 128})
     assert _files(store) == before

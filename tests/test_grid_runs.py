@@ -8,7 +8,7 @@ import pandas as pd
 
 from conftest import REPO, cli, tiny_config
 from landscape_lib.store import Store
-from landscape_lib.train.grid import load_grid
+from landscape_lib.grid import load_grid
 
 GRID = """
 [defaults]

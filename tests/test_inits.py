@@ -1,4 +1,4 @@
-"""Initializers against their formulas (SEEDS.md section E), fans computed by hand here."""
+"""Initializers against their formulas (docs/studies.md, section E), fans computed by hand here."""
 import math
 
 import pytest

@@ -13,13 +13,15 @@ from sklearn.decomposition import PCA
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from landscape_lib.analyses import surface as surface_mod
-from landscape_lib.analyses.directions import (
-    eigenvector_directions, flatten, get_weights, pca_directions, random_direction,
-    random_directions, set_weights)
-from landscape_lib.analyses.surface import (
-    activation_numel_per_sample, estimate_surface_memory, interpolate_1d,
-    surface_2d, surface_2d_loop, surface_summary)
+from landscape_lib.analyses.grid_stats.summary import surface_summary
+from landscape_lib.analyses.surface import memory as surface_mod
+from landscape_lib.analyses.surface.directions import (
+    eigenvector_directions, get_weights, pca_directions, random_direction, random_directions,
+    set_weights)
+from landscape_lib.analyses.surface.grids import interpolate_1d, surface_2d, surface_2d_loop
+from landscape_lib.analyses.surface.memory import (
+    activation_numel_per_sample, estimate_surface_memory)
+from landscape_lib.params import flatten
 from landscape_lib.errors import ConfigError
 
 

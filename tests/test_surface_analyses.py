@@ -8,12 +8,12 @@ import pytest
 import pywt
 import torch
 
-from landscape_lib.analyses.gaussfit import fit_gaussian, gaussian, gaussian_surface
-from landscape_lib.analyses.paths import (SURFACES, compare_optimizers, optimizer_path,
-                                          surface_grid)
-from landscape_lib.analyses.topology import bottleneck_distance, sublevel_persistence
-from landscape_lib.analyses.wavelets import (coefficients_to_pywt, wavelet_decomposition,
-                                             wavelet_energy)
+from landscape_lib.analyses.grid_stats.gaussfit import fit_gaussian, gaussian
+from landscape_lib.analyses.grid_stats.topology import bottleneck_distance, sublevel_persistence
+from landscape_lib.analyses.grid_stats.wavelets import (coefficients_to_pywt,
+                                                        wavelet_decomposition, wavelet_energy)
+from landscape_lib.analyses.paths import (SURFACES, compare_optimizers, gaussian_surface,
+                                          optimizer_path, surface_grid)
 from landscape_lib.errors import ConfigError, UnknownNameError
 
 
@@ -127,7 +127,7 @@ def test_bottleneck_distance_of_known_diagrams():
 def test_gaussian_fit_recovers_known_parameters(truth):
     xs, ys = np.linspace(-3, 3, 41), np.linspace(-2, 4, 35)
     X, Y = np.meshgrid(xs, ys)  # Z[j, i] at (xs[i], ys[j]), as surface_2d writes it
-    Z = gaussian((X, Y), **truth)
+    Z = gaussian(X, Y, **truth)
     Z[3, 4] = np.nan  # a diverged grid point is ignored
     fit = fit_gaussian(xs, ys, Z)
     for name, value in truth.items():
