@@ -73,7 +73,7 @@ def main() -> None:
         if cfg.arch in TARGET:
             line += f"; ratio to the {TARGET[cfg.arch]:,} img/s target: {best / TARGET[cfg.arch]:.2f}"
         print(line)
-        print(f"checkpoint: {store.artifacts_dir / cfg.run_id() / 'checkpoints'}")
+        print(f"checkpoints: {store.checkpoint_path(cfg.run_id(), cfg.epochs).parent}")
 
 
 if __name__ == "__main__":

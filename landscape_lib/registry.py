@@ -94,8 +94,9 @@ class Registry:
         accepted = self.options(name)
         unknown = sorted(set(given) - set(accepted))
         if unknown:
-            raise ConfigError(f"{self.kind} '{name}' does not take option(s) "
-                              f"{', '.join(unknown)}; accepted: {', '.join(accepted) or 'none'}")
+            listed = ", ".join(f"'{key}'" for key in unknown)
+            raise ConfigError(f"{self.kind} '{name}' has no option{'s' * (len(unknown) > 1)} "
+                              f"{listed}; accepted: {', '.join(accepted) or 'none'}")
         return {**accepted, **given}
 
     def names(self) -> list[str]:
