@@ -98,8 +98,7 @@ def _wait_for_runs(root: str, job) -> None:
 
 
 def _home() -> None:
-    """The root URL opens the run table at its own URL."""
-    st.switch_page(f"app_pages/{PAGES[0][0]}.py")
+    """Never drawn: main() sends the root URL to the first page."""
 
 
 def main() -> None:
@@ -110,6 +109,9 @@ def main() -> None:
     # its own and every listed page keeps its URL (a default page would be served at / only).
     nav = st.navigation([st.Page(_home, title="Home", url_path="home", default=True), *pages],
                         position="hidden")
+    if nav.url_path in ("", "home"):  # the root URL: the run table at its own URL, same filters
+        params = [(k, v) for k in st.query_params for v in st.query_params.get_all(k)]
+        st.switch_page(pages[0], query_params=params)
     root = core.store_root()
     status, message = core.store_status(root)
     with st.sidebar:

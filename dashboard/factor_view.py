@@ -29,7 +29,7 @@ def choose_study(factor: str, filters: core.Filters, runs) -> core.Filters:
 
 
 def choose_groups(factor: str, runs) -> tuple[str, ...]:
-    keys = [k for k in runs_data.KEYS if k not in (factor, "seed")]
+    keys = [k for k in runs_data.KEYS if k != factor]
     default = factors.default_groups(runs, factor)
     groups = st.multiselect("Group by (besides the factor)", keys, default=default,
                             key=f"{factor}_group", bind="query-params",

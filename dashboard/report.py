@@ -84,7 +84,7 @@ def _paired_md(s: Section) -> str:
     return "\n".join(lines)
 
 
-def _intro(study: str, measures: pd.DataFrame) -> str:
+def intro(study: str, measures: pd.DataFrame) -> str:
     return (f"Study **{study}**: {len(measures)} runs. Centres are means (geometric means for "
             "positive quantities: losses, lambda_max, traces, surface statistics), intervals "
             "are 95% Student-t intervals over the runs of a level (over seeds where the other "
@@ -95,7 +95,7 @@ def _intro(study: str, measures: pd.DataFrame) -> str:
 
 
 def markdown(study: str, measures: pd.DataFrame, sections: list[Section]) -> str:
-    parts = [f"# Study report: {study}", _intro(study, measures)]
+    parts = [f"# Study report: {study}", intro(study, measures)]
     for s in sections:
         png = base64.b64encode(charts.to_png(s.figure())).decode()
         parts += [f"## {LABELS[s.factor]} (baseline: {s.baseline})", _levels_md(s),
@@ -106,7 +106,7 @@ def markdown(study: str, measures: pd.DataFrame, sections: list[Section]) -> str
 
 def to_html(study: str, measures: pd.DataFrame, sections: list[Section]) -> str:
     body = [f"<h1>Study report: {html.escape(study)}</h1>",
-            f"<p>{html.escape(_intro(study, measures)).replace('**', '')}</p>"]
+            f"<p>{html.escape(intro(study, measures)).replace('**', '')}</p>"]
     for s in sections:
         body += [f"<h2>{html.escape(LABELS[s.factor])} (baseline: {html.escape(s.baseline)})"
                  "</h2>", s.levels.to_html(index=False, float_format="%.4g"),

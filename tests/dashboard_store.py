@@ -2,6 +2,7 @@
 session and shared by the pytest-xdist workers (the build holds a file lock)."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,9 @@ from dashboard.sample_store import cached
 
 
 def sample_root(tmp_path_factory) -> str:
+    """The sample store's root; $LANDSCAPE_SAMPLE_DIR keeps it across sessions (development)."""
+    if os.environ.get("LANDSCAPE_SAMPLE_DIR"):
+        return str(cached(os.environ["LANDSCAPE_SAMPLE_DIR"]))
     base = tmp_path_factory.getbasetemp()
     if base.name.startswith("popen-gw"):  # an xdist worker: share the parent with the others
         base = base.parent

@@ -110,7 +110,8 @@ def test_lab_reattaches_and_never_starts_twice(monkeypatch, lab_store, fake_cli)
     second = app(monkeypatch, lab_store, "lab", lab_run=run_id)
     assert jobs_running(second, run_id) and second.get("progress")
     second.button(key="lab_run_button").click().run()
-    assert any("already running" in i.value for i in second.info)
+    assert any("already running" in i.value for i in second.info), problems(second) + [
+        i.value for i in second.info + second.warning]
     assert len(fake_cli) == 1 and fake_cli[0].running
     _wait(second, lambda a: "top eigenvalues" in " ".join(p.proto.text for p in a.get("progress")))
     assert "s left" in second.get("progress")[0].proto.text or "%" in \

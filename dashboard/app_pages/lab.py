@@ -69,17 +69,19 @@ def progress_panel(root: str, run_id: str) -> None:
         st.caption("Stages: " + " → ".join(stages))
         if st.button("Cancel", icon=":material/cancel:", key=f"lab_cancel_{info['what']}"):
             job.cancel()
-            st.session_state["lab_message"] = ("warning", "The analysis was cancelled.")
     if not current and st.session_state.get("lab_watch"):
         for what in st.session_state.pop("lab_watch"):
             job = registry().get(root, run_id, what)
             if job is None:
                 continue
-            if not job.cancelled and job.returncode != 0:
+            if job.cancelled:
+                st.session_state["lab_message"] = ("warning", "The analysis was cancelled.")
+            elif job.returncode != 0:
                 st.session_state["lab_message"] = (
                     "error", f"The analysis failed (exit {job.returncode}): "
                              f"{job.info.get('error') or job.error() or 'no message'}")
             registry().finish(job)
+        st.session_state.pop("lab_show", None)  # show the newest result: this one
         core.refresh(root)  # show the new result now, not after the caches expire
         st.rerun(scope="app")
 
@@ -95,6 +97,7 @@ specs = analyses_of_runs()
 run_id = st.selectbox("Run", ids, key="lab_run", bind="query-params")
 if registry().running(root, run_id):
     st.session_state["lab_watch"] = [j.info["what"] for j in registry().running(root, run_id)]
+if st.session_state.get("lab_watch"):
     progress_panel(root, run_id)
 kind, message = st.session_state.pop("lab_message", (None, None))
 if kind:

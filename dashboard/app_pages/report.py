@@ -10,7 +10,8 @@ from dashboard.data import runs as runs_data
 root, filters, _ = core.context()
 st.title("Study report")
 all_runs = runs_data.runs(root, core.Filters())
-studies = sorted(s for s in all_runs["study"].dropna().unique() if s)
+counts = all_runs["study"].dropna().value_counts()
+studies = sorted((s for s in counts.index if s), key=lambda s: (-counts[s], s))  # largest first
 if not studies:
     st.info("No run belongs to a study (grid files name them: [[study]] name = ...).")
     st.stop()
@@ -19,7 +20,7 @@ study = st.selectbox("Study", studies, key="report_study", bind="query-params",
                      index=studies.index(default[0]) if default else 0)
 measures = curvature.run_measures(root, core.Filters(studies=(study,)))
 sections = report.build(measures)
-st.markdown(report._intro(study, measures))
+st.markdown(report.intro(study, measures))
 if not sections:
     st.info(f"Study {study} varies no factor besides the seed.")
     st.stop()

@@ -19,8 +19,8 @@ metrics = st.multiselect("Metrics", runs_data.EPOCH_METRICS, key="train_metrics"
                          bind="query-params", default=["train_loss", "val_loss", "val_acc"])
 keys = [k for k in runs_data.KEYS if k != "seed"]
 pool = runs_data.runs_by_id(root, tuple(compare)) if compare else filtered
-default = runs_data.varying_keys(pool) if (pool.duplicated(
-    runs_data.varying_keys(pool) or ["run_id"]).any()) else []
+varying = runs_data.distinct_keys(pool, runs_data.varying_keys(pool))
+default = varying if pool.duplicated(varying or ["run_id"]).any() else []
 groups = tuple(st.multiselect(
     "Group by (mean and 95% CI over each group's runs; none = one line per run)", keys,
     default=default, key="train_group", bind="query-params",

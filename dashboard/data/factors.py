@@ -7,24 +7,23 @@ import streamlit as st
 
 from .. import stats
 from .core import TTL, Filters, check, query, with_runs
-from .runs import determined_by, group_label_sql, key_sql, moments, varying_keys
+from .runs import determined_by, distinct_keys, group_label_sql, key_sql, moments, varying_keys
 
 # The factor pages' per-run quantities: key -> (SQL over the factor_table query's r, c and l
 # relations, label shown in the table header, kind of interval; see dashboard.stats).
-QUANTITIES = {
-    "final_val_acc": ("r.final_val_acc", "val accuracy", "fraction"),
-    "final_error": ("1 - r.final_val_acc", "final error (1 - val acc)", "fraction"),
-    "final_train_loss": ("r.final_train_loss", "train loss", "positive"),
-    "final_val_loss": ("r.final_val_loss", "val loss", "positive"),
-    "generalization_gap": ("r.generalization_gap", "gap (val - train loss)", "real"),
-    "conv_epoch": ("c.conv_epoch", "convergence epoch", "nonneg"),
-    "avg_cond": ("l.avg_cond", "avg condition number", "positive"),
-    "spectral_norm": ("l.spectral_norm", "spectral norm", "positive"),
-    "eff_rank_ratio": ("l.eff_rank_ratio", "effective-rank ratio", "fraction"),
-    "grad_norm": ("l.grad_norm", "gradient norm", "positive"),
-    "peak_mem_mb": ("l.peak_mem_mb", "peak memory (MB)", "nonneg"),
-    "wall_time": ("r.total_time", "wall time (s)", "nonneg"),
-}
+QUANTITIES = {name: (sql, label, kind) for name, sql, label, kind in (
+    ("final_val_acc", "r.final_val_acc", "val accuracy", "fraction"),
+    ("final_error", "1 - r.final_val_acc", "final error (1 - val acc)", "fraction"),
+    ("final_train_loss", "r.final_train_loss", "train loss", "positive"),
+    ("final_val_loss", "r.final_val_loss", "val loss", "positive"),
+    ("generalization_gap", "r.generalization_gap", "gap (val - train loss)", "real"),
+    ("conv_epoch", "c.conv_epoch", "convergence epoch", "nonneg"),
+    ("avg_cond", "l.avg_cond", "avg condition number", "positive"),
+    ("spectral_norm", "l.spectral_norm", "spectral norm", "positive"),
+    ("eff_rank_ratio", "l.eff_rank_ratio", "effective-rank ratio", "fraction"),
+    ("grad_norm", "l.grad_norm", "gradient norm", "positive"),
+    ("peak_mem_mb", "l.peak_mem_mb", "peak memory (MB)", "nonneg"),
+    ("wall_time", "r.total_time", "wall time (s)", "nonneg"))}
 
 
 def studies_varying(runs: pd.DataFrame, factor: str) -> list[str]:
@@ -41,7 +40,7 @@ def default_groups(runs: pd.DataFrame, factor: str) -> list[str]:
     """Every other config key that varies among the runs (seeds excluded: they are the
     replicates), leaving out keys that the factor determines."""
     others = [k for k in varying_keys(runs, exclude=("seed", factor))]
-    return [k for k in others if k not in determined_by(runs, factor, others)]
+    return distinct_keys(runs, [k for k in others if k not in determined_by(runs, factor, others)])
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)

@@ -92,6 +92,17 @@ def varying_keys(df: pd.DataFrame, exclude=("seed",)) -> list[str]:
             and df[k].astype(str).nunique(dropna=False) > 1]
 
 
+def distinct_keys(df: pd.DataFrame, keys) -> list[str]:
+    """`keys` without those that follow from an earlier one (e.g. arch_options from the
+    model label): grouping by them splits nothing further."""
+    kept = []
+    for k in keys:
+        if not any(not df[[j, k]].astype(str).drop_duplicates()[j].duplicated().any()
+                   for j in kept):
+            kept.append(k)
+    return kept
+
+
 def determined_by(df: pd.DataFrame, factor: str, keys) -> list[str]:
     """The keys whose value follows from the factor's (e.g. each optimizer's own learning rate):
     splitting by them adds no group."""
@@ -103,13 +114,23 @@ def determined_by(df: pd.DataFrame, factor: str, keys) -> list[str]:
     return out
 
 
+def flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config keys joined by dots, each value as JSON text (None -> "null")."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value, sort_keys=True)
+    return out
+
+
 def config_diff(rows: pd.DataFrame) -> pd.DataFrame:
     """The config keys (of config_json, flattened) that differ between the given runs: one row
-    per key, one column per run."""
-    configs = {r.run_id: pd.json_normalize(json.loads(r.config_json or "{}"), sep=".").iloc[0]
-               if r.config_json else pd.Series(dtype=object) for r in rows.itertuples()}
-    table = pd.DataFrame(configs).astype(str)
-    differ = table.nunique(axis=1, dropna=False) > 1
+    per key, one column per run (a key a run lacks reads "-")."""
+    configs = {r.run_id: flatten(json.loads(r.config_json or "{}")) for r in rows.itertuples()}
+    table = pd.DataFrame(configs).fillna("-")
+    differ = table.nunique(axis=1) > 1
     return table[differ].rename_axis("key").reset_index()
 
 
