@@ -53,17 +53,21 @@ def sidebar_filters(root: str) -> core.Filters:
                         statuses=chosen["status"], seeds=chosen["seed"], text=text or "")
 
 
+MAX_CHOICES = 1000  # run ids offered in a select box (the newest filtered ones)
+
+
 def sidebar_compare(root: str, filters: core.Filters) -> list[str]:
     """Runs picked for side-by-side views; kept when the filters change."""
     from dashboard.data import runs as runs_data
     filtered = runs_data.runs(root, filters)["run_id"].tolist()
+    n_filtered, filtered = len(filtered), filtered[:MAX_CHOICES]
     current = [r for r in st.session_state.get("compare", []) if r not in set(filtered)]
     known = set(runs_data.runs(root, core.Filters())["run_id"]) if current else set()
     options = filtered + [r for r in current if r in known]
     st.session_state.setdefault("compare", [])
     st.session_state["compare"] = [r for r in st.session_state["compare"] if r in set(options)]
     return st.multiselect("Runs to compare", options, key="compare", bind="query-params",
-                          placeholder=f"none: pages use the filtered runs ({len(filtered)})")
+                          placeholder=f"none: pages use the filtered runs ({n_filtered})")
 
 
 def guidance(root: str, status: str, message: str) -> None:

@@ -268,6 +268,8 @@ def test_surfaces_six_runs_scales_and_open_view_only(monkeypatch, store_root, do
     assert len(at.get("plotly_chart")) == 1  # only the open view
     label = at.selectbox(key=f"surf_pick_{have[0]}").value
     assert re.search(r"random seed \d+ · 7x7", label), label
+    assert at.radio(key="surf_kind").value == "contour"  # 2-D by default: no WebGL
+    at.radio(key="surf_kind").set_value("3-D surface").run()
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     scenes = [v for k, v in fig["layout"].items() if k.startswith("scene")]
     assert "random 1" in scenes[0]["xaxis"]["title"]["text"]

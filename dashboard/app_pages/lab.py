@@ -88,7 +88,7 @@ def progress_panel(root: str, run_id: str) -> None:
 
 root, filters, compare = core.context()
 st.title("Lab")
-filtered = runs_data.runs(root, filters)["run_id"].tolist()
+filtered = runs_data.runs(root, filters)["run_id"].head(1000).tolist()  # the newest
 ids = list(dict.fromkeys(list(compare) + filtered))
 if not ids:
     st.info("No run matches the filters in the sidebar.")
