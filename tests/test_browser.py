@@ -22,7 +22,7 @@ import pytest
 
 from dashboard.pages import PAGES
 from dashboard.server import CHROMIUM, CHROMIUM_ARGS, page_urls, serve, wait_rendered
-from dashboard_store import sample_root
+from dashboard_store import copy_of, sample_root
 from landscape_lib.store import Store
 
 if not os.path.exists(CHROMIUM):
@@ -32,7 +32,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pac
 
 @pytest.fixture(scope="module")
 def browser_page(tmp_path_factory):
-    root = sample_root(tmp_path_factory)
+    # A private copy: the Lab test writes (and cancels) an analysis.
+    root = copy_of(sample_root(tmp_path_factory), tmp_path_factory.mktemp("browser"))
     with serve(root) as url, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
@@ -97,10 +98,11 @@ def test_column_chooser_and_config_diff_from_the_url(browser_page):
     assert "cols=final_val_acc" in page.url
 
 
-def _analyze_processes(run_id: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+def _analyze_processes(run_id: str, root) -> list[str]:
+    """The `analyze` processes of this run on this store."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if "landscape_lib analyze" in line
-            and run_id in line]
+            and run_id in line and str(root) in line]
 
 
 def test_lab_reattaches_after_reload_without_a_second_process(browser_page):
@@ -119,15 +121,15 @@ def test_lab_reattaches_after_reload_without_a_second_process(browser_page):
     page.get_by_text("Stages:").wait_for(timeout=60_000)
     page.reload()
     page.get_by_text("Stages:").wait_for(timeout=60_000)  # reattached after the reload
-    assert len(_analyze_processes(run_id)) == 1
+    assert len(_analyze_processes(run_id, store.root)) == 1
     page.get_by_role("button", name="Run", exact=True).click()  # the same analysis again
     page.get_by_text("already running").wait_for()
-    assert len(_analyze_processes(run_id)) == 1
+    assert len(_analyze_processes(run_id, store.root)) == 1
     page.get_by_role("button", name="Cancel").click()
     deadline = time.time() + 30
-    while _analyze_processes(run_id) and time.time() < deadline:
+    while _analyze_processes(run_id, store.root) and time.time() < deadline:
         time.sleep(0.5)
-    assert not _analyze_processes(run_id)
+    assert not _analyze_processes(run_id, store.root)
 
 
 def test_not_reachable_on_other_interfaces(browser_page):
