@@ -10,37 +10,19 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlencode
 
+from dashboard.data import tables
 from dashboard.server import CHROMIUM, CHROMIUM_ARGS, serve, wait_rendered
-from landscape_lib.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _surfaces(store: Store, n: int) -> list[str]:
-    """n finished runs with a surface, of different models where possible."""
-    df = store.query("SELECT DISTINCT r.run_id, r.model_label FROM runs r JOIN surface_points t "
-                     "USING (run_id) WHERE r.status = 'finished' ORDER BY r.run_id")
-    picked = df.drop_duplicates("model_label")["run_id"].tolist()
-    return (picked + [r for r in df["run_id"] if r not in picked])[:n]
-
-
-def _seeds(store: Store, n_configs: int) -> list[str]:
-    """Every seed of the first n_configs configurations that have several finished seeds."""
-    df = store.query("""SELECT run_id, dataset || model_label || init || optimizer AS config
-                        FROM runs WHERE status = 'finished' ORDER BY run_id""")
-    configs = [c for c, g in df.groupby("config", sort=False) if len(g) > 1][:n_configs]
-    return df[df["config"].isin(configs)]["run_id"].tolist()
-
-
 def shoot(store_root: str, out: Path, width: int = 1500) -> list[Path]:
     from playwright.sync_api import sync_playwright
-    store = Store(store_root)
     out.mkdir(parents=True, exist_ok=True)
-    study = store.query("SELECT study FROM runs GROUP BY study ORDER BY count(*) DESC "
-                        "LIMIT 1")["study"][0]
+    study = tables.largest_study(store_root)
     shots = {
-        "surfaces": ("surfaces", {"surf_runs": _surfaces(store, 3)}),
-        "training": ("training", {"compare": _seeds(store, 3)}),
+        "surfaces": ("surfaces", {"surf_runs": tables.runs_with_surfaces(store_root, 3)}),
+        "training": ("training", {"compare": tables.seed_groups(store_root, 3)}),
         "curvature": ("curvature", {"study": study}),
         "paired": ("optimizers", {}),
         "report": ("report", {"report_study": study}),

@@ -25,6 +25,8 @@ import pandas as pd
 
 from landscape_lib.store import TABLES, Store
 
+from .data import tables
+
 TINY = {"dataset": "digits", "epochs": 3, "batch_size": 128, "arch": "mlp",
         "arch_options": {"hidden": [16]}, "optimizer": "adam", "lr": 3e-3}
 VIT = {"arch": "vit", "arch_options": {"patch_size": 4, "dim": 16, "depth": 2, "heads": 2}}
@@ -82,8 +84,7 @@ def build(root, *, data_root=None) -> Store:
     folder = write_folder(root.parent / FOLDER)
     cfgs = configs(folder)
     run_grid(cfgs, store, data_root=data_root, device="cpu", progress=False)
-    runs = store.query("SELECT run_id, study, arch, status FROM runs ORDER BY run_id")
-    done = runs[runs["status"].isin(["finished", "diverged"])]
+    done = tables.done_runs(root)
 
     def analyse(run, kind, epoch="last", **params):
         try:
@@ -159,11 +160,10 @@ def scale(src, dst, n_runs: int, n_epochs: int, analysed: int = 50, seed: int = 
     """Clone the runs of store `src` into `n_runs` runs of `n_epochs` epochs in `dst`; the
     first `analysed` clones also get their template's analysis rows."""
     rng = np.random.default_rng(seed)
-    src, out = Store(src), Store(dst).ensure()
-    runs = src.query("SELECT * FROM runs WHERE status IN ('finished', 'diverged') "
-                     "ORDER BY run_id")
-    tables = {t: src.query(f"SELECT * FROM {t}") for t in TABLES if t not in ("runs", "epochs")}
-    epochs = src.query("SELECT * FROM epochs ORDER BY run_id, epoch")
+    out = Store(dst).ensure()
+    runs = tables.done_runs(src)
+    others = {t: tables.table(src, t) for t in TABLES if t not in ("runs", "epochs")}
+    epochs = tables.table(src, "epochs")
     for i in range(n_runs):
         t = runs.iloc[i % len(runs)]
         run_id = f"{t['run_id']}-g{i:05d}"
@@ -179,7 +179,7 @@ def scale(src, dst, n_runs: int, n_epochs: int, analysed: int = 50, seed: int = 
             "generalization_gap": last["val_loss"] - last["train_loss"]}
         out.write("runs", run_id, [row])
         out.write("epochs", run_id, ep)
-        for name, df in tables.items():
+        for name, df in others.items():
             mine = df[df["run_id"] == t["run_id"]]
             if name == "layers":
                 mine = pd.concat([mine[mine["epoch"] == mine["epoch"].max()].assign(epoch=e)
