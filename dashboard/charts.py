@@ -101,11 +101,13 @@ def _domain(df: pd.DataFrame, field: str) -> list:
     return sorted(df[field].dropna().astype(str).unique().tolist()) if field in df else []
 
 
-def legend(show_it: bool = True, n: int = 1):
-    """The compact legend below the plot (None hides it: the row's other chart shows it)."""
+def legend(show_it: bool = True, n: int = 1, longest: int = 12):
+    """The compact legend below the plot (None hides it: the row's other chart shows it): as
+    many columns as labels of `longest` characters fit in a half-width chart."""
     if not show_it:
         return None
-    return alt.Legend(orient="bottom", columns=min(max(n, 1), 3), labelLimit=260,
+    columns = max(1, min(n, 4, 460 // (7 * longest + 30)))
+    return alt.Legend(orient="bottom", columns=columns, labelLimit=460 // columns - 30,
                       symbolLimit=70, title=None)
 
 
@@ -113,7 +115,7 @@ def series(df: pd.DataFrame, field: str, *, mark: str = "line", show_legend: boo
            ) -> dict:
     """Colour plus shape (points) or dash (lines) of a nominal series field."""
     domain = _domain(df, field)
-    lg = legend(show_legend, len(domain))
+    lg = legend(show_legend, len(domain), max((len(d) for d in domain), default=1))
     enc = {"color": alt.Color(f"{field}:N", scale=alt.Scale(domain=domain, range=COLORS),
                               legend=lg)}
     if mark == "line":
@@ -138,7 +140,10 @@ def _legend_height(df: pd.DataFrame, field: str | None, show_legend: bool = True
     # Streamlit sizes charts to fit, legend included: grow by the legend's rows.
     if not show_legend or not field or field not in df:
         return 0
-    return 18 * ((min(int(df[field].nunique()), 60) + 2) // 3) + 20
+    labels = df[field].dropna().astype(str).unique()
+    longest = max((len(v) for v in labels), default=1)
+    columns = max(1, min(len(labels), 4, 460 // (7 * longest + 30)))
+    return 18 * ((min(len(labels), 70) + columns - 1) // columns) + 20
 
 
 # ----------------------------------------------------------------------------- builders
@@ -195,10 +200,8 @@ def dots(df: pd.DataFrame, x: str, y: str, color: str, *, err: tuple[str, str] |
     layers.append(base.mark_point(filled=True, size=70).encode(
         x=alt.X(f"{x}:Q", title=x_title or x, scale=scale),
         tooltip=[c for c in df.columns if not c.startswith("_")][:10], **enc))
-    n = max(int(df[y].nunique()), 1)
-    return alt.layer(*layers).properties(
-        title=alt.TitleParams(title, **TITLE),
-        height=row_height * n + 30 + _legend_height(df, color, show_legend))
+    return alt.layer(*layers).properties(title=alt.TitleParams(title, **TITLE),
+                                         height=alt.Step(row_height))
 
 
 def scatter(df: pd.DataFrame, x: str, y: str, color: str, *, shape: str | None = None,

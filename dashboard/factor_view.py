@@ -34,8 +34,9 @@ def choose_groups(factor: str, runs) -> tuple[str, ...]:
     groups = st.multiselect("Group by (besides the factor)", keys, default=default,
                             key=f"{factor}_group", bind="query-params",
                             format_func=lambda k: runs_data.LABELS[k])
-    unsplit = [runs_data.LABELS[k] for k in runs_data.varying_keys(runs, ("seed", factor))
-               if k not in groups and k not in runs_data.determined_by(runs, factor, [k])]
+    shown = [factor, *groups]
+    unsplit = [runs_data.LABELS[k] for k in runs_data.varying_keys(runs, ("seed", *shown))
+               if runs_data.distinct_keys(runs, [*shown, k])[-1] == k]
     if unsplit:
         st.caption(f"The runs also differ in {', '.join(unsplit)}: each row pools those "
                    "(its interval is then over runs, not only seeds).")
