@@ -50,7 +50,8 @@ def surfaces_figure(grids: list[dict], *, kind: str = "surface", z_title: str = 
     for col, (g, (glo, ghi)) in enumerate(zip(grids, ranges), start=1):
         z = z_of(g["Z"])
         cmin, cmax = (lo, hi) if shared else (glo, ghi)
-        common = dict(x=g["xs"], y=g["ys"], z=z, colorscale=colorscale, showscale=not shared or col == n,
+        common = dict(x=g["xs"], y=g["ys"], z=z, colorscale=colorscale,
+                      showscale=not shared or col == n,
                       colorbar=dict(title=title, x=(col / n) - 0.01, len=0.8, thickness=10))
         if kind == "surface":
             fig.add_trace(go.Surface(**common, cmin=cmin, cmax=cmax), row=1, col=col)

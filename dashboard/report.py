@@ -12,7 +12,7 @@ import pandas as pd
 
 from dashboard import charts, stats
 from dashboard.data import curvature, factors
-from dashboard.data.runs import LABELS, varying_keys
+from dashboard.data.runs import LABELS, distinct_keys, varying_keys
 
 MEASURES = curvature.MEASURES
 
@@ -42,7 +42,7 @@ class Section:
 def build(measures: pd.DataFrame) -> list[Section]:
     """One section per factor (config key other than the seed) that varies among the runs."""
     sections = []
-    for factor in varying_keys(measures, exclude=("seed", "study")):
+    for factor in distinct_keys(measures, varying_keys(measures, exclude=("seed", "study"))):
         rows = []
         for level, group in measures.groupby(measures[factor].astype(str), sort=True):
             for m, (_, kind) in MEASURES.items():

@@ -67,6 +67,7 @@ if not hist.empty:
     df = hist[hist["part"] == part]
     chart = alt.Chart(charts.chart_safe(df)).mark_line(interpolate="step-after").encode(
         x=alt.X("bin:Q", title="entry value"), y=alt.Y("count:Q"),
-        color=alt.Color("block:N", legend=charts.legend(True, 9)), tooltip=["attention", "block", "bin", "count"],
+        color=alt.Color("block:N", legend=charts.legend(True, 9)),
+        tooltip=["attention", "block", "bin", "count"],
     ).properties(width=320, height=200).facet(column=alt.Column("attention:N"))
     charts.show(chart, df, f"attention_hessian_hist_{aid}_{part}", key="csv_ah_hist")

@@ -145,7 +145,8 @@ def over_epochs() -> None:
 def sharpness() -> None:
     measures = curvature.run_measures(root, core.Filters() if compare else filters, ids)
     measures = measures[measures["top_eig"].notna()]
-    varying = runs_data.varying_keys(measures) or ["model_label"]
+    varying = runs_data.distinct_keys(measures, runs_data.varying_keys(measures)) or [
+        "model_label"]
     c1, c2, c3 = st.columns(3)
     x = c1.selectbox("Sharpness measure", ["top_eig", "trace", "surface_curvature",
                                            "basin_width"], key="sharp_x", persist_state="session")

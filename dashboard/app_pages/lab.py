@@ -12,6 +12,7 @@ import streamlit as st
 from dashboard import charts, figures3d, jobs
 from dashboard.data import core, lab
 from dashboard.data import runs as runs_data
+from landscape_lib.store.schema import WHOLE_MODEL
 
 # The parameters the Lab shows, with light interactive defaults (about 10 s on a CPU; the
 # per-layer spectra, the costly part on deep nets, one tick away). Bounds: jobs.LIMITS.
@@ -179,7 +180,7 @@ tables = specs[row["kind"]].tables if row["kind"] in specs else ()
 result = lab.analysis_result(root, run_id, aid, tables)
 if row["kind"] == "hessian":
     whole = result["hessian_summary"]
-    whole = whole[whole["layer"] == "<all>"] if "layer" in whole else whole
+    whole = whole[whole["layer"] == WHOLE_MODEL] if "layer" in whole else whole
     if not whole.empty:
         r = whole.iloc[0]
         m = st.columns(4)

@@ -70,7 +70,7 @@ if compare:
         charts.table(diff, "config_diff", key="csv_config_diff")
 
 done = runs[runs["final_val_acc"].notna()]
-varying = runs_data.varying_keys(done, exclude=())
+varying = runs_data.distinct_keys(done, runs_data.varying_keys(done, exclude=()))
 metric_choices = runs_data.METRIC_COLUMNS[:6]
 numeric = [k for k in varying if pd.to_numeric(done[k], errors="coerce").notna().all()]
 if len(done) >= 2 and varying:

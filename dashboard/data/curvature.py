@@ -10,6 +10,7 @@ from landscape_lib.store.schema import WHOLE_MODEL
 
 from .core import TTL, Filters, query, with_runs
 from .runs import KEYS
+from .statuses import DONE
 
 # The whole-model columns of hessian_summary the pages show (NULL where an analysis predates
 # a column: the pages say "not measured").
@@ -25,7 +26,8 @@ def latest(table: str, where: str = "true") -> str:
     return f"""
         SELECT t.analysis_id, t.run_id, t.epoch FROM {table} t
         LEFT JOIN analyses a ON a.analysis_id = t.analysis_id
-        WHERE list_contains(?, t.run_id) AND (a.status IS NULL OR a.status = 'done') AND {where}
+        WHERE list_contains(?, t.run_id) AND (a.status IS NULL OR a.status = '{DONE}')
+              AND {where}
         QUALIFY row_number() OVER (PARTITION BY t.run_id, t.epoch
                                    ORDER BY a.started_at DESC NULLS LAST, t.analysis_id DESC) = 1"""
 
@@ -115,7 +117,7 @@ def run_measures(root: str, f: Filters, run_ids: tuple[str, ...] = ()) -> pd.Dat
         {head},
         h AS (SELECT t.run_id, t.epoch AS hessian_epoch, t.top_eig, t.trace, t.lam_min
               FROM hessian_summary t LEFT JOIN analyses a USING (analysis_id)
-              WHERE t.layer = ? AND (a.status IS NULL OR a.status = 'done')
+              WHERE t.layer = ? AND (a.status IS NULL OR a.status = '{DONE}')
                 AND t.run_id IN (SELECT run_id FROM r)
               QUALIFY row_number() OVER (PARTITION BY t.run_id ORDER BY t.epoch DESC,
                       a.started_at DESC NULLS LAST, t.analysis_id DESC) = 1),

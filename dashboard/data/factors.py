@@ -7,6 +7,7 @@ import streamlit as st
 
 from .. import stats
 from .core import TTL, Filters, check, query, with_runs
+from .statuses import DIVERGED
 from .runs import determined_by, distinct_keys, group_label_sql, key_sql, moments, varying_keys
 
 # The factor pages' per-run quantities: key -> (SQL over the factor_table query's r, c and l
@@ -72,7 +73,7 @@ def factor_table(root: str, f: Filters, keys: tuple[str, ...], conv_fraction: fl
               FROM e GROUP BY run_id)
         SELECT {select + ',' if select else ''} {group_label_sql(keys)} AS "group",
                count(*) AS runs,
-               count(*) FILTER (WHERE r.status = 'diverged' OR r.diverged_epoch IS NOT NULL)
+               count(*) FILTER (WHERE r.status = '{DIVERGED}' OR r.diverged_epoch IS NOT NULL)
                    AS diverged,
                {aggs}
         FROM r LEFT JOIN c USING (run_id) LEFT JOIN l USING (run_id)
