@@ -16,7 +16,7 @@ from dashboard.server import CHROMIUM, CHROMIUM_ARGS, serve, wait_rendered
 REPO = Path(__file__).resolve().parents[1]
 
 
-def shoot(store_root: str, out: Path, width: int = 1500) -> list[Path]:
+def shoot(store_root: str, out: Path, width: int = 1500, only=()) -> list[Path]:
     from playwright.sync_api import sync_playwright
     out.mkdir(parents=True, exist_ok=True)
     study = tables.largest_study(store_root)
@@ -32,6 +32,8 @@ def shoot(store_root: str, out: Path, width: int = 1500) -> list[Path]:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": width, "height": 1100})
         for name, (path, params) in shots.items():
+            if only and name not in only:
+                continue
             page.goto(f"{url}/{path}?{urlencode(params, doseq=True)}")
             wait_rendered(page)
             if name == "paired":  # scroll to the paired table
@@ -48,13 +50,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", help="store root (default: a generated synthetic store)")
     parser.add_argument("--out", default=str(REPO / "dashboard" / "screenshots"))
+    parser.add_argument("--only", nargs="*", default=(),
+                        help="surfaces training curvature paired report (default: all)")
     args = parser.parse_args(argv)
     if args.store:
-        paths = shoot(args.store, Path(args.out))
+        paths = shoot(args.store, Path(args.out), only=args.only)
     else:
         from dashboard.sample_store import cached
         with tempfile.TemporaryDirectory() as tmp:
-            paths = shoot(str(cached(Path(tmp))), Path(args.out))
+            paths = shoot(str(cached(Path(tmp))), Path(args.out), only=args.only)
     for path in paths:
         print(path)
 

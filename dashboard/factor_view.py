@@ -43,27 +43,37 @@ def choose_groups(factor: str, runs) -> tuple[str, ...]:
     return (factor, *groups)
 
 
+def ci_text(lo, hi) -> str:
+    """An interval for display: "[lo, hi]", or a dash where there is none (n < 2)."""
+    return "–" if lo != lo or hi != hi else f"[{lo:.4g}, {hi:.4g}]"
+
+
 def factor_table(root, filters, keys, quantities, conv_fraction) -> None:
+    """The table per level and group: centre, 95% interval and n of each quantity (the CSV
+    holds the interval's bounds as numbers)."""
     table = factors.factor_table(root, filters, keys, conv_fraction)
-    cols = [*keys, "runs", "diverged"]
-    config = {}
+    shown = table[[*keys, "runs", "diverged"]].copy()
+    config = {k: st.column_config.TextColumn(runs_data.LABELS[k]) for k in keys}
     for q in quantities:
         label, kind = factors.QUANTITIES[q][1], factors.QUANTITIES[q][2]
+        shown[q] = table[q]
+        shown[f"{q}_ci"] = [ci_text(lo, hi) for lo, hi in zip(table[f"{q}_lo"], table[f"{q}_hi"])]
+        shown[f"{q}_n"] = table[f"{q}_n"]
         centre = "geo. mean" if kind == "positive" else "mean"
-        cols += [q, f"{q}_lo", f"{q}_hi", f"{q}_n"]
         config |= {q: st.column_config.NumberColumn(f"{label} ({centre})", format="%.4g"),
-                   f"{q}_lo": st.column_config.NumberColumn("95% CI lo", format="%.4g"),
-                   f"{q}_hi": st.column_config.NumberColumn("95% CI hi", format="%.4g"),
+                   f"{q}_ci": st.column_config.TextColumn("95% CI"),
                    f"{q}_n": st.column_config.NumberColumn("n", format="%d")}
-    config |= {k: st.column_config.TextColumn(runs_data.LABELS[k]) for k in keys}
-    charts.table(table[cols], f"{keys[0]}_table", key=f"csv_{keys[0]}_table",
-                 column_config=config)
+    st.dataframe(shown, hide_index=True, column_config=config)
+    cols = [*keys, "runs", "diverged"] + [f"{q}{s}" for q in quantities
+                                          for s in ("", "_lo", "_hi", "_n")]
+    charts.downloads(table[cols], f"{keys[0]}_table", key=f"csv_{keys[0]}_table")
 
 
 def curves(root, filters, keys, metrics) -> None:
     df = runs_data.group_curves(root, filters, keys, tuple(metrics))
-    row = st.columns(2)
     for i, metric in enumerate(metrics):
+        if i % 2 == 0:
+            row = st.columns(2)  # one row per pair of charts, the legend under the second
         part = df[["group", "epoch", "runs"] + [c for c in df if c.startswith(f"{metric}_")]]
         part = stats.add_interval(part, metric, runs_data.metric_kind(metric))
         with row[i % 2]:
@@ -82,6 +92,8 @@ def paired(root, filters, factor: str, groups: tuple[str, ...]) -> None:
     if len(levels) < 2:
         st.info("One level only: nothing to compare.")
         return
+    counts = measures[factor].astype(str).value_counts()
+    levels = sorted(levels, key=lambda v: (-counts.get(v, 0), v))  # most runs first
     baseline = st.selectbox("Baseline level", levels, key=f"{factor}_baseline",
                             bind="query-params")
     match = [g for g in groups if g != factor]

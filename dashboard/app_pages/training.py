@@ -43,8 +43,9 @@ else:
     st.caption("Showing " + (f"the {len(ids)} compared runs." if compare else
                              f"the {len(ids)} newest of {len(filtered)} filtered runs: pick "
                              "runs to compare in the sidebar, or group them."))
-cols = st.columns(2)
 for i, metric in enumerate(metrics):
+    if i % 2 == 0:
+        cols = st.columns(2)  # one row per pair of charts, the legend under the second
     last = i % 2 == 1 or i == len(metrics) - 1
     if groups:
         df = curves[["group", "epoch", "runs"]
