@@ -21,7 +21,8 @@ def shoot(store_root: str, out: Path, width: int = 1500, only=()) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     study = tables.largest_study(store_root)
     shots = {
-        "surfaces": ("surfaces", {"surf_runs": tables.runs_with_surfaces(store_root, 3)}),
+        "surfaces": ("surfaces", {"surf_runs": tables.runs_with_surfaces(store_root, 3),
+                                  "surf_scale": "per panel"}),
         "training": ("training", {"compare": tables.seed_groups(store_root, 3)}),
         "curvature": ("curvature", {"study": study}),
         "paired": ("optimizers", {}),

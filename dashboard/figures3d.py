@@ -29,6 +29,14 @@ def _range(Z: np.ndarray) -> tuple[float, float]:
     return (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
 
 
+def _right_edge(fig, kind: str, col: int) -> float:
+    """The right edge (paper coordinates) of subplot `col`, where its colour bar goes."""
+    suffix = "" if col == 1 else str(col)
+    if kind == "surface":
+        return fig.layout[f"scene{suffix}"].domain.x[1]
+    return fig.layout[f"xaxis{suffix}"].domain[1]
+
+
 def surfaces_figure(grids: list[dict], *, kind: str = "surface", z_title: str = "loss",
                     log_z: bool = False, shared: bool = True, colorscale: str = "Viridis"):
     """Side-by-side 3-D surfaces or contour maps. Each grid: {title, xs, ys, Z, x_title,
@@ -43,7 +51,8 @@ def surfaces_figure(grids: list[dict], *, kind: str = "surface", z_title: str = 
     spec = {"type": "surface"} if kind == "surface" else {"type": "xy"}
     n = len(grids)
     fig = make_subplots(rows=1, cols=n, specs=[[spec] * n],
-                        subplot_titles=[g["title"] for g in grids], horizontal_spacing=0.04)
+                        subplot_titles=[g["title"] for g in grids],
+                        horizontal_spacing=0.04 if shared else 0.1)
     title = f"log10 {z_title}" if log_z else z_title
     ranges = [_range(z_of(g["Z"])) for g in grids]
     lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
@@ -52,7 +61,8 @@ def surfaces_figure(grids: list[dict], *, kind: str = "surface", z_title: str = 
         cmin, cmax = (lo, hi) if shared else (glo, ghi)
         common = dict(x=g["xs"], y=g["ys"], z=z, colorscale=colorscale,
                       showscale=not shared or col == n,
-                      colorbar=dict(title=title, x=(col / n) - 0.01, len=0.8, thickness=10))
+                      colorbar=dict(title=title, x=_right_edge(fig, kind, col) + 0.005,
+                                    xanchor="left", len=0.8, thickness=10))
         if kind == "surface":
             fig.add_trace(go.Surface(**common, cmin=cmin, cmax=cmax), row=1, col=col)
             cz = g["centre"]

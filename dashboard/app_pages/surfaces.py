@@ -60,10 +60,10 @@ def two_d() -> None:
     value = c1.radio("Value", ["loss", "acc"], horizontal=True, key="surf_value",
                      persist_state="session")
     kind = c2.radio("View", ["contour", "3-D surface"], horizontal=True, key="surf_kind",
-                    persist_state="session", help="3-D surfaces are drawn with WebGL: slower "
+                    bind="query-params", help="3-D surfaces are drawn with WebGL: slower "
                     "on machines without a GPU.")
     shared = c3.radio("Colour and z scale", ["shared", "per panel"], horizontal=True,
-                      key="surf_scale", persist_state="session") == "shared"
+                      key="surf_scale", bind="query-params") == "shared"
     log_z = c4.toggle("Log z", key="surf_log", persist_state="session", disabled=value != "loss")
     log_z = log_z and value == "loss"
     ids = tuple(r.analysis_id for r in chosen)
