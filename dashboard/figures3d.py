@@ -52,7 +52,7 @@ def surfaces_figure(grids: list[dict], *, kind: str = "surface", z_title: str = 
     n = len(grids)
     fig = make_subplots(rows=1, cols=n, specs=[[spec] * n],
                         subplot_titles=[g["title"] for g in grids],
-                        horizontal_spacing=0.04 if shared else 0.1)
+                        horizontal_spacing=0.04 if shared else 0.12)
     title = f"log10 {z_title}" if log_z else z_title
     ranges = [_range(z_of(g["Z"])) for g in grids]
     lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
@@ -81,7 +81,8 @@ def surfaces_figure(grids: list[dict], *, kind: str = "surface", z_title: str = 
                                      marker=dict(symbol="x", size=10, color="red"),
                                      name="centre"), row=1, col=col)
             fig.update_xaxes(title_text=g["x_title"], row=1, col=col)
-            fig.update_yaxes(title_text=g["y_title"], row=1, col=col)
+            same = col > 1 and g["y_title"] == grids[0]["y_title"]  # said once, at the left
+            fig.update_yaxes(title_text=None if same else g["y_title"], row=1, col=col)
     fig.update_layout(height=480, margin=dict(l=0, r=0, t=60, b=0))
     fig.update_annotations(font_size=12)
     return fig
