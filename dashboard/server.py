@@ -99,11 +99,11 @@ def wait_rendered(page, timeout: float = 120_000) -> None:
     page.wait_for_function(_RENDERED, timeout=timeout, polling=50)
 
 
-def render_time(page, url: str) -> float:
+def render_time(page, url: str, timeout: float = 120_000) -> float:
     """Seconds from navigating to `url` to the page fully rendered (every chart drawn)."""
     start = time.perf_counter()
-    page.goto(url)
-    wait_rendered(page)
+    page.goto(url, timeout=timeout)
+    wait_rendered(page, timeout)
     return time.perf_counter() - start
 
 
@@ -111,3 +111,28 @@ def page_urls(url: str, query: str = "") -> dict[str, str]:
     """Each page's own URL (with an optional query string)."""
     from dashboard.pages import PAGES
     return {name: f"{url}/{name}{'?' + query if query else ''}" for name, *_ in PAGES}
+
+
+def tree_cpu_seconds(root_pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by the live descendants of `root_pid` (default:
+    this process): the dashboard server and the browser's processes. Unlike wall time, this
+    barely changes when other jobs share the machine."""
+    root_pid = root_pid or os.getpid()
+    parents, ticks = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    seen, todo = set(), [root_pid]
+    while todo:
+        pid = todo.pop()
+        children = [p for p, parent in parents.items() if parent == pid and p not in seen]
+        seen.update(children)
+        todo += children
+    return sum(ticks[p] for p in seen) / os.sysconf("SC_CLK_TCK")
