@@ -50,14 +50,21 @@ def thin(df: pd.DataFrame, max_rows: int = ALTAIR_MAX_ROWS) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- exports
+def spec(chart: alt.TopLevelMixin) -> dict:
+    """The Vega-Lite spec of a chart built here (no schema validation; the queries, not Altair,
+    cap the rows)."""
+    with alt.data_transformers.disable_max_rows():
+        return chart.to_dict(validate=False)
+
+
 def to_svg(chart: alt.TopLevelMixin) -> str:
     import vl_convert as vlc
-    return vlc.vegalite_to_svg(chart.to_dict())
+    return vlc.vegalite_to_svg(spec(chart))
 
 
 def to_png(chart: alt.TopLevelMixin, scale: float = 2.0) -> bytes:
     import vl_convert as vlc
-    return vlc.vegalite_to_png(chart.to_dict(), scale=scale)
+    return vlc.vegalite_to_png(spec(chart), scale=scale)
 
 
 def downloads(df: pd.DataFrame, name: str, key: str | None = None,
@@ -88,7 +95,7 @@ def table(df: pd.DataFrame, name: str, key: str | None = None, **kwargs) -> None
 
 def show(chart: alt.TopLevelMixin, df: pd.DataFrame, name: str, key: str | None = None) -> None:
     """An Altair chart built on `df`, with `df` as CSV and the chart as PNG and SVG."""
-    st.vega_lite_chart(spec=chart.to_dict(validate=False), width="stretch")
+    st.vega_lite_chart(spec=spec(chart), width="stretch")
     downloads(df, name, key, chart)
 
 

@@ -102,6 +102,8 @@ def density() -> None:
         return
     floor = 1e-8
     dens = dens.assign(density=dens["density"].clip(lower=floor))
+    step = max(1, -(-len(dens) // charts.ALTAIR_MAX_ROWS))  # every k-th point of each run
+    dens = dens[dens.groupby("run_id").cumcount() % step == 0]
     chart = alt.Chart(charts.chart_safe(dens)).mark_line().encode(
         x=alt.X("x:Q", title="eigenvalue"),
         y=alt.Y("density:Q", scale=alt.Scale(type="log"), title="density (log)"),
