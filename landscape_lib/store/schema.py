@@ -70,6 +70,10 @@ TABLES: dict[str, dict[str, str]] = {
         **_PROVENANCE, "layer": "VARCHAR", "n_params": "BIGINT", "top_eig": "DOUBLE",
         "lam_min": "DOUBLE", "convexity_ratio": "DOUBLE", "trace": "DOUBLE", "trace_se": "DOUBLE",
         "neg_share": "DOUBLE", "n_products": "INTEGER",
+        "top_eig_residual": "DOUBLE", "top_eig_converged": "BOOLEAN",
+        "lam_min_residual": "DOUBLE", "lam_min_converged": "BOOLEAN", "lowest_ritz": "DOUBLE",
+        "lam_min_consistent": "BOOLEAN", "neg_share_se": "DOUBLE", "neg_eps": "DOUBLE",
+        "near_zero_share": "DOUBLE",
     },
     "hessian_density": {**_PROVENANCE, "x": "DOUBLE", "density": "DOUBLE"},
     "surface_points": {
