@@ -28,8 +28,12 @@ def analysis_id(run_id: str | None, epoch: int | None, kind: str, params: dict) 
 
 
 def prepare(store: Store, run: str | None, kind: str, epoch="last", params: dict | None = None,
-            *, device=None, data_root=None, report=None) -> tuple[AnalysisContext, dict]:
-    """Resolve and check everything; writes nothing."""
+            *, device=None, data_root=None, report=None, gpus: int = 1
+            ) -> tuple[AnalysisContext, dict]:
+    """Resolve and check everything; writes nothing. ``gpus``: processes (one per GPU) an
+    analysis that can spread over several may use (the Hessian); not part of the id."""
+    if int(gpus) < 1:
+        raise ConfigError(f"gpus={gpus!r} must be at least 1")
     spec = ANALYSES.get(kind)
     params = resolve_params(kind, params or {})
     if spec.needs_run:
@@ -41,7 +45,8 @@ def prepare(store: Store, run: str | None, kind: str, epoch="last", params: dict
     else:
         run_id, cfg, epoch = None, None, None
     ctx = AnalysisContext(store, run_id, cfg, epoch, resolve_device(device),
-                          data_root=data_root, report=report or (lambda f, m: None))
+                          data_root=data_root, report=report or (lambda f, m: None),
+                          gpus=int(gpus))
     ctx.analysis_id = analysis_id(run_id, epoch, kind, params)
     check = spec.checker()
     if check:
@@ -55,11 +60,11 @@ def stored_status(ctx: AnalysisContext) -> str | None:
 
 
 def run_analysis(store: Store, run: str | None, kind: str, epoch="last", params=None, *,
-                 device=None, data_root=None, report=None, force=False) -> str:
+                 device=None, data_root=None, report=None, force=False, gpus: int = 1) -> str:
     """Run one analysis (or find it stored); returns its analysis id."""
     store.ensure()
     ctx, params = prepare(store, run, kind, epoch, params, device=device, data_root=data_root,
-                          report=report)
+                          report=report, gpus=gpus)
     if not force and stored_status(ctx) == ANALYSIS_DONE:
         ctx.report(1.0, "stored result")
         return ctx.analysis_id
