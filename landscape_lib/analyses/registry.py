@@ -77,7 +77,8 @@ register(Analysis(
     "lambda_min with residual bounds, trace, density (SLQ), negative and near-zero shares, "
     "per-layer top eigenvalue and trace; products and seconds per part",
     defaults=hessian_settings.defaults(),
-    tables=("hessian_eigs", "hessian_summary", "hessian_density", "analysis_costs")))
+    tables=("hessian_eigs", "hessian_summary", "hessian_density", "analysis_costs"),
+    check="curvature:check_hessian"))
 register(Analysis(
     "surface", "surfaces:run_surface", description="2-D loss/accuracy grid around a checkpoint "
     "along random filter-normalised, top-Hessian-eigenvector or trajectory-PCA directions, with "

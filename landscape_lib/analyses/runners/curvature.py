@@ -27,6 +27,20 @@ LAYER_COLUMNS = ("layer", "n_params", "top_eig", "top_eig_residual", "top_eig_co
                  "trace", "trace_se", "n_products")
 
 
+def check_hessian(ctx: AnalysisContext, p: dict) -> None:
+    """Settings, and for several processes the devices and batches, before anything runs."""
+    s = settings(**p)
+    if ctx.gpus > 1:
+        from ..hessian.distributed import default_backend
+        if default_backend() == "nccl" and torch.cuda.device_count() < ctx.gpus:
+            raise ConfigError(f"gpus={ctx.gpus} but {torch.cuda.device_count()} CUDA "
+                              "device(s) are visible")
+        n_batches = len(ctx.batches(s.split, s.samples, seed=s.data_seed))
+        if n_batches < ctx.gpus:
+            raise ConfigError(f"{n_batches} batch(es) of samples cannot be shared by "
+                              f"{ctx.gpus} processes: use more samples or fewer GPUs")
+
+
 def run_hessian(ctx: AnalysisContext, p: dict) -> None:
     s = settings(**p)
     if ctx.gpus > 1:
@@ -59,13 +73,6 @@ def write(ctx: AnalysisContext, res: HessianResult, processes: int = 1) -> None:
 def run_sharded(ctx: AnalysisContext, s) -> None:
     from ..hessian.distributed import default_backend, launch
     backend = default_backend()
-    if backend == "nccl" and torch.cuda.device_count() < ctx.gpus:
-        raise ConfigError(f"gpus={ctx.gpus} but {torch.cuda.device_count()} CUDA device(s) "
-                          "are visible")
-    n_batches = len(ctx.batches(s.split, s.samples, seed=s.data_seed))
-    if n_batches < ctx.gpus:
-        raise ConfigError(f"{n_batches} batch(es) of samples cannot be shared by {ctx.gpus} "
-                          "processes: use more samples or fewer GPUs")
     ctx.report(0.05, f"Hessian on {ctx.gpus} processes ({backend})")
     fields = (ctx.store, ctx.run_id, ctx.cfg, ctx.epoch, ctx.analysis_id, ctx.data_root)
     launch(_rank, ctx.gpus, backend, args=(fields, dataclasses.asdict(s), backend))
