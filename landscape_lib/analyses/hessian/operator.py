@@ -52,7 +52,7 @@ FORWARD_MODES = ("forward", "graph", "compile")
 # The candidates "auto" times on CUDA: (mode, columns per call); all float32-exact.
 AUTO_CANDIDATES = (("forward", 1), ("graph", 1), ("forward", 4), ("graph", 4), ("cached", 1))
 AUTO_MAX_GIB = 20.0  # a candidate needing more GPU memory (model and data included) is dropped
-COMPILE_MODE = "max-autotune-no-cudagraphs"
+COMPILE_MODE = "default"  # torch.compile mode of mode "compile" (max-autotune: far longer)
 
 
 def scipy_operator(op) -> LinearOperator:
