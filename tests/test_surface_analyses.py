@@ -11,6 +11,7 @@ import torch
 from landscape_lib.analyses.grid_stats.gaussfit import fit_gaussian, gaussian
 from landscape_lib.analyses.grid_stats.topology import bottleneck_distance, sublevel_persistence
 from landscape_lib.analyses.grid_stats.wavelets import (coefficients_to_pywt,
+                                                        inverse_unbalanced_haar2,
                                                         wavelet_decomposition, wavelet_energy)
 from landscape_lib.analyses.paths import (SURFACES, compare_optimizers, gaussian_surface,
                                           optimizer_path, surface_grid)
@@ -28,12 +29,21 @@ def well(X, Y, x0, y0, depth, s=0.5):
 
 # --- wavelets ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("wavelet, shape", [("haar", (32, 32)), ("db2", (41, 37))])
-def test_wavelet_decomposition_reconstructs_the_grid(wavelet, shape):
+@pytest.mark.parametrize("wavelet, shape, mode", [("haar", (32, 32), "unbalanced-haar"),
+                                                   ("haar", (21, 19), "unbalanced-haar"),
+                                                   ("db2", (41, 37), "zero"),
+                                                   ("db2", (32, 24), "periodization")])
+def test_wavelet_decomposition_reconstructs_the_grid(wavelet, shape, mode):
+    """The stored coefficients rebuild the grid exactly with the mode they report."""
     Z = np.random.default_rng(0).normal(size=shape)
-    coeffs = coefficients_to_pywt(wavelet_decomposition(Z, wavelet, levels=2))
-    back = pywt.waverec2(coeffs, wavelet)[:shape[0], :shape[1]]
+    dec = wavelet_decomposition(Z, wavelet, levels=2)
+    assert set(dec["mode"]) == {mode}
+    coeffs = coefficients_to_pywt(dec)
+    back = inverse_unbalanced_haar2(coeffs, shape) if mode == "unbalanced-haar" \
+        else pywt.waverec2(coeffs, wavelet, mode=mode)[:shape[0], :shape[1]]
     np.testing.assert_allclose(back, Z, atol=1e-10)
+    if shape == (32, 32):  # sides divisible by 2**levels: pywt's own Haar inverse agrees
+        np.testing.assert_allclose(pywt.waverec2(coeffs, "haar"), Z, atol=1e-10)
 
 
 @pytest.mark.parametrize("shape, levels", [((64, 64), None), ((48, 40), 3)])

@@ -90,7 +90,7 @@ TABLES: dict[str, dict[str, str]] = {
     },
     "wavelets": {
         **_PROVENANCE, "source_id": "VARCHAR", "level": "INTEGER", "kind": "VARCHAR",
-        "energy": "DOUBLE",
+        "energy": "DOUBLE", "share": "DOUBLE", "mode": "VARCHAR",
     },
     "persistence": {
         **_PROVENANCE, "source_id": "VARCHAR", "dim": "INTEGER", "birth": "DOUBLE",
