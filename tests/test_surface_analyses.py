@@ -150,10 +150,14 @@ def test_gaussian_fit_recovers_known_parameters(truth):
     np.testing.assert_allclose(f(xy).numpy(), want + truth["offset"], atol=1e-6)
 
 
-def test_gaussian_fit_r2_drops_on_a_non_gaussian_surface_and_shapes_are_checked():
+def test_gaussian_fit_refuses_a_non_gaussian_surface_and_shapes_are_checked():
+    """A saddle is no Gaussian: its centre sits at the border's median height, so the fit is
+    stored as failed with that reason instead of a poor fit passed off as one."""
     xs = np.linspace(-2, 2, 21)
     X, Y = np.meshgrid(xs, xs)
-    assert fit_gaussian(xs, xs, X ** 2 - Y ** 2)["r2"] < 0.9
+    fit = fit_gaussian(xs, xs, X ** 2 - Y ** 2)
+    assert fit["status"] == "failed" and fit["reason"].startswith("flat")
+    assert fit["r2"] is None and all(fit[k] is None for k in ("A", "x0", "s1"))
     with pytest.raises(ConfigError):
         fit_gaussian(xs[:-1], xs, X)
 

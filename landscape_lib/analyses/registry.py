@@ -110,8 +110,8 @@ register(Analysis(
     tables=("attention_hessian", "attention_hessian_hist"), needs_run=False))
 register(Analysis(
     "paths", "studies:run_paths", description="optimizer paths (every registry optimizer) on "
-    "the Gaussian fit of the run's surface", defaults={**_PATHS, "start": []},
-    tables=("optimizer_paths",)))
+    "the Gaussian fit of the run's surface, from a start inside its grid",
+    defaults={**_PATHS, "start": []}, tables=("optimizer_paths",), check="studies:check_paths"))
 register(Analysis(
     "paths-analytic", "studies:run_paths_analytic", description="optimizer paths on analytic "
     "test surfaces (Himmelblau, saddle, Rosenbrock)",

@@ -94,11 +94,13 @@ TABLES: dict[str, dict[str, str]] = {
     },
     "persistence": {
         **_PROVENANCE, "source_id": "VARCHAR", "dim": "INTEGER", "birth": "DOUBLE",
-        "death": "DOUBLE", "lifetime": "DOUBLE",
+        "death": "DOUBLE", "lifetime": "DOUBLE", "essential": "BOOLEAN",
     },
     "gauss_fit": {
         **_PROVENANCE, "source_id": "VARCHAR", "A": "DOUBLE", "x0": "DOUBLE", "y0": "DOUBLE",
         "s1": "DOUBLE", "s2": "DOUBLE", "offset": "DOUBLE", "r2": "DOUBLE",
+        "status": "VARCHAR", "reason": "VARCHAR", "x_min": "DOUBLE", "x_max": "DOUBLE",
+        "y_min": "DOUBLE", "y_max": "DOUBLE",
     },
     "optimizer_paths": {
         **_PROVENANCE, "surface": "VARCHAR", "optimizer": "VARCHAR", "step": "INTEGER",

@@ -10,7 +10,7 @@ from torch import nn
 from ...errors import ConfigError, check_choice
 from ...store import queries
 from ..context import AnalysisContext, find_run, resolve_epoch
-from ..grid_stats.gaussfit import PARAMS, fit_gaussian
+from ..grid_stats.gaussfit import FIT_OK, fit_gaussian
 from ..grid_stats.summary import surface_summary
 from ..grid_stats.topology import sublevel_persistence
 from ..grid_stats.wavelets import wavelet_energy
@@ -119,18 +119,20 @@ def _grid(rows: list[dict], key: str, nx: int, ny: int) -> np.ndarray:
 
 
 def _surface_analyses(ctx: AnalysisContext, xs, ys, loss: np.ndarray) -> None:
-    """Wavelets, persistent homology and the Gaussian fit of a finished loss grid."""
+    """Wavelets, persistent homology and the Gaussian fit of a finished loss grid.
+
+    The fit sees the raw grid (it leaves non-finite points out) and always writes one row: a
+    fit that fails is stored with status 'failed' and its reason, not as NaN parameters."""
+    source = {"source_id": ctx.analysis_id}
+    fit = fit_gaussian(xs, ys, loss)
+    ctx.write("gauss_fit", [{**source, **fit}])
+    if fit["status"] != FIT_OK:
+        ctx.report(0.99, f"no Gaussian fit: {fit['reason']}")
     finite = np.isfinite(loss)
     if not finite.all():  # a diverged region: cap it so the analyses still see the basin
         loss = np.where(finite, loss, np.nanmax(np.where(finite, loss, np.nan)))
-    source = {"source_id": ctx.analysis_id}
     ctx.write("wavelets", wavelet_energy(loss).assign(**source))
     ctx.write("persistence", sublevel_persistence(loss).assign(**source))
-    try:
-        fit = fit_gaussian(xs, ys, loss)
-        ctx.write("gauss_fit", [{**source, **{k: fit[k] for k in (*PARAMS, "r2")}}])
-    except (RuntimeError, ValueError) as exc:  # no Gaussian-like basin: say so, keep the rest
-        ctx.report(0.99, f"no Gaussian fit: {exc}")
 
 
 def run_interpolation(ctx: AnalysisContext, p: dict) -> None:
