@@ -228,7 +228,7 @@ def _train_epoch(run: Run, epoch: int) -> dict:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             return loss
 
-        loss = optimizer_step(run.optimizer, spec, closure)
+        loss = optimizer_step(run.optimizer, spec, closure, model=run.model)
         loss_sum += loss.detach().double() * y.numel()
         correct += (first["logits"].argmax(1) == y).sum()
         grad_sum += first["grad_norm"].double()
