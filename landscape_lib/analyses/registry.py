@@ -89,10 +89,11 @@ register(Analysis(
     check="surfaces:check_surface"))
 register(Analysis(
     "interpolation", "surfaces:run_interpolation", description="1-D linear interpolation "
-    "(1-a) w_from + a w_epoch between two checkpoints (of this run or another)",
+    "(1-a) w_from + a w_epoch between two checkpoints (of this run or another); BatchNorm "
+    "statistics interpolated too (bn='auto' for nets with BN), recomputed or fixed",
     defaults={"from_epoch": "first", "other_run": "", "alpha_min": -0.25, "alpha_max": 1.25,
-              "points": 31, "samples": 1024, **_SAMPLE},
-    tables=("interpolation",)))
+              "points": 31, "samples": 1024, **_SAMPLE, "bn": "auto", "bn_samples": 512},
+    tables=("interpolation",), check="surfaces:check_interpolation"))
 register(Analysis(
     "trajectory", "studies:run_trajectory", description="PCA and t-SNE embeddings of the "
     "per-epoch weights (coloured by epoch)", defaults={"seed": 0}, tables=("trajectory",)))

@@ -83,6 +83,7 @@ TABLES: dict[str, dict[str, str]] = {
     },
     "interpolation": {
         **_PROVENANCE, "epoch_b": "INTEGER", "alpha": "DOUBLE", "loss": "DOUBLE", "acc": "DOUBLE",
+        "bn": "VARCHAR", "bn_var_clamped": "INTEGER",
     },
     "trajectory": {
         **_PROVENANCE, "method": "VARCHAR", "point_epoch": "INTEGER", "x": "DOUBLE", "y": "DOUBLE",

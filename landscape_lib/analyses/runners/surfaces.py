@@ -16,7 +16,8 @@ from ..grid_stats.topology import sublevel_persistence
 from ..grid_stats.wavelets import wavelet_energy
 from ..surface.directions import (eigenvector_directions, get_weights, pca_directions,
                                   random_directions)
-from ..surface.grids import interpolate_1d, surface_2d
+from ..surface.batchnorm import BN_MODES, bn_statistics, resolve_bn
+from ..surface.grids import SURFACE_BN_MODES, interpolate_1d, surface_2d
 from .curvature import EIGENVECTORS
 
 DIRECTIONS = ("random", "eigen", "pca")
@@ -60,6 +61,7 @@ def _directions(ctx: AnalysisContext, p: dict):
 
 def check_surface(ctx: AnalysisContext, p: dict) -> None:
     check_choice("directions", p["directions"], DIRECTIONS)
+    check_choice("bn", p["bn"], SURFACE_BN_MODES)
     if p["grid"] < 3 or p["grid"] > 401:
         raise ConfigError(f"grid must be between 3 and 401 points per side, not {p['grid']}")
     if p["span"] <= 0:
@@ -135,12 +137,23 @@ def _surface_analyses(ctx: AnalysisContext, xs, ys, loss: np.ndarray) -> None:
     ctx.write("persistence", sublevel_persistence(loss).assign(**source))
 
 
+def check_interpolation(ctx: AnalysisContext, p: dict) -> None:
+    check_choice("bn", p["bn"], ("auto", *BN_MODES))
+
+
 def run_interpolation(ctx: AnalysisContext, p: dict) -> None:
+    """Loss along (1 - a) w_from + a w_epoch; BN statistics as `p["bn"]` says (the rows store
+    the mode used: "auto" is "interpolate" for nets with BN, "fixed" otherwise)."""
     other_id = find_run(ctx.store, p["other_run"])["run_id"] if p["other_run"] else ctx.run_id
     from_epoch = resolve_epoch(ctx.store, other_id, p["from_epoch"])
-    w1 = get_weights(ctx.model_at(from_epoch, other_id))
-    w2 = get_weights(ctx.model)
+    start = ctx.model_at(from_epoch, other_id)
+    model = ctx.model
+    bn = resolve_bn(model, p["bn"])
     alphas = np.linspace(p["alpha_min"], p["alpha_max"], p["points"])
     batches = ctx.batches(p["split"], p["samples"], seed=p["data_seed"])
-    df = interpolate_1d(ctx.model, w1, w2, alphas, batches)
-    ctx.write("interpolation", df[["alpha", "loss", "acc"]].assign(epoch_b=from_epoch))
+    df = interpolate_1d(model, get_weights(start), get_weights(model), alphas, batches, bn=bn,
+                        stats1=bn_statistics(start), stats2=bn_statistics(model),
+                        bn_batches=ctx.batches("train", p["bn_samples"], seed=1)
+                        if bn == "recompute" else None)
+    ctx.write("interpolation", df[["alpha", "loss", "acc", "bn", "bn_var_clamped"]]
+              .assign(epoch_b=from_epoch))
