@@ -73,8 +73,9 @@ _PATHS = {"optimizers": [], "steps": 200, "lr": 0.01}
 
 register(Analysis(
     "hessian", "curvature:run_hessian", description="Hessian spectrum: top/bottom eigenvalues, "
-    "trace, density (SLQ), negative share, per-layer top eigenvalue and trace",
-    defaults={"samples": 512, **_SAMPLE, "top_k": 5, "bottom_k": 1, "tol": 1e-3,
+    "trace, density (SLQ), negative share, per-layer top eigenvalue and trace; of the plain "
+    "cross-entropy (loss='ce') or the training loss with its label smoothing (loss='train')",
+    defaults={"samples": 512, **_SAMPLE, "loss": "ce", "top_k": 5, "bottom_k": 1, "tol": 1e-3,
               "trace_samples": 50, "density_vectors": 3, "density_steps": 60, "per_layer": True,
               "layer_trace_samples": 20, "engine": "default", "seed": 0},
     tables=("hessian_eigs", "hessian_summary", "hessian_density")))
