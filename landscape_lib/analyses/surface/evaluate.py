@@ -183,7 +183,8 @@ def _vmap_chunk(fn, chunk, base, D, coords, data, precision, pad):
 # 238x faster than the loop). Convolutions become grouped convs and attention kernels lack
 # batching rules on CUDA, so nets with those use the loop engine (with big batches) instead.
 VMAP_FRIENDLY = (nn.Linear, nn.Flatten, nn.Identity, nn.Dropout, nn.ReLU, nn.GELU, nn.Tanh,
-                 nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.Sequential, nn.ModuleList)
+                 nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.PReLU, nn.Sequential,
+                 nn.ModuleList)
 
 
 def _choose_method(method: str, moving_bn: bool, model: nn.Module | None = None) -> str:
