@@ -18,6 +18,10 @@ grid_cost = sys.modules["grid_cost"] = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(grid_cost)
 
 TINY = """
+[analyses.interpolation]
+samples = 64
+points = 5
+
 [defaults]
 dataset = "digits"
 epochs = 3
@@ -26,10 +30,6 @@ arch = "mlp"
 arch_options = { hidden = [16] }
 lr = 0.05
 train_subset = 256
-
-[analyses.interpolation]
-samples = 64
-points = 5
 
 [[study]]
 name = "opt"
