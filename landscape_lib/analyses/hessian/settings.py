@@ -24,6 +24,9 @@ class HessianSettings:
     samples: int = 512
     split: str = "train"
     data_seed: int = 0
+    # the loss differentiated: "ce" = plain mean cross-entropy, "train" = the run's training
+    # objective (its label smoothing); see analyses.context.ANALYSIS_LOSSES
+    loss: str = "ce"
     # top eigenpairs: stop when every ||H y - theta y|| <= tol * |theta|
     top_k: int = 5
     tol: float = 1e-3

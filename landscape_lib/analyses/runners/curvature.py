@@ -13,7 +13,6 @@ import os
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from ...errors import ConfigError
 from ...store.schema import WHOLE_MODEL
@@ -21,7 +20,6 @@ from ..context import AnalysisContext
 from ..hessian.analysis import (HessianResult, analyse, hessian_analysis, make_operator,
                                 settings, tf32)
 
-LOSS = nn.CrossEntropyLoss()
 EIGENVECTORS = "eigenvectors.pt"  # the artifact a surface with eigenvector directions reads
 LAYER_COLUMNS = ("layer", "n_params", "top_eig", "top_eig_residual", "top_eig_converged",
                  "trace", "trace_se", "n_products")
@@ -30,6 +28,7 @@ LAYER_COLUMNS = ("layer", "n_params", "top_eig", "top_eig_residual", "top_eig_co
 def check_hessian(ctx: AnalysisContext, p: dict) -> None:
     """Settings, and for several processes the devices and batches, before anything runs."""
     s = settings(**p)
+    ctx.loss_fn(s.loss)  # a bad name fails here
     if ctx.gpus > 1:
         from ..hessian.distributed import default_backend
         if default_backend() == "nccl" and torch.cuda.device_count() < ctx.gpus:
@@ -47,7 +46,7 @@ def run_hessian(ctx: AnalysisContext, p: dict) -> None:
         return run_sharded(ctx, s)
     batches = ctx.batches(s.split, s.samples, seed=s.data_seed)
     report = (lambda fraction, part: ctx.report(0.05 + 0.9 * fraction, part))
-    write(ctx, hessian_analysis(ctx.model, LOSS, batches, s, report=report))
+    write(ctx, hessian_analysis(ctx.model, ctx.loss_fn(s.loss), batches, s, report=report))
 
 
 def write(ctx: AnalysisContext, res: HessianResult, processes: int = 1) -> None:
@@ -89,12 +88,12 @@ def _rank(rank: int, world: int, fields: tuple, params: dict, backend: str) -> N
     s = settings(**params)
     batches = ctx.batches(s.split, s.samples, seed=s.data_seed)
     mine = batches[shard(len(batches), rank, world)]
-    model = ctx.model
+    model, loss = ctx.model, ctx.loss_fn(s.loss)
     with tf32(s.tf32):
-        op = ShardedOperator(make_operator(model, LOSS, mine, s))
+        op = ShardedOperator(make_operator(model, loss, mine, s))
 
         def layer_op(own):
-            return ShardedOperator(make_operator(model, LOSS, mine, s, own, op.mode,
+            return ShardedOperator(make_operator(model, loss, mine, s, own, op.mode,
                                                  op.local.chunk_size))
 
         res = analyse(op, model, s, make_op=layer_op)
