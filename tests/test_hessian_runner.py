@@ -8,12 +8,13 @@ from conftest import cli, tiny_config
 from landscape_lib.analyses.hessian.distributed import shard
 from landscape_lib.analyses.provenance import run_analysis
 from landscape_lib.store import Store
+from landscape_lib.store.queries import hessian_study_table
 from landscape_lib.store.schema import WHOLE_MODEL
 from landscape_lib.train.engine import train_run
 
 # 1,100 training examples: three batches of the analysis' 512 (512, 512, 76), shared unevenly
 CFG = dict(dataset_options={"n_train": 1100, "n_test": 64}, arch_options={"hidden": [8]},
-           optimizer="adam", lr=0.01, epochs=2)
+           optimizer="adam", lr=0.01, epochs=2, study="T")
 PARAMS = {"samples": 0, "top_k": 3, "trace_samples": 8, "density_vectors": 2,
           "density_steps": 20, "layer_steps": 4}
 WHOLE = ["top_eig", "top_eig_residual", "top_eig_converged", "lam_min", "lam_min_residual",
@@ -70,6 +71,26 @@ def test_two_gloo_processes_equal_one_and_share_the_id(trained):
                                    atol=1e-7, err_msg=col)
     assert got["analysis_costs"]["n_products"].tolist() == \
         rows(store, "analysis_costs", one)["n_products"].tolist()
+
+
+def test_study_table_gives_each_runs_convexity_evidence(trained):
+    """Issue 10 acceptance 7's table: accuracy and the newest Hessian row of each study run."""
+    store, rid = trained
+    aid = run_analysis(store, rid, "hessian", "last", PARAMS)
+    other = tiny_config(**{**CFG, "seed": 1})  # no Hessian yet: its row has NULLs
+    assert train_run(other, store, progress=False) == "finished"
+    table = hessian_study_table(store, "T").set_index("run_id")
+    assert sorted(table.index) == sorted([rid, other.run_id()])
+    assert hessian_study_table(store, "no such study").empty
+    got, whole = table.loc[rid], rows(store, "hessian_summary", aid).set_index("layer").loc[
+        WHOLE_MODEL]
+    run = store.query("SELECT final_val_acc FROM runs WHERE run_id = ?", [rid]).iloc[0]
+    assert got["accuracy"] == run["final_val_acc"] and got["lambda_max"] == whole["top_eig"]
+    for col in ("lam_min", "lam_min_residual", "neg_share", "lowest_ritz"):
+        assert got[col] == whole[col], col
+    assert got["convexity_ratio"] == pytest.approx(abs(whole["lam_min"] / whole["top_eig"]))
+    assert got["lam_min_below_ritz"] == (whole["lam_min"] <= whole["lowest_ritz"])
+    assert np.isnan(table.loc[other.run_id(), "lambda_max"])
 
 
 def test_gpus_flag_checks_before_writing(trained):
