@@ -60,6 +60,17 @@ def check_shares(res, evals):
 
 
 # ------------------------------------------------------------------------ synthetic spectra
+def test_spectrum_operator_is_symmetric_with_exactly_its_spectrum():
+    evals = issue_spectrum(300, 0, "issue")
+    op = SpectrumOperator(evals, 0)
+    A = op.dense()
+    torch.testing.assert_close(A, A.T, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.eigvalsh(A.numpy()), evals, rtol=0, atol=1e-11)
+    V = torch.randn(300, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(op @ V, A @ V, rtol=0, atol=1e-11)
+    assert op.n_products == 2
+
+
 @pytest.mark.parametrize("kind, seed", [("issue", 0), ("issue", 1), ("issue", 2),
                                         ("cluster", 0), ("tiny", 0), ("tail", 0)])
 def test_defaults_on_known_spectra_n3000(kind, seed, one_thread):  # noqa: F811
