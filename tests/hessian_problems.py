@@ -190,9 +190,11 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def dense_problems(tmp_path_factory, worker_id):
-    """``get(name)`` -> DenseProblem, built once per session for all xdist workers."""
-    shared = None if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+def dense_problems(tmp_path_factory, request):
+    """``get(name)`` -> DenseProblem, built once per session for all xdist workers (and once
+    in a plain session, also without the xdist plugin)."""
+    worker = getattr(request.config, "workerinput", {}).get("workerid", "master")
+    shared = None if worker == "master" else tmp_path_factory.getbasetemp().parent
     built = {}
 
     def get(name: str) -> DenseProblem:

@@ -4,10 +4,9 @@ per layer), the costs per part, the id independent of the process count, and 2 g
 import numpy as np
 import pytest
 
-from conftest import cli, tiny_config
+from conftest import cli, tiny_config, trained_store
 from landscape_lib.analyses.hessian.distributed import shard
 from landscape_lib.analyses.provenance import run_analysis
-from landscape_lib.store import Store
 from landscape_lib.store.queries import hessian_study_table
 from landscape_lib.store.schema import WHOLE_MODEL
 from landscape_lib.train.engine import train_run
@@ -25,10 +24,7 @@ LAYER = ["top_eig", "top_eig_residual", "top_eig_converged", "trace", "trace_se"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    store = Store(tmp_path_factory.mktemp("h") / "store").ensure()
-    cfg = tiny_config(**CFG)
-    assert train_run(cfg, store, progress=False) == "finished"
-    return store, cfg.run_id()
+    return trained_store(tmp_path_factory, **CFG)
 
 
 def rows(store, table, aid):
