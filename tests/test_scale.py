@@ -153,3 +153,18 @@ def test_a_lock_released_while_waiting_lets_the_task_train(store):
     # a retried task finds the run finished and its analyses stored: nothing is redone
     again = train_task(cfg.to_dict(), str(store.root), None, "cpu", threads=1)
     assert again["status"] == "skipped" and again["analyses"] == {"done": 1, "failed": 0}
+
+
+def test_progress_postfix_and_run_lines(store):
+    from landscape_lib.scale.ray_backend import _line, _postfix
+    from landscape_lib.scale.resources import RunResources
+    done, waiting = tiny_config(epochs=2), tiny_config(epochs=3, seed=1)
+    assert train_task(done.to_dict(), str(store.root), None, "cpu")["status"] == "finished"
+    # `done` still counted as running by the driver (its task not collected yet): its stored
+    # epochs count; `waiting` has no row yet; one run of 4 epochs ended before
+    text = _postfix(store, [done, waiting], 4 + 2 + 3, {"finished": 1})
+    assert text == "epochs 6/9 finished=1"
+    line = _line({"run_id": "r1", "status": "failed", "host": "node7", "seconds": 12.3,
+                  "analyses": {"done": 1, "failed": 1}, "error": "OOM"},
+                 RunResources(num_cpus=1, num_gpus=0.25))
+    assert line == "   failed  r1 on node7, 0.25 GPU, 12 s, analyses 1 done 1 failed: OOM"

@@ -37,7 +37,7 @@ from ..config import RunConfig
 from ..errors import ConfigError, LandscapeError
 from ..pipeline import pending
 from ..store import Store
-from ..store.schema import ANALYSIS_DONE, ANALYSIS_FAILED, FAILED
+from ..store.schema import ANALYSIS_DONE, ANALYSIS_FAILED, FAILED, RUNNING
 from . import tasks
 from .resources import ParamCounter, RunResources, check_amount, plan_resources
 
@@ -254,11 +254,12 @@ def _line(result: dict, res: RunResources) -> str:
 
 
 def _postfix(store: Store, running: list[RunConfig], total_epochs: int, counts: Counter) -> str:
-    """Epochs stored so far (ended runs count whole) and the statuses seen."""
-    done = total_epochs - sum(c.epochs for c in running)
+    """Epochs stored so far (ended runs count whole), runs training now, statuses seen."""
+    done, training = total_epochs - sum(c.epochs for c in running), 0
     for cfg in running:
         row = store.read("runs", cfg.run_id())
         if row is not None:
             done += int(row["epochs_done"].iloc[0] or 0)
-    seen = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+            training += row["status"].iloc[0] == RUNNING
+    seen = " ".join(f"{k}={v}" for k, v in sorted({**counts, RUNNING: training}.items()) if v)
     return f"epochs {done}/{total_epochs} {seen}".strip()
