@@ -36,42 +36,16 @@ pytestmark = [pytest.mark.ray_cluster, pytest.mark.xdist_group("ray")]
 NODE = dict(num_cpus=1, object_store_memory=100 * 2**20)  # Ray's minimum is 75 MiB
 QUIET = RayOptions(progress=False)
 
-GRID = """
-[defaults]
-dataset = "synthetic"
-dataset_options = { n_train = 256, n_test = 64 }
-arch = "mlp"
-arch_options = { hidden = [32] }
-epochs = 2
-batch_size = 32
-optimizer = "sgd-momentum"
-lr = 0.05
-
-[analyses.interpolation]
-samples = 64
-points = 5
-
-[[study]]
-name = "inits"
-init = ["lecun", "kaiming", "orthogonal"]
-"""
-
+# The grids, as the keys of a grid file (`_grid` writes the TOML the library reads).
+DEFAULTS = dict(dataset="synthetic", dataset_options={"n_train": 256, "n_test": 64},
+                arch="mlp", arch_options={"hidden": [32]}, epochs=2, batch_size=32,
+                optimizer="sgd-momentum", lr=0.05)
+INITS = {"name": "inits", "init": ["lecun", "kaiming", "orthogonal"]}
+INTERPOLATION = {"interpolation": {"samples": 64, "points": 5}}
 # Slow enough per epoch (small batches) that its node can be removed after epoch 2 is stored
 # and before epoch 4 is.
-KILL_GRID = """
-[defaults]
-dataset = "digits"
-arch = "mlp"
-arch_options = { hidden = [128] }
-epochs = 4
-batch_size = 16
-optimizer = "sgd"
-lr = 0.01
-
-[[study]]
-name = "kill"
-seed = [7]
-"""
+KILL = dict(dataset="digits", arch="mlp", arch_options={"hidden": [128]}, epochs=4,
+            batch_size=16, optimizer="sgd", lr=0.01)
 
 EPOCH_COLUMNS = ["train_loss", "train_acc", "val_loss", "val_acc", "grad_norm", "weight_norm"]
 
@@ -102,8 +76,19 @@ def ray_cluster():
             cluster.shutdown()
 
 
-def _grid(path, text: str):
-    path.write_text(text)
+def _toml(value) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
+def _grid(path, defaults: dict, study: dict, analyses: dict | None = None):
+    """A grid file of one study, written and read back by the library's reader."""
+    tables = [("[defaults]", defaults), *((f"[analyses.{kind}]", params)
+                                          for kind, params in (analyses or {}).items()),
+              ("[[study]]", study)]
+    path.write_text("\n".join(f"{head}\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in t.items())
+                              for head, t in tables))
     return load_grid(path)
 
 
@@ -138,7 +123,7 @@ def grids(tmp_path_factory, ray_cluster):
     """The same grid trained by the local backend and by the Ray backend."""
     import torch
     tmp = tmp_path_factory.mktemp("grid")
-    configs = _grid(tmp / "grid.toml", GRID)
+    configs = _grid(tmp / "grid.toml", DEFAULTS, INITS, INTERPOLATION)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the tasks (1 CPU each): the same reduction order
     try:
@@ -184,8 +169,8 @@ def test_second_train_all_skips_finished_runs(grids, ray_cluster):
 
 def test_analyze_all_on_ray_equals_local(grids, ray_cluster):
     tmp, configs, local, remote, _ = grids
-    text = GRID.replace("[[study]]", "[analyses.surface]\ngrid = 5\nsamples = 64\n\n[[study]]")
-    more = _grid(tmp / "more.toml", text)
+    more = _grid(tmp / "more.toml", DEFAULTS, INITS,
+                 {**INTERPOLATION, "surface": {"grid": 5, "samples": 64}})
     for cfg in more:
         assert run_scheduled(cfg, local) == {"done": 2, "failed": 0}
     assert analyze_all_ray(more, remote, QUIET) == {"done": 6, "failed": 0, "not-trained": 0}
@@ -200,7 +185,7 @@ def test_analyze_all_on_ray_equals_local(grids, ray_cluster):
 
 def test_a_run_left_busy_makes_train_all_exit_1(tmp_path, ray_cluster):
     path = tmp_path / "grid.toml"
-    (cfg,) = _grid(path, GRID.replace('["lecun", "kaiming", "orthogonal"]', '["lecun"]'))
+    (cfg,) = _grid(path, DEFAULTS, {**INITS, "init": ["lecun"]})
     store = Store(tmp_path / "store").ensure()
     lock = store.lock_run(cfg.run_id())  # another process trains it, as far as Ray can tell
     try:
@@ -221,7 +206,7 @@ def _node_of(cluster, pid: int):
 
 
 def test_node_killed_mid_run_resumes_without_duplicates(tmp_path, ray_cluster):
-    configs = _grid(tmp_path / "grid.toml", KILL_GRID)
+    configs = _grid(tmp_path / "grid.toml", KILL, {"name": "kill", "seed": [7]})
     rid = configs[0].run_id()
     store = Store(tmp_path / "store").ensure()
     result = {}
