@@ -26,6 +26,7 @@ import pytest
 
 from conftest import REPO
 from landscape_lib.cli import main
+from landscape_lib.errors import ConfigError
 from landscape_lib.grid import load_grid
 from landscape_lib.pipeline import run_grid, run_scheduled
 from landscape_lib.scale.ray_backend import RayOptions, analyze_all_ray, run_grid_ray
@@ -195,6 +196,17 @@ def test_a_run_left_busy_makes_train_all_exit_1(tmp_path, ray_cluster):
         lock.close()
     assert rc == 1 and "done: 1 busy" in err and "1 run(s) left unfinished" in err, err
     assert store.read("runs", cfg.run_id()) is None
+
+
+def test_the_probe_stops_a_grid_whose_data_a_node_cannot_see(tmp_path, ray_cluster):
+    missing = tmp_path / "not-on-every-node"
+    configs = _grid(tmp_path / "grid.toml", {**DEFAULTS, "dataset": "folder",
+                                             "dataset_options": {"path": str(missing)}}, INITS)
+    store = Store(tmp_path / "store").ensure()
+    with pytest.raises(ConfigError, match=f"Ray node .* does not see {missing}"):
+        run_grid_ray(configs, store, QUIET)
+    assert all(store.read("runs", c.run_id()) is None for c in configs)  # no run started
+    assert not list(store.root.glob(".probe-*"))  # the probe's token file is gone
 
 
 def _node_of(cluster, pid: int):
