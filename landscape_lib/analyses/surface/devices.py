@@ -31,10 +31,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ...errors import ConfigError
+from ...errors import ConfigError, check_choice
 from .directions import to_flat
 from .evaluate import RowCallback, evaluate_points
-from .grids import surface_2d
+from .grids import SURFACE_BN_MODES, surface_2d
 
 
 def row_blocks(first: int, last: int, workers: int) -> list[tuple[int, int]]:
@@ -81,6 +81,7 @@ def surface_2d_multi(model: nn.Module, center, d1, d2, xs, ys, batches, *,
     Same arguments and result as ``surface_2d``, plus ``devices`` (the list used) in the result.
     With one device this is ``surface_2d`` itself.
     """
+    check_choice("bn", bn, SURFACE_BN_MODES)
     devices = [torch.device(d) for d in (devices or [next(model.parameters()).device])]
     options = dict(bn=bn, precision=precision, method=method, points_per_chunk=points_per_chunk,
                    channels_last=channels_last, compile=compile)
