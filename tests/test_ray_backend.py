@@ -48,7 +48,8 @@ INTERPOLATION = {"interpolation": {"samples": 64, "points": 5}}
 KILL = dict(dataset="digits", arch="mlp", arch_options={"hidden": [128]}, epochs=4,
             batch_size=16, optimizer="sgd", lr=0.01)
 
-EPOCH_COLUMNS = ["train_loss", "train_acc", "val_loss", "val_acc", "grad_norm", "weight_norm"]
+EPOCH_COLUMNS = ["train_loss", "train_acc", "train_loss_running", "train_acc_running",
+                 "val_loss", "val_acc", "grad_norm", "weight_norm"]
 
 
 @pytest.fixture(scope="module")
@@ -121,20 +122,26 @@ def _cli(*args) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def grids(tmp_path_factory, ray_cluster):
-    """The same grid trained by the local backend and by the Ray backend."""
+    """The same grid trained by the local backend and by the Ray backend, at the same time:
+    the Ray grid's driver waits in a thread (its workers start and import torch meanwhile, in
+    their own processes) while this process trains the local reference."""
     import torch
     tmp = tmp_path_factory.mktemp("grid")
     configs = _grid(tmp / "grid.toml", DEFAULTS, INITS, INTERPOLATION)
+    local, remote = Store(tmp / "local").ensure(), Store(tmp / "ray").ensure()
+    result: dict = {}
+    driver = threading.Thread(target=lambda: result.update(
+        counts=run_grid_ray(configs, remote, QUIET)))
+    driver.start()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the tasks (1 CPU each): the same reduction order
     try:
-        local = Store(tmp / "local").ensure()
         assert run_grid(configs, local, jobs=1, progress=False) == {"skipped": 0, "finished": 3}
     finally:
         torch.set_num_threads(threads)
-    remote = Store(tmp / "ray").ensure()
-    counts = run_grid_ray(configs, remote, QUIET)
-    return tmp, configs, local, remote, counts
+        driver.join(timeout=600)
+    assert "counts" in result, "the Ray grid's driver raised (see the thread's traceback)"
+    return tmp, configs, local, remote, result["counts"]
 
 
 def test_ray_grid_equals_local_grid(grids):
