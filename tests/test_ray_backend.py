@@ -120,6 +120,21 @@ def _cli(*args) -> tuple[int, str]:
     return rc, err.getvalue()
 
 
+def _background(fn):
+    """Start fn() in a thread (a Ray driver waiting on its tasks) and return a function that
+    joins it and returns fn's result; an exception in fn fails the test there."""
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(value=fn()), daemon=True)
+    thread.start()
+
+    def join(timeout: float = 600):
+        thread.join(timeout=timeout)
+        assert not thread.is_alive(), f"the Ray driver still runs after {timeout} s"
+        assert "value" in result, "the Ray driver raised (see the thread's traceback above)"
+        return result["value"]
+    return join
+
+
 @pytest.fixture(scope="module")
 def grids(tmp_path_factory, ray_cluster):
     """The same grid trained by the local backend and by the Ray backend, at the same time:
@@ -129,19 +144,14 @@ def grids(tmp_path_factory, ray_cluster):
     tmp = tmp_path_factory.mktemp("grid")
     configs = _grid(tmp / "grid.toml", DEFAULTS, INITS, INTERPOLATION)
     local, remote = Store(tmp / "local").ensure(), Store(tmp / "ray").ensure()
-    result: dict = {}
-    driver = threading.Thread(target=lambda: result.update(
-        counts=run_grid_ray(configs, remote, QUIET)))
-    driver.start()
+    ray_counts = _background(lambda: run_grid_ray(configs, remote, QUIET))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the tasks (1 CPU each): the same reduction order
     try:
         assert run_grid(configs, local, jobs=1, progress=False) == {"skipped": 0, "finished": 3}
     finally:
         torch.set_num_threads(threads)
-        driver.join(timeout=600)
-    assert "counts" in result, "the Ray grid's driver raised (see the thread's traceback)"
-    return tmp, configs, local, remote, result["counts"]
+    return tmp, configs, local, remote, ray_counts()
 
 
 def test_ray_grid_equals_local_grid(grids):
@@ -179,9 +189,10 @@ def test_analyze_all_on_ray_equals_local(grids, ray_cluster):
     tmp, configs, local, remote, _ = grids
     more = _grid(tmp / "more.toml", DEFAULTS, INITS,
                  {**INTERPOLATION, "surface": {"grid": 5, "samples": 64}})
-    for cfg in more:
+    on_ray = _background(lambda: analyze_all_ray(more, remote, QUIET))
+    for cfg in more:  # the local reference meanwhile
         assert run_scheduled(cfg, local) == {"done": 2, "failed": 0}
-    assert analyze_all_ray(more, remote, QUIET) == {"done": 6, "failed": 0, "not-trained": 0}
+    assert on_ray() == {"done": 6, "failed": 0, "not-trained": 0}
     rc, err = _cli("analyze-all", tmp / "more.toml", "--backend", "ray", "--address",
                    ray_cluster.address, "--store", remote.root)  # all stored: found again
     assert rc == 0 and "6 done or stored, 0 failed" in err, err
@@ -228,10 +239,8 @@ def test_node_killed_mid_run_resumes_without_duplicates(tmp_path, ray_cluster):
     configs = _grid(tmp_path / "grid.toml", KILL, {"name": "kill", "seed": [7]})
     rid = configs[0].run_id()
     store = Store(tmp_path / "store").ensure()
-    result = {}
-    driver = threading.Thread(target=lambda: result.update(
-        run_grid_ray(configs, store, RayOptions(progress=False, lock_wait_s=60))))
-    driver.start()
+    driver = _background(lambda: run_grid_ray(configs, store,
+                                              RayOptions(progress=False, lock_wait_s=60)))
     deadline = time.monotonic() + 300
     row = None
     while time.monotonic() < deadline:  # wait until epoch 2 is stored, then kill its node
@@ -244,9 +253,8 @@ def test_node_killed_mid_run_resumes_without_duplicates(tmp_path, ray_cluster):
     kept = store.read("epochs", rid)
     kept = kept[kept["epoch"] < seen]  # rows at or below the last saved resume state
     ray_cluster.remove_node(_node_of(ray_cluster, killed_pid), allow_graceful=False)
-    driver.join(timeout=300)
+    result = driver(timeout=300)
     ray_cluster.add_node(**NODE)  # back to 2 workers
-    assert not driver.is_alive()
     assert result == {"skipped": 0, "finished": 1}
     final = store.read("runs", rid)
     assert final["status"].iloc[0] == "finished" and int(final["pid"].iloc[0]) != killed_pid
