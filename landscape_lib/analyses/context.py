@@ -47,6 +47,12 @@ class AnalysisContext:
     # Processes (one per GPU) an analysis may spread over (the Hessian does); not a parameter:
     # its result does not depend on it.
     gpus: int = 1
+    # Where an analysis may spread its work (a surface's rows): `device` alone unless given.
+    # Not an analysis parameter: the same result, so the same analysis id, on any number.
+    devices: list[torch.device] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.devices = [torch.device(d) for d in self.devices] or [self.device]
 
     # ------------------------------------------------------------------ inputs
     def new_model(self) -> nn.Module:
