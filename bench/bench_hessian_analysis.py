@@ -34,6 +34,7 @@ from pathlib import Path
 
 from study_runs import ARCHS, study_a, trained
 
+from landscape_lib.analyses.hessian.analysis import PARTS
 from landscape_lib.analyses.provenance import run_analysis
 from landscape_lib.store import Store
 from landscape_lib.store.queries import table_rows
@@ -81,7 +82,8 @@ def analyse(store, run_id, params, device, data_root) -> dict:
     return {"wall_s": wall, "parts_s": float(costs["seconds"].sum()),
             "products": int(costs["n_products"].sum()), "engine": engine,
             "parts": {r.part: (int(r.n_products), round(float(r.seconds), 2))
-                      for r in costs.itertuples()},
+                      for r in costs.sort_values("part", key=lambda s: s.map(PARTS.index))
+                      .itertuples()},
             "layers": int((summary.layer != WHOLE_MODEL).sum()),
             "lambda_max": float(whole.top_eig), "lam_min": float(whole.lam_min),
             "lam_min_residual": float(whole.lam_min_residual),
