@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="key=value",
                    help="analysis parameter, e.g. samples=256 grid=21")
     p.add_argument("--progress-file", help="write JSON-lines progress here (for the dashboard)")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="processes, one per GPU, for the Hessian (gloo processes on a CPU)")
     _run_args(p)
 
     p = sub.add_parser("analyze-all", help="run the [analyses] of a grid file on its runs")

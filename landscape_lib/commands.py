@@ -189,12 +189,12 @@ def analyze(args) -> int:
         raise ConfigError(f"no analysis in '{args.what}' takes parameter(s) {sorted(unused)}")
     for kind in kinds:  # every check of every analysis passes before the first one runs
         prepare(store, args.run, kind, args.epoch, own[kind], device=args.device,
-                data_root=args.data_root)
+                data_root=args.data_root, gpus=args.gpus)
     for kind in kinds:
         report = ProgressWriter(args.progress_file, not args.no_progress, kind)
         try:
             aid = run_analysis(store, args.run, kind, args.epoch, own[kind], device=args.device,
-                               data_root=args.data_root, report=report)
+                               data_root=args.data_root, report=report, gpus=args.gpus)
         finally:
             report.close()
         print(aid)

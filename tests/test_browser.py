@@ -113,7 +113,7 @@ def test_lab_reattaches_after_reload_without_a_second_process(browser_page):
     wait_rendered(page)
     extra = page.get_by_label("More parameters", exact=False)
     # Slow enough to be caught running (tens of seconds on a CPU), within the Lab's limits.
-    extra.fill("samples=4096 top_k=20 tol=1e-9 trace_samples=200 layer_trace_samples=50 "
+    extra.fill("samples=4096 top_k=20 tol=1e-9 trace_samples=200 layer_steps=50 "
                "density_vectors=8 density_steps=200 per_layer=true")
     extra.press("Enter")
     wait_rendered(page)
