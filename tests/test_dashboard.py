@@ -241,6 +241,8 @@ def test_runs_page_columns_diff_parallel_and_scatter(monkeypatch, store_root, do
     assert set(parallel["run_id"]) == set(store.query(
         "SELECT run_id FROM runs WHERE study = 'optimizers'")["run_id"])
     assert parallel["position"].between(0, 1).all()
+    at.segmented_control(key="runs_view").set_value(
+        "Final metric against a hyperparameter").run()
     scatter = csv_of(at, downloads, "csv_hp_scatter")
     assert len(scatter) == 12
 
