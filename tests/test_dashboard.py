@@ -58,15 +58,14 @@ def app(monkeypatch, root, page: str | None = None, **params) -> AppTest:
     for key, value in params.items():
         if not isinstance(value, list):
             at.query_params[key] = value
+    if page:  # opened directly (its url_path is its file name): one script run, not two
+        at.switch_page(f"app_pages/{page}.py")
     at.run()
-    for key, value in params.items():
-        if isinstance(value, list) and key == "compare":
-            at.multiselect(key=key).set_value(value).run()
-    if page:
-        at.switch_page(f"app_pages/{page}.py").run()
-    for key, value in params.items():
-        if isinstance(value, list) and key != "compare":
-            at.multiselect(key=key).set_value(value).run()
+    for key, value in params.items():  # the sidebar's compare first: page widgets follow it
+        if isinstance(value, list):
+            at.multiselect(key=key).set_value(value)
+    if any(isinstance(value, list) for value in params.values()):
+        at.run()
     assert not problems(at), problems(at)
     return at
 
