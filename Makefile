@@ -9,7 +9,8 @@ JOBS   ?= auto
 EPOCHS ?=
 PORT   ?= 8501
 HOST   ?= 127.0.0.1
-TRAIN_FLAGS = $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(STORE),--store $(STORE))
+TRAIN_FLAGS = $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(STORE),--store $(STORE)) \
+              $(if $(BACKEND),--backend $(BACKEND)) $(if $(ADDRESS),--address $(ADDRESS))
 
 .PHONY: install demo quick train-all analyze-all dashboard test test-gpu browser bench bench-gpu clean-store
 
@@ -45,7 +46,7 @@ browser:
 	  || echo "chromium not installed: the browser test will be skipped"
 
 test: install browser
-	$(BIN)/python -m pytest -q -n 2 --timeout 600 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --timeout 600 tests
 
 # The tests marked gpu alone (fused optimizers, compile and CUDA graphs, channels-last, forward
 # HVPs, bf16 surfaces), on a machine with a CUDA GPU; they import no dashboard package.

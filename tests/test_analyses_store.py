@@ -163,12 +163,12 @@ def test_interrupted_surface_resumes_where_it_stopped(trained, monkeypatch):
     assert len(store.read("surface_points", rid, part=ctx.analysis_id)) == 10
 
     import landscape_lib.analyses.runners.surfaces as surface
-    original = surface.surface_2d
+    original = surface.surface_2d_multi
 
     def spy(*args, start_row=0, **kw):
         calls.append(start_row)
         return original(*args, start_row=start_row, **kw)
-    monkeypatch.setattr(surface, "surface_2d", spy)
+    monkeypatch.setattr(surface, "surface_2d_multi", spy)
     run_analysis(store, rid, "surface", "last", params)
     assert calls == [2]
     pts = store.read("surface_points", rid, part=ctx.analysis_id)

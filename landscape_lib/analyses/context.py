@@ -44,6 +44,12 @@ class AnalysisContext:
     # Set by an analysis that can say more than its `engine` parameter (e.g. the HVP mode the
     # operator ended up with); stored in the provenance row's `engine` column.
     engine: str | None = None
+    # Where an analysis may spread its work (a surface's rows): `device` alone unless given.
+    # Not an analysis parameter: the same result, so the same analysis id, on any number.
+    devices: list[torch.device] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.devices = [torch.device(d) for d in self.devices] or [self.device]
 
     # ------------------------------------------------------------------ inputs
     def new_model(self) -> nn.Module:
