@@ -39,7 +39,7 @@ case $PHASE in
   ( export CUDA_VISIBLE_DEVICES=1   # GPU 1: the one-GPU tests, then the products at a checkpoint
     timeout 240 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py tests/test_gpu_hessian.py \
         > "$RES/pytest-gpu.txt" 2>&1; echo "rc=$?" >> "$RES/pytest-gpu.txt"
-    for _ in $(seq 1 60); do CKPT=$(find $H -path '*resnet18*' -name 'epoch_0004.pt' | head -n 1)
+    for _ in $(seq 1 60); do CKPT=$(find $H -path '*resnet18*/checkpoints/epoch_0004.pt' | head -n 1)
       [ -n "$CKPT" ] && break; sleep 5; done
     timeout 240 python3 bench/bench_hvp.py --data-folder $DATA --cache-root $ROOT \
         ${CKPT:+--checkpoint "$CKPT"} --json "$RES/hvp.json" > "$RES/hvp.txt" 2>&1 ) &

@@ -48,7 +48,7 @@ def study_a(arch: str, epochs: int, data_folder: str | None, quick: bool = False
 def trained(store: Store, cfg: RunConfig, data_root=None, device=None) -> str:
     t0 = time.perf_counter()
     status = train_run(cfg, store, data_root=data_root, device=device, progress=False)
-    if status != "finished":
+    if status not in ("finished", "skipped"):
         raise SystemExit(f"run {cfg.run_id()} {status}")
     acc = table_rows(store, "runs", [cfg.run_id()])
     print(f"{model_label(cfg.arch, cfg.arch_options)} {cfg.run_id()}: {cfg.epochs} epochs, test accuracy "

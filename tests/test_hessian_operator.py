@@ -173,3 +173,19 @@ def test_model_is_evaluated_in_eval_mode_and_mode_restored():
     torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-12)
     assert model.training and model[1].training
     torch.testing.assert_close(model[1].running_mean, running)  # stats not updated
+
+
+def test_auto_mode_over_the_memory_budget_takes_the_least_hungry_candidate(monkeypatch,
+                                                                            mlp_problem):
+    """Every candidate over the budget (a ViT with 256 tokens on 512 images needs ~62 GiB in
+    each mode): the analysis still runs, in the mode needing least, and says so."""
+    model, batches, H, _ = mlp_problem
+    monkeypatch.setattr(hessian_ops, "_resolve_mode", lambda m, d: m)
+    monkeypatch.setattr(hessian_ops, "AUTO_MAX_GIB", -1.0)  # on the CPU every need is 0 GiB
+    op = HessianOperator(model, CE, batches)
+    V = torch.randn(H.shape[0], 2, generator=torch.Generator().manual_seed(4),
+                    dtype=torch.float64)
+    torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-12)
+    ran = [k for k, v in op.trials.items() if str(v).startswith("dropped")]
+    assert ran and op.trials["chosen over budget"] == ran[0]
+    assert hessian_ops._label(op.mode, op.chunk_size) == ran[0]

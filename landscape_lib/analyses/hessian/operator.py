@@ -247,7 +247,7 @@ class HessianOperator:
     def _choose_mode(self) -> None:
         """Time every candidate on a seeded block of its width; keep the fastest per column."""
         gen = torch.Generator(device=self.device).manual_seed(0)
-        base, best = _gib(self.device), None
+        base, best, over = _gib(self.device), None, None
         for mode, chunk in self._candidates():
             label = _label(mode, chunk)
             W = torch.randn(self.shape[0], chunk, generator=gen, device=self.device,
@@ -262,6 +262,8 @@ class HessianOperator:
                 need = base + _gib(self.device, peak=True) - before
                 if need > AUTO_MAX_GIB:
                     self.trials[label] = f"dropped: {need:.1f} GiB > {AUTO_MAX_GIB:g} GiB"
+                    if over is None or need < over[0]:
+                        over = (need, mode, chunk)
                 elif best is None or seconds / chunk < best[0]:
                     best = (seconds / chunk, mode, chunk, self._graphs, self._forward)
                 self.trials.setdefault(label, 1e3 * seconds / chunk)
@@ -271,6 +273,13 @@ class HessianOperator:
             finally:
                 self.trial_products += self._trial_columns(chunk)
                 self._graphs, self._forward = None, None
+        if best is None and over is not None:
+            # Every mode that ran needs more than the budget (a large model or batch, e.g. a
+            # ViT with 256 tokens on 512 images): take the one needing least, rebuilt alone.
+            _, mode, chunk = over
+            self._setup(mode, chunk)
+            best = (None, mode, chunk, self._graphs, self._forward)
+            self.trials["chosen over budget"] = _label(mode, chunk)
         if best is None:
             raise RuntimeError(f"no Hessian-vector product mode ran: {self.trials}")
         _, mode, chunk, self._graphs, self._forward = best
