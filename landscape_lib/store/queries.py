@@ -32,8 +32,11 @@ RUN_FILTERS = ("status", "dataset", "arch", "init", "optimizer", "study", "seed"
 # Epochs with a full checkpoint of a run. Parameter: run id.
 CHECKPOINT_EPOCHS = ("SELECT epoch FROM checkpoints WHERE run_id = ? AND kind = 'checkpoint' "
                      "ORDER BY epoch")
+# The stored digest of a run's checkpoint file. Parameters: run id, epoch.
+CHECKPOINT_DIGEST = ("SELECT sha256 FROM checkpoints WHERE run_id = ? AND epoch = ? "
+                     "AND kind = 'checkpoint'")
 # The per-epoch weight vectors of a run (full or sketched). Parameter: run id.
-TRAJECTORY_FILES = ("SELECT epoch, kind, path FROM checkpoints WHERE run_id = ? "
+TRAJECTORY_FILES = ("SELECT epoch, kind, path, sha256 FROM checkpoints WHERE run_id = ? "
                     "AND kind IN ('full', 'sketch') ORDER BY epoch")
 # Runs whose id starts with a prefix. Parameter: the prefix.
 RUNS_BY_PREFIX = "SELECT * FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id"
@@ -77,6 +80,12 @@ def table_rows(store, table: str, run_ids: list[str] | None = None) -> pd.DataFr
 
 def checkpoint_epochs(store, run_id: str) -> list[int]:
     return [int(e) for e in store.query(CHECKPOINT_EPOCHS, [run_id])["epoch"]]
+
+
+def checkpoint_digest(store, run_id: str, epoch: int) -> str | None:
+    """The sha256 stored with a checkpoint (None: not stored, e.g. an older store)."""
+    df = store.query(CHECKPOINT_DIGEST, [run_id, int(epoch)])
+    return None if df.empty or pd.isna(df["sha256"].iloc[0]) else str(df["sha256"].iloc[0])
 
 
 def trajectory_files(store, run_id: str) -> pd.DataFrame:
