@@ -20,7 +20,8 @@ from ..errors import ConfigError, StoreError, check_choice
 from ..store import Store, queries
 from ..store.schema import STUDY
 from ..train.build import build_data, build_model
-from ..train.checkpoints import load_checkpoint
+from ..store.atomic import sha256_file
+from ..train.checkpoints import check_digest, load_checkpoint
 
 ProgressFn = Callable[[float, str], None]
 
@@ -48,11 +49,20 @@ class AnalysisContext:
         the same architecture), on the device in eval mode."""
         run_id = run_id or self.run_id
         model = self.new_model()
+        model.load_state_dict(self.checkpoint(epoch, run_id))
+        return model.to(self.device).eval()
+
+    def checkpoint(self, epoch: int, run_id: str | None = None, *, load: bool = True):
+        """The state dict of a checkpoint, checked against the digest stored with it
+        (`load=False`: only checked)."""
+        run_id = run_id or self.run_id
         path = self.store.checkpoint_path(run_id, epoch)
         if not path.exists():
             raise ConfigError(f"run {run_id} has no checkpoint file for epoch {epoch}")
-        model.load_state_dict(load_checkpoint(path))
-        return model.to(self.device).eval()
+        stored = queries.checkpoint_digest(self.store, run_id, epoch)
+        if load:
+            return load_checkpoint(path, sha256=stored)
+        check_digest(path, sha256_file(path), stored)
 
     @cached_property
     def model(self) -> nn.Module:
@@ -74,7 +84,8 @@ class AnalysisContext:
         df = queries.trajectory_files(self.store, self.run_id)
         if df.empty:
             raise ConfigError(f"run {self.run_id} kept no trajectory (trajectory = off)")
-        vecs = [torch.load(self.store.root / p, weights_only=True) for p in df["path"]]
+        vecs = [load_checkpoint(self.store.root / p, sha256=None if pd.isna(d) else d)
+                for p, d in zip(df["path"], df["sha256"])]
         return df["epoch"].tolist(), torch.stack(vecs).float(), df["kind"].iloc[0]
 
     # ------------------------------------------------------------------ outputs

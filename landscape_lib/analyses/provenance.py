@@ -11,7 +11,7 @@ import json
 import time
 from datetime import datetime
 
-from ..errors import ConfigError, LandscapeError
+from ..errors import ConfigError, LandscapeError, StoreError
 from ..store import TABLES, Store
 from ..store.schema import ANALYSIS_DONE, ANALYSIS_FAILED, ANALYSIS_RUNNING, STUDY
 from ..train.environment import package_versions, resolve_device
@@ -43,6 +43,8 @@ def prepare(store: Store, run: str | None, kind: str, epoch="last", params: dict
     ctx = AnalysisContext(store, run_id, cfg, epoch, resolve_device(device),
                           data_root=data_root, report=report or (lambda f, m: None))
     ctx.analysis_id = analysis_id(run_id, epoch, kind, params)
+    if spec.needs_run:
+        ctx.checkpoint(epoch, load=False)  # a changed or damaged file fails here
     check = spec.checker()
     if check:
         check(ctx, params)
@@ -56,13 +58,29 @@ def stored_status(ctx: AnalysisContext) -> str | None:
 
 def run_analysis(store: Store, run: str | None, kind: str, epoch="last", params=None, *,
                  device=None, data_root=None, report=None, force=False) -> str:
-    """Run one analysis (or find it stored); returns its analysis id."""
+    """Run one analysis (or find it stored); returns its analysis id.
+
+    One process at a time computes a given analysis (its lock); the stored status is read
+    under that lock, so two callers never both compute it."""
     store.ensure()
     ctx, params = prepare(store, run, kind, epoch, params, device=device, data_root=data_root,
                           report=report)
-    if not force and stored_status(ctx) == ANALYSIS_DONE:
-        ctx.report(1.0, "stored result")
-        return ctx.analysis_id
+    lock = store.lock_analysis(ctx.analysis_id)
+    if lock is None:
+        raise StoreError(f"analysis {ctx.analysis_id} is being computed by another process; "
+                         "its result will be stored when it ends")
+    try:
+        if not force and stored_status(ctx) == ANALYSIS_DONE:
+            ctx.report(1.0, "stored result")
+            return ctx.analysis_id
+        _compute(ctx, kind, params)
+    finally:
+        lock.close()
+    ctx.report(1.0, "done")
+    return ctx.analysis_id
+
+
+def _compute(ctx: AnalysisContext, kind: str, params: dict) -> None:
     row = {"kind": kind, "status": ANALYSIS_RUNNING,
            "params_json": json.dumps(params, sort_keys=True),
            "split": params.get("split"), "n_samples": params.get("samples"),
@@ -82,8 +100,6 @@ def run_analysis(store: Store, run: str | None, kind: str, epoch="last", params=
         raise
     ctx.write("analyses", [{**row, "status": ANALYSIS_DONE, "engine": ctx.engine or row["engine"],
                             "seconds": time.perf_counter() - started}])
-    ctx.report(1.0, "done")
-    return ctx.analysis_id
 
 
 def forget(ctx: AnalysisContext) -> None:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
+from ...store.atomic import save_tensor
 from ...store.schema import WHOLE_MODEL
 from ..context import AnalysisContext
 from ..hessian.analysis import hessian_analysis
@@ -41,4 +41,4 @@ def run_hessian(ctx: AnalysisContext, p: dict) -> None:
     ctx.write("hessian_summary", summary)
     ctx.write("hessian_density", pd.DataFrame({"x": np.asarray(res.density_grid, float),
                                                "density": np.asarray(res.density, float)}))
-    torch.save(res.top_eigenvectors, ctx.artifact(EIGENVECTORS))
+    save_tensor(res.top_eigenvectors, ctx.artifact(EIGENVECTORS))

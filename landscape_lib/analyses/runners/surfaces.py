@@ -22,11 +22,12 @@ from .curvature import EIGENVECTORS
 DIRECTIONS = ("random", "eigen", "pca")
 
 
-def _latest_eigenvectors(ctx: AnalysisContext) -> torch.Tensor:
+def _eigenvector_file(ctx: AnalysisContext):
+    """The eigenvectors of the newest finished Hessian analysis of this checkpoint."""
     for aid in queries.done_analyses(ctx.store, ctx.run_id, ctx.epoch, "hessian"):
         path = ctx.store.analysis_artifact(ctx.run_id, aid, EIGENVECTORS)
         if path.exists():
-            return torch.load(path, weights_only=True)
+            return path
     raise ConfigError(f"eigenvector directions need a Hessian analysis of run {ctx.run_id} at "
                       f"epoch {ctx.epoch} first (analyze --what hessian)")
 
@@ -40,7 +41,8 @@ def _directions(ctx: AnalysisContext, p: dict):
         return d1, d2, None, []
     if kind == "eigen":
         pair = tuple(int(i) for i in p["pair"])
-        d1, d2 = eigenvector_directions(_latest_eigenvectors(ctx), model, pair)
+        vectors = torch.load(_eigenvector_file(ctx), weights_only=True)
+        d1, d2 = eigenvector_directions(vectors, model, pair)
         return d1, d2, None, []
     if kind == "pca":
         epochs, W, how = ctx.trajectory()
@@ -64,6 +66,8 @@ def check_surface(ctx: AnalysisContext, p: dict) -> None:
         raise ConfigError(f"grid must be between 3 and 401 points per side, not {p['grid']}")
     if p["span"] <= 0:
         raise ConfigError("span must be > 0")
+    if p["directions"] == "eigen":
+        _eigenvector_file(ctx)
 
 
 def run_surface(ctx: AnalysisContext, p: dict) -> None:
