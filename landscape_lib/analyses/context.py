@@ -123,7 +123,11 @@ def run_config(row: pd.Series) -> RunConfig:
 
 def resolve_epoch(store: Store, run_id: str, epoch) -> int:
     """A checkpoint epoch of the run: a number it has, "first" or "last" (None = last)."""
-    epochs = queries.checkpoint_epochs(store, run_id)
+    return pick_epoch(queries.checkpoint_epochs(store, run_id), epoch, run_id)
+
+
+def pick_epoch(epochs: list[int], epoch, run_id: str) -> int:
+    """`epoch` ("first", "last", None or a number) among a run's checkpoint `epochs`."""
     if not epochs:
         raise ConfigError(f"run {run_id} has no checkpoint: train it first")
     if epoch in (None, "last"):
@@ -132,7 +136,7 @@ def resolve_epoch(store: Store, run_id: str, epoch) -> int:
         return epochs[0]
     try:
         epoch = int(epoch)
-    except ValueError:
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"epoch must be a number, 'first' or 'last', not '{epoch}'") from None
     if epoch not in epochs:
         raise ConfigError(f"run {run_id} has no checkpoint at epoch {epoch}; checkpoints: "

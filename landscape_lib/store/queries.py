@@ -32,6 +32,11 @@ RUN_FILTERS = ("status", "dataset", "arch", "init", "optimizer", "study", "seed"
 # Epochs with a full checkpoint of a run. Parameter: run id.
 CHECKPOINT_EPOCHS = ("SELECT epoch FROM checkpoints WHERE run_id = ? AND kind = 'checkpoint' "
                      "ORDER BY epoch")
+# Checkpoint epochs of several runs. Parameter: a list of run ids.
+CHECKPOINT_EPOCHS_OF_RUNS = ("SELECT run_id, epoch FROM checkpoints WHERE kind = 'checkpoint' "
+                             "AND list_contains(?, run_id) ORDER BY run_id, epoch")
+# Ids of the analyses with a status. Parameter: the status.
+ANALYSES_WITH_STATUS = "SELECT DISTINCT analysis_id FROM analyses WHERE status = ?"
 # The stored digest of a run's checkpoint file. Parameters: run id, epoch.
 CHECKPOINT_DIGEST = ("SELECT sha256 FROM checkpoints WHERE run_id = ? AND epoch = ? "
                      "AND kind = 'checkpoint'")
@@ -80,6 +85,19 @@ def table_rows(store, table: str, run_ids: list[str] | None = None) -> pd.DataFr
 
 def checkpoint_epochs(store, run_id: str) -> list[int]:
     return [int(e) for e in store.query(CHECKPOINT_EPOCHS, [run_id])["epoch"]]
+
+
+def checkpoint_epochs_of_runs(store, run_ids: list[str]) -> dict[str, list[int]]:
+    """run id -> its checkpoint epochs, ascending (runs without any left out)."""
+    out: dict[str, list[int]] = {}
+    for run_id, epoch in store.query(CHECKPOINT_EPOCHS_OF_RUNS, [list(run_ids)]).itertuples(
+            index=False):
+        out.setdefault(run_id, []).append(int(epoch))
+    return out
+
+
+def done_analysis_ids(store) -> set[str]:
+    return set(store.query(ANALYSES_WITH_STATUS, [ANALYSIS_DONE])["analysis_id"])
 
 
 def checkpoint_digest(store, run_id: str, epoch: int) -> str | None:

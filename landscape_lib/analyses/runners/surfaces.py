@@ -61,11 +61,11 @@ def _directions(ctx: AnalysisContext, p: dict):
 
 
 def check_surface(ctx: AnalysisContext, p: dict) -> None:
+    """Before anything is written (the registry's limits checked grid, span and the choices)."""
     check_choice("directions", p["directions"], DIRECTIONS)
-    if p["grid"] < 3 or p["grid"] > 401:
-        raise ConfigError(f"grid must be between 3 and 401 points per side, not {p['grid']}")
-    if p["span"] <= 0:
-        raise ConfigError("span must be > 0")
+    pair = p["pair"]
+    if len(pair) != 2 or pair[0] == pair[1] or min(pair) < 0:
+        raise ConfigError(f"pair must be two different eigenvector indices (from 0), not {pair}")
     if p["directions"] == "eigen":
         _eigenvector_file(ctx)
 
@@ -132,9 +132,10 @@ def _surface_analyses(ctx: AnalysisContext, xs, ys, loss: np.ndarray) -> None:
     ctx.write("persistence", sublevel_persistence(loss).assign(**source))
     try:
         fit = fit_gaussian(xs, ys, loss)
-        ctx.write("gauss_fit", [{**source, **{k: fit[k] for k in (*PARAMS, "r2")}}])
     except (RuntimeError, ValueError) as exc:  # no Gaussian-like basin: say so, keep the rest
         ctx.report(0.99, f"no Gaussian fit: {exc}")
+        return
+    ctx.write("gauss_fit", [{**source, **{k: fit[k] for k in (*PARAMS, "r2")}}])
 
 
 def run_interpolation(ctx: AnalysisContext, p: dict) -> None:
