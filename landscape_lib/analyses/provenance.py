@@ -33,7 +33,7 @@ def prepare(store: Store, run: str | None, kind: str, epoch="last", params: dict
     spec = ANALYSES.get(kind)
     params = resolve_params(kind, params or {})
     if spec.needs_run:
-        if run in (None, STUDY):
+        if not run or run == STUDY:
             raise ConfigError(f"analysis '{kind}' needs a run id")
         row = find_run(store, run)
         run_id, cfg = row["run_id"], run_config(row)
