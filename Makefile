@@ -8,6 +8,7 @@ QUICK  := runs/quick.toml
 JOBS   ?= auto
 EPOCHS ?=
 PORT   ?= 8501
+HOST   ?= 127.0.0.1
 TRAIN_FLAGS = $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(STORE),--store $(STORE))
 
 .PHONY: install demo quick train-all analyze-all dashboard test test-gpu browser bench bench-gpu clean-store
@@ -27,7 +28,7 @@ quick: install
 	$(BIN)/python -m landscape_lib train-all $(QUICK) -j 2 $(if $(STORE),--store $(STORE))
 
 demo: quick
-	$(BIN)/python -m streamlit run dashboard/app.py --server.port $(PORT)
+	$(BIN)/python -m streamlit run dashboard/app.py --server.port $(PORT) --server.address $(HOST)
 
 train-all: install
 	$(BIN)/python -m landscape_lib train-all $(GRID) -j $(JOBS) $(TRAIN_FLAGS)
@@ -36,7 +37,7 @@ analyze-all: install
 	$(BIN)/python -m landscape_lib analyze-all $(GRID) $(TRAIN_FLAGS)
 
 dashboard: install
-	$(BIN)/python -m streamlit run dashboard/app.py --server.port $(PORT)
+	$(BIN)/python -m streamlit run dashboard/app.py --server.port $(PORT) --server.address $(HOST)
 
 # Debian's Chromium for the browser test (skipped with a reason where it cannot be installed).
 browser:

@@ -1,55 +1,45 @@
 """Screenshots of the real dashboard (Playwright + Debian's Chromium) for the README.
 
     python bench/screenshots.py --store ROOT --out dashboard/screenshots
-Without --store, a synthetic store is generated in a temporary folder (tests/dashboard_store.py).
+Without --store, dashboard.sample_store builds its tiny real runs in a temporary folder.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 from urllib.parse import urlencode
 
+from dashboard.data import tables
+from dashboard.server import CHROMIUM, CHROMIUM_ARGS, serve, wait_rendered
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-from dashboard.server import CHROMIUM, CHROMIUM_ARGS, serve, wait_for_app  # noqa: E402
-from landscape_lib.store import Store  # noqa: E402
 
 
-def _surfaces(store: Store, n: int) -> list[str]:
-    """n finished runs with a surface, of different models where possible."""
-    df = store.query("SELECT DISTINCT r.run_id, r.model_label FROM runs r JOIN surface_points t "
-                     "USING (run_id) WHERE r.status = 'done' ORDER BY r.run_id")
-    picked = df.drop_duplicates("model_label")["run_id"].tolist()
-    return (picked + [r for r in df["run_id"] if r not in picked])[:n]
-
-
-def _seeds(store: Store, n_configs: int) -> list[str]:
-    """Every seed of the first n_configs configurations that have several finished seeds."""
-    df = store.query("""SELECT run_id, dataset || model_label || init || optimizer AS config
-                        FROM runs WHERE status = 'done' ORDER BY run_id""")
-    configs = [c for c, g in df.groupby("config", sort=False) if len(g) > 1][:n_configs]
-    return df[df["config"].isin(configs)]["run_id"].tolist()
-
-
-def shoot(store_root: str, out: Path, width: int = 1500) -> list[Path]:
+def shoot(store_root: str, out: Path, width: int = 1500, only=()) -> list[Path]:
     from playwright.sync_api import sync_playwright
-    store = Store(store_root)
     out.mkdir(parents=True, exist_ok=True)
+    study = tables.largest_study(store_root)
     shots = {
-        "surfaces": ("surfaces", {"surf_runs": _surfaces(store, 3)}),
-        "training": ("training", {"compare": _seeds(store, 3)}),
+        "surfaces": ("surfaces", {"surf_runs": tables.runs_with_surfaces(store_root, 3),
+                                  "surf_scale": "per panel"}),
+        "training": ("training", {"compare": tables.seed_groups(store_root, 3)}),
+        "curvature": ("curvature", {"study": study}),
+        "paired": ("optimizers", {}),
+        "report": ("report", {"report_study": study}),
     }
     written = []
     with serve(store_root) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": width, "height": 1100})
         for name, (path, params) in shots.items():
+            if only and name not in only:
+                continue
             page.goto(f"{url}/{path}?{urlencode(params, doseq=True)}")
-            wait_for_app(page)
-            page.wait_for_timeout(2500)  # let WebGL / Vega finish drawing
+            wait_rendered(page)
+            if name == "paired":  # scroll to the paired table
+                page.get_by_text("Paired comparison").first.scroll_into_view_if_needed()
+            page.wait_for_timeout(1000)  # let WebGL finish drawing
             target = out / f"{name}.png"
             page.screenshot(path=str(target), full_page=False)
             written.append(target)
@@ -61,14 +51,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", help="store root (default: a generated synthetic store)")
     parser.add_argument("--out", default=str(REPO / "dashboard" / "screenshots"))
+    parser.add_argument("--only", nargs="*", default=(),
+                        help="surfaces training curvature paired report (default: all)")
     args = parser.parse_args(argv)
     if args.store:
-        paths = shoot(args.store, Path(args.out))
+        paths = shoot(args.store, Path(args.out), only=args.only)
     else:
-        from dashboard_store import make_store
+        from dashboard.sample_store import cached
         with tempfile.TemporaryDirectory() as tmp:
-            make_store(Path(tmp) / "store", n_runs=45, n_epochs=30, seed=0, n_analysed=30)
-            paths = shoot(str(Path(tmp) / "store"), Path(args.out))
+            paths = shoot(str(cached(Path(tmp))), Path(args.out), only=args.only)
     for path in paths:
         print(path)
 

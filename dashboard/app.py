@@ -1,38 +1,28 @@
 """The landscape dashboard: `streamlit run dashboard/app.py`; store: $LANDSCAPE_STORE or runs/store.
 
-This file holds only the page setup, the sidebar shared by every page (filters, runs to compare,
-the store in use) and the navigation; the pages are in app_pages/, the queries in data.py.
-Sidebar widgets are bound to the URL's query parameters, so a filtered view can be shared as a link.
+This file holds only the page setup, the sidebar shared by every page (study and other filters,
+runs to compare, the store in use) and the navigation; the pages are in app_pages/, the queries
+in data/. Sidebar widgets are bound to the URL's query parameters, so a filtered view can be
+shared as a link, and every page has its own URL (/runs, /curvature, ...).
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` adds only dashboard/
+from dashboard import jobs
+from dashboard.pages import PAGES
+from dashboard.data import core
+from landscape_lib.errors import StoreError
 
-import streamlit as st  # noqa: E402
-
-from dashboard import data, jobs  # noqa: E402
-from landscape_lib.errors import StoreError  # noqa: E402
-
-PAGES = [
-    ("runs", "Runs", ":material/table_rows:"),
-    ("training", "Training", ":material/show_chart:"),
-    ("initializers", "Initializers", ":material/casino:"),
-    ("optimizers", "Optimizers", ":material/speed:"),
-    ("architectures", "Architectures", ":material/account_tree:"),
-    ("curvature", "Curvature", ":material/ssid_chart:"),
-    ("surfaces", "Surfaces", ":material/landscape:"),
-    ("attention", "Attention", ":material/grid_on:"),
-    ("lab", "Lab", ":material/science:"),
-]
 # (widget key = URL parameter, label, runs column)
-FILTERS = [("dataset", "Data set", "dataset"), ("arch", "Architecture", "arch"),
+FILTERS = [("study", "Study", "study"), ("dataset", "Data set", "data_set"),
+           ("arch", "Architecture", "arch"),
            ("model", "Model (architecture and options)", "model_label"),
            ("init", "Initializer", "init"), ("opt", "Optimizer", "optimizer"),
            ("status", "Status", "status"), ("seed", "Seed", "seed")]
 FILTERS_BY_KEY = {key: column for key, _, column in FILTERS}
+UPSTREAM = {"dataset": ["study"], "arch": ["study", "dataset"],
+            "model": ["study", "dataset", "arch"]}
 
 
 def _multiselect(key: str, label: str, options: list) -> tuple:
@@ -49,31 +39,35 @@ def _clear_filters() -> None:
     st.session_state["q"] = ""
 
 
-def sidebar_filters(root: str) -> data.Filters:
-    combos = data.filter_options(root)
+def sidebar_filters(root: str) -> core.Filters:
+    combos = core.filter_options(root)
     chosen: dict[str, tuple] = {}
     for key, label, column in FILTERS:
-        upstream = {"arch": ["dataset"], "model": ["dataset", "arch"]}.get(key, [])
-        where = {FILTERS_BY_KEY[k]: chosen[k] for k in upstream}
-        chosen[key] = _multiselect(key, label, data.options_for(combos, column, where))
+        where = {FILTERS_BY_KEY[k]: chosen[k] for k in UPSTREAM.get(key, [])}
+        chosen[key] = _multiselect(key, label, core.options_for(combos, column, where))
     text = st.text_input("Search run id, study or tags", key="q", bind="query-params")
     st.button("Clear filters", on_click=_clear_filters, icon=":material/filter_alt_off:")
-    return data.Filters(datasets=chosen["dataset"], archs=chosen["arch"],
-                        model_labels=chosen["model"], inits=chosen["init"],
-                        optimizers=chosen["opt"], statuses=chosen["status"],
-                        seeds=chosen["seed"], text=text or "")
+    return core.Filters(studies=chosen["study"], datasets=chosen["dataset"],
+                        archs=chosen["arch"], model_labels=chosen["model"],
+                        inits=chosen["init"], optimizers=chosen["opt"],
+                        statuses=chosen["status"], seeds=chosen["seed"], text=text or "")
 
 
-def sidebar_compare(root: str, filters: data.Filters) -> list[str]:
+MAX_CHOICES = 1000  # run ids offered in a select box (the newest filtered ones)
+
+
+def sidebar_compare(root: str, filters: core.Filters) -> list[str]:
     """Runs picked for side-by-side views; kept when the filters change."""
-    filtered = data.runs(root, filters)["run_id"].tolist()
+    from dashboard.data import runs as runs_data
+    filtered = runs_data.runs(root, filters)["run_id"].tolist()
+    n_filtered, filtered = len(filtered), filtered[:MAX_CHOICES]
     current = [r for r in st.session_state.get("compare", []) if r not in set(filtered)]
-    known = set(data.runs(root, data.Filters())["run_id"]) if current else set()
+    known = set(runs_data.runs(root, core.Filters())["run_id"]) if current else set()
     options = filtered + [r for r in current if r in known]
     st.session_state.setdefault("compare", [])
     st.session_state["compare"] = [r for r in st.session_state["compare"] if r in set(options)]
     return st.multiselect("Runs to compare", options, key="compare", bind="query-params",
-                          placeholder=f"none: pages use the filtered runs ({len(filtered)})")
+                          placeholder=f"none: pages use the filtered runs ({n_filtered})")
 
 
 def guidance(root: str, status: str, message: str) -> None:
@@ -103,19 +97,32 @@ def _quick_grid_jobs() -> dict:
 def _wait_for_runs(root: str, job) -> None:
     st.success(f"The quick grid is running (pid {job.proc.pid}): "
                f"`{' '.join(job.command[1:])}`. Runs appear here as they start.")
-    if data.store_status(root)[0] == "ok":
+    if core.store_status(root)[0] == "ok":
         st.rerun(scope="app")
+
+
+def _home() -> None:
+    """Never drawn: main() sends the root URL to the first page."""
 
 
 def main() -> None:
     st.set_page_config(page_title="landscape", page_icon=":material/landscape:", layout="wide")
-    nav = st.navigation([st.Page(f"app_pages/{name}.py", title=title, icon=icon, url_path=name,
-                                 default=name == "runs") for name, title, icon in PAGES])
-    root = data.store_root()
-    status, message = data.store_status(root)
+    pages = [st.Page(f"app_pages/{name}.py", title=title, icon=icon, url_path=name)
+             for name, title, icon in PAGES]
+    # The navigation menu is drawn below (page links), so that the root URL can be a page of
+    # its own and every listed page keeps its URL (a default page would be served at / only).
+    nav = st.navigation([st.Page(_home, title="Home", url_path="home", default=True), *pages],
+                        position="hidden")
+    if nav.url_path in ("", "home"):  # the root URL: the run table at its own URL, same filters
+        params = [(k, v) for k in st.query_params for v in st.query_params.get_all(k)]
+        st.switch_page(pages[0], query_params=params)
+    root = core.store_root()
+    status, message = core.store_status(root)
     with st.sidebar:
+        for page in pages:
+            st.page_link(page)
         st.caption(f":material/database: Store `{root}` ({message if status == 'ok' else status})")
-        filters, compare = data.Filters(), []
+        filters, compare = core.Filters(), []
         if status == "ok":
             try:
                 filters = sidebar_filters(root)
@@ -128,7 +135,7 @@ def main() -> None:
     elif status == "error":
         st.error(f"The store cannot be read. {message}", icon=":material/error:")
     else:
-        with data.guard():
+        with core.guard():
             nav.run()
 
 

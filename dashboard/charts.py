@@ -1,21 +1,35 @@
-"""Chart builders and the one way the pages show a table or a chart: with a CSV download of
-exactly the DataFrame behind it.
+"""Chart builders and the one way the pages show a table or a chart: with downloads of exactly
+the DataFrame behind it (CSV) and of the chart itself (PNG and SVG, rendered on the server by
+vl-convert, without a browser; made only when the button is clicked).
 
-Altair draws lines, scatters and heat maps; Plotly draws 3-D surfaces and contours.
+Altair draws every 2-D chart; Plotly (figures3d.py) only 3-D surfaces and contours, whose static
+downloads are the Altair heat maps of the same grids. Series get a colour and a shape (or dash)
+each, cycled with coprime periods, so up to 70 series stay distinct; epoch axes are integers;
+legends sit below the plot, compact, once per row of charts.
 """
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+# The charts are built by this code, not typed by users: skip Altair's JSON-schema validation
+# of every object and spec, which is most of a chart's build time (0.1-0.3 s each).
+alt.utils.schemapi.DEBUG_MODE = False
+
 ALTAIR_MAX_ROWS = 5000
+COLORS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
+          "#ff9da7", "#9c755f", "#79706e"]  # Tableau 10
+SHAPES = ["circle", "square", "triangle-up", "diamond", "cross", "triangle-down", "wye"]
+DASHES = [[1, 0], [6, 3], [2, 2]]
+TITLE = {"anchor": "start", "fontSize": 13, "limit": 560}
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "data"
 
 
@@ -28,32 +42,6 @@ def chart_safe(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def download_csv(df: pd.DataFrame, name: str, key: str | None = None) -> None:
-    """A download button for `df` as CSV; the CSV is made only when clicked."""
-    st.download_button(
-        "Download CSV", data=lambda: df.to_csv(index=False), file_name=f"{_slug(name)}.csv",
-        mime="text/csv", key=key or f"csv_{_slug(name)}", icon=":material/download:",
-        on_click="ignore")
-
-
-def table(df: pd.DataFrame, name: str, key: str | None = None, **kwargs) -> None:
-    """st.dataframe of `df` with its CSV download."""
-    st.dataframe(df, hide_index=True, **kwargs)
-    download_csv(df, name, key)
-
-
-def altair(chart: alt.TopLevelMixin, df: pd.DataFrame, name: str, key: str | None = None) -> None:
-    """An Altair chart built on `df`, with `df` as CSV."""
-    st.altair_chart(chart, width="stretch")
-    download_csv(df, name, key)
-
-
-def plotly(fig, df: pd.DataFrame, name: str, key: str | None = None) -> None:
-    """A Plotly figure drawn from `df`, with `df` as CSV."""
-    st.plotly_chart(fig, width="stretch", key=f"plot_{key or _slug(name)}")
-    download_csv(df, name, key)
-
-
 def thin(df: pd.DataFrame, max_rows: int = ALTAIR_MAX_ROWS) -> pd.DataFrame:
     """Every k-th row when there are too many for Altair (queries thin first; this is a guard)."""
     if len(df) <= max_rows:
@@ -61,55 +49,190 @@ def thin(df: pd.DataFrame, max_rows: int = ALTAIR_MAX_ROWS) -> pd.DataFrame:
     return df.iloc[:: int(np.ceil(len(df) / max_rows))]
 
 
+# ----------------------------------------------------------------------------- exports
+def spec(chart: alt.TopLevelMixin) -> dict:
+    """The Vega-Lite spec of a chart built here (no schema validation; the queries, not Altair,
+    cap the rows)."""
+    with alt.data_transformers.disable_max_rows():
+        return chart.to_dict(validate=False)
+
+
+def to_svg(chart: alt.TopLevelMixin) -> str:
+    import vl_convert as vlc
+    return vlc.vegalite_to_svg(spec(chart))
+
+
+def to_png(chart: alt.TopLevelMixin, scale: float = 2.0) -> bytes:
+    import vl_convert as vlc
+    return vlc.vegalite_to_png(spec(chart), scale=scale)
+
+
+def downloads(df: pd.DataFrame, name: str, key: str | None = None,
+              chart: alt.TopLevelMixin | Callable | None = None) -> None:
+    """CSV of `df` and, with a chart (or a function making one), its PNG and SVG: buttons in
+    one row; each file is made only when its button is clicked."""
+    key = key or f"csv_{slug(name)}"
+    get = chart if callable(chart) and not isinstance(chart, alt.TopLevelMixin) else (
+        lambda: chart)
+    with st.container(horizontal=True, gap="small"):
+        st.download_button("CSV", data=lambda: df.to_csv(index=False),
+                           file_name=f"{slug(name)}.csv", mime="text/csv", key=key,
+                           icon=":material/download:", on_click="ignore")
+        if chart is not None:
+            st.download_button("PNG", data=lambda: to_png(get()), file_name=f"{slug(name)}.png",
+                               mime="image/png", key=f"{key}_png", icon=":material/image:",
+                               on_click="ignore")
+            st.download_button("SVG", data=lambda: to_svg(get()), file_name=f"{slug(name)}.svg",
+                               mime="image/svg+xml", key=f"{key}_svg", icon=":material/draw:",
+                               on_click="ignore")
+
+
+def table(df: pd.DataFrame, name: str, key: str | None = None, **kwargs) -> None:
+    """st.dataframe of `df` with its CSV download."""
+    st.dataframe(df, hide_index=True, **kwargs)
+    downloads(df, name, key)
+
+
+def show(chart: alt.TopLevelMixin, df: pd.DataFrame, name: str, key: str | None = None) -> None:
+    """An Altair chart built on `df`, with `df` as CSV and the chart as PNG and SVG."""
+    st.vega_lite_chart(spec=spec(chart), width="stretch")
+    downloads(df, name, key, chart)
+
+
+def plotly(fig, df: pd.DataFrame, name: str, key: str | None = None,
+           static: Callable | None = None) -> None:
+    """A Plotly figure drawn from `df`, with `df` as CSV and `static()` (an Altair chart of the
+    same data) as PNG and SVG."""
+    st.plotly_chart(fig, width="stretch", key=f"plot_{key or slug(name)}")
+    downloads(df, name, key, static)
+
+
+# ----------------------------------------------------------------------------- encodings
+def _domain(df: pd.DataFrame, field: str) -> list:
+    return sorted(df[field].dropna().astype(str).unique().tolist()) if field in df else []
+
+
+def legend(show_it: bool = True, n: int = 1, longest: int = 12):
+    """The compact legend below the plot (None hides it: the row's other chart shows it): as
+    many columns as labels of `longest` characters fit in a half-width chart."""
+    if not show_it:
+        return None
+    columns = max(1, min(n, 4, 460 // (7 * longest + 30)))
+    return alt.Legend(orient="bottom", columns=columns, labelLimit=460 // columns - 30,
+                      symbolLimit=70, title=None)
+
+
+def series(df: pd.DataFrame, field: str, *, mark: str = "line", show_legend: bool = True
+           ) -> dict:
+    """Colour plus shape (points) or dash (lines) of a nominal series field."""
+    domain = _domain(df, field)
+    lg = legend(show_legend, len(domain), max((len(d) for d in domain), default=1))
+    enc = {"color": alt.Color(f"{field}:N", scale=alt.Scale(domain=domain, range=COLORS),
+                              legend=lg)}
+    if mark == "line":
+        enc["strokeDash"] = alt.StrokeDash(f"{field}:N", legend=lg,
+                                           scale=alt.Scale(domain=domain, range=DASHES))
+    else:
+        enc["shape"] = alt.Shape(f"{field}:N", legend=lg,
+                                 scale=alt.Scale(domain=domain, range=SHAPES))
+    return enc
+
+
+def x_axis(x: str, title: str | None = None, log: bool = False) -> alt.X:
+    """An x channel; epochs get integer ticks."""
+    if x in ("epoch", "point_epoch", "step", "k", "level"):
+        return alt.X(f"{x}:Q", title=title or x, axis=alt.Axis(format="d", tickMinStep=1),
+                     scale=alt.Scale(zero=False))
+    return alt.X(f"{x}:Q", title=title or x, scale=alt.Scale(type="log" if log else "linear",
+                                                             zero=False))
+
+
+def _legend_height(df: pd.DataFrame, field: str | None, show_legend: bool = True) -> int:
+    # Streamlit sizes charts to fit, legend included: grow by the legend's rows.
+    if not show_legend or not field or field not in df:
+        return 0
+    labels = df[field].dropna().astype(str).unique()
+    longest = max((len(v) for v in labels), default=1)
+    columns = max(1, min(len(labels), 4, 460 // (7 * longest + 30)))
+    return 18 * ((min(len(labels), 70) + columns - 1) // columns) + 20
+
+
 # ----------------------------------------------------------------------------- builders
 def lines(df: pd.DataFrame, x: str, y: str, color: str, *, log_y: bool = False,
           band: tuple[str, str] | None = None, title: str = "", y_title: str | None = None,
-          x_title: str | None = None, detail: str | None = None, points: bool = False,
-          height: int = 280, log_x: bool = False) -> alt.Chart:
-    """Lines of y against x, one per `color` value, with an optional shaded band (lo, hi)."""
+          x_title: str | None = None, points: bool = False, height: int = 260,
+          show_legend: bool = True, log_x: bool = False, single_points: str | None = None
+          ) -> alt.TopLevelMixin:
+    """Lines of y against x, one per `color` value, with an optional band (lo, hi). Series
+    whose `single_points` column is 1 (groups of one run) are drawn as points."""
     df = chart_safe(df)
     if log_y:  # a log axis cannot show values <= 0
         df = df[df[y] > 0]
     y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
-    x_scale = alt.Scale(type="log") if log_x else alt.Scale(zero=False)
-    base = alt.Chart(df).encode(x=alt.X(x, title=x_title or x, scale=x_scale),
-                                color=color_channel(color))
+    base = alt.Chart(df).encode(x=x_axis(x, x_title, log_x))
+    enc = series(df, color, show_legend=show_legend)
     layers = []
     if band:
         lo, hi = band
-        layers.append(base.mark_area(opacity=0.2).encode(y=alt.Y(lo, scale=y_scale),
-                                                         y2=alt.Y2(hi)))
-    enc = dict(y=alt.Y(y, title=y_title or y, scale=y_scale),
-               tooltip=[c for c in df.columns if c not in (band or ())][:8])
-    if detail:
-        enc["detail"] = detail
-    layers.append(base.mark_line(point=points).encode(**enc))
+        layers.append(base.mark_area(opacity=0.18).encode(
+            y=alt.Y(f"{lo}:Q", scale=y_scale), y2=alt.Y2(f"{hi}:Q"), color=enc["color"]))
+    tooltip = [c for c in df.columns if not c.startswith("_")][:8]
+    layers.append(base.mark_line(point=points).encode(
+        y=alt.Y(f"{y}:Q", title=y_title or y, scale=y_scale), tooltip=tooltip, **enc))
+    if single_points and single_points in df:
+        layers.append(base.transform_filter(f"datum['{single_points}'] == 1").mark_point(
+            filled=True, size=40).encode(y=alt.Y(f"{y}:Q", scale=y_scale),
+                                         color=enc["color"], tooltip=tooltip))
     return alt.layer(*layers).properties(
-        title=title, height=height + _legend_height(df, color)).interactive()
+        title=alt.TitleParams(title, **TITLE),
+        height=height + _legend_height(df, color, show_legend)).interactive(bind_y=False)
 
 
-def color_channel(field: str, symbol: str = "stroke") -> alt.Color:
-    """A colour channel with a distinct categorical palette and a legend below the plot."""
-    return alt.Color(field, title=field.split(":")[0], scale=alt.Scale(scheme="tableau10"),
-                     legend=alt.Legend(orient="bottom", columns=1, labelLimit=600,
-                                       symbolOpacity=1, symbolType=symbol))
-
-
-def _legend_height(df: pd.DataFrame, field: str) -> int:
-    # Streamlit sizes charts to fit, legend included: grow by the legend's rows.
-    field = field.split(":")[0]
-    return 20 * min(int(df[field].nunique()), 20) + 30 if field in df else 0
-
-
-def scatter(df: pd.DataFrame, x: str, y: str, color: str, *, log_x: bool = False,
-            log_y: bool = False, title: str = "", tooltip: list[str] | None = None,
-            height: int = 300) -> alt.Chart:
+def dots(df: pd.DataFrame, x: str, y: str, color: str, *, err: tuple[str, str] | None = None,
+         shape: str | None = None, log_x: bool = False, title: str = "",
+         x_title: str | None = None, show_legend: bool = True, row_height: int = 22
+         ) -> alt.TopLevelMixin:
+    """A dot chart: one row per `y` category (e.g. a run), the value on x, an optional error
+    bar (lo, hi), colour by `color` and shape by `shape` (e.g. a converged flag)."""
     df = chart_safe(df)
-    return alt.Chart(df).mark_circle(size=60, opacity=0.8).encode(
-        x=alt.X(x, scale=alt.Scale(type="log" if log_x else "linear", zero=False)),
-        y=alt.Y(y, scale=alt.Scale(type="log" if log_y else "linear", zero=False)),
-        color=color_channel(color, "circle"), tooltip=tooltip or list(df.columns[:8]),
-    ).properties(title=title, height=height + _legend_height(df, color)).interactive()
+    if log_x:
+        df = df[df[x] > 0]
+    scale = alt.Scale(type="log" if log_x else "linear", zero=False)
+    ycat = alt.Y(f"{y}:N", sort=None, title=None, axis=alt.Axis(labelLimit=320))
+    base = alt.Chart(df).encode(y=ycat)
+    layers = []
+    if err:
+        layers.append(base.mark_rule(strokeWidth=2, opacity=0.6).encode(
+            x=alt.X(f"{err[0]}:Q", scale=scale), x2=f"{err[1]}:Q",
+            color=series(df, color, mark="point", show_legend=False)["color"]))
+    enc = series(df, color, mark="point", show_legend=show_legend)
+    if shape:
+        enc["shape"] = alt.Shape(f"{shape}:N", legend=legend(show_legend, 3))
+    layers.append(base.mark_point(filled=True, size=70).encode(
+        x=alt.X(f"{x}:Q", title=x_title or x, scale=scale),
+        tooltip=[c for c in df.columns if not c.startswith("_")][:10], **enc))
+    return alt.layer(*layers).properties(title=alt.TitleParams(title, **TITLE),
+                                         height=alt.Step(row_height))
+
+
+def scatter(df: pd.DataFrame, x: str, y: str, color: str, *, shape: str | None = None,
+            log_x: bool = False, log_y: bool = False, title: str = "",
+            tooltip: list[str] | None = None, height: int = 300, x_title: str | None = None,
+            y_title: str | None = None) -> alt.TopLevelMixin:
+    """Points of y against x, colour by `color`, shape by `shape` (default: the same field)."""
+    df = chart_safe(df)
+    enc = series(df, color, mark="point")
+    if shape and shape != color:
+        enc["shape"] = alt.Shape(f"{shape}:N", legend=legend(True, 3),
+                                 scale=alt.Scale(range=SHAPES))
+    return alt.Chart(df).mark_point(filled=True, size=70, opacity=0.85).encode(
+        x=alt.X(f"{x}:Q", title=x_title or x,
+                scale=alt.Scale(type="log" if log_x else "linear", zero=False)),
+        y=alt.Y(f"{y}:Q", title=y_title or y,
+                scale=alt.Scale(type="log" if log_y else "linear", zero=False)),
+        tooltip=tooltip or list(df.columns[:8]), **enc,
+    ).properties(title=alt.TitleParams(title, **TITLE),
+                 height=height + _legend_height(df, color)).interactive()
 
 
 def heatmap(df: pd.DataFrame, x: str, y: str, value: str, *, title: str = "",
@@ -121,111 +244,23 @@ def heatmap(df: pd.DataFrame, x: str, y: str, value: str, *, title: str = "",
     return alt.Chart(chart_safe(df)).mark_rect().encode(
         x=alt.X(f"{x}:O"), y=alt.Y(f"{y}:O"),
         color=alt.Color(f"{value}:Q", scale=scale), tooltip=[x, y, value],
-    ).properties(title=title, height=height)
+    ).properties(title=alt.TitleParams(title, **TITLE), height=height)
 
 
-def bars(df: pd.DataFrame, x: str, y: str, color: str, *, title: str = "",
-         offset: str | None = None, log_x: bool = False, height: int = 280) -> alt.Chart:
-    """Horizontal bars of x per y category, grouped by `offset` within a category."""
-    df = chart_safe(df)
-    if log_x:
-        df = df[df[x] > 0]
-    enc = dict(x=alt.X(x, scale=alt.Scale(type="log" if log_x else "linear")),
-               y=alt.Y(f"{y}:N", sort=None), color=color_channel(color, "square"),
-               tooltip=list(df.columns[:8]))
-    if offset:
-        enc["yOffset"] = alt.YOffset(f"{offset}:N")
-    return alt.Chart(df).mark_bar().encode(**enc).properties(
-        title=title, height=height + _legend_height(df, color))
-
-
-def ecdf(df: pd.DataFrame, value: str, color: str, *, title: str = "") -> alt.Chart:
-    """Empirical cumulative distribution of `value` per `color` group (steeper = more robust)."""
-    return alt.Chart(chart_safe(df)).transform_window(
-        cumulative_count="count()", sort=[{"field": value}], groupby=[color],
-    ).transform_joinaggregate(total="count()", groupby=[color]).transform_calculate(
-        fraction="datum.cumulative_count / datum.total",
-    ).mark_line(interpolate="step-after").encode(
-        x=alt.X(f"{value}:Q"), y=alt.Y("fraction:Q", title="fraction of runs"),
-        color=color_channel(f"{color}:N"),
-    ).properties(title=title, height=300 + _legend_height(df, color))
-
-
-# ----------------------------------------------------------------------------- Plotly
-def grid_of(points: pd.DataFrame, value: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(xs, ys, Z) from surface points (x, y, value) with Z[row, col] at (ys[row], xs[col]),
-    the layout Plotly expects. Built from the coordinates, not the (i, j) indices, so it does not
-    depend on which index runs along which axis."""
-    Z = points.pivot_table(index="y", columns="x", values=value, aggfunc="first", dropna=False)
-    Z = Z.sort_index().sort_index(axis=1)
-    return Z.columns.to_numpy(float), Z.index.to_numpy(float), Z.to_numpy(dtype=float)
-
-
-def surfaces_figure(grids: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], *,
-                    kind: str = "surface", z_title: str = "loss", log_z: bool = False,
-                    colorscale: str = "Viridis"):
-    """Side-by-side 3-D surfaces or contour maps on ONE colour scale and z range."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    finite = [Z[np.isfinite(Z)] for *_, Z in grids]
-    values = np.concatenate(finite) if finite else np.array([0.0])
-    if log_z:
-        values = np.log10(values[values > 0]) if (values > 0).any() else np.array([0.0])
-    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
-    spec = {"type": "surface"} if kind == "surface" else {"type": "xy"}
-    fig = make_subplots(rows=1, cols=len(grids), specs=[[spec] * len(grids)],
-                        subplot_titles=[g[0] for g in grids], horizontal_spacing=0.03)
-    for col, (_, xs, ys, Z) in enumerate(grids, start=1):
-        z = np.log10(np.where(Z > 0, Z, np.nan)) if log_z else Z
-        if kind == "surface":
-            trace = go.Surface(x=xs, y=ys, z=z, coloraxis="coloraxis")
-        else:
-            trace = go.Contour(x=xs, y=ys, z=z, coloraxis="coloraxis", ncontours=25,
-                               contours=dict(showlines=True))
-        fig.add_trace(trace, row=1, col=col)
-    title = f"log10 {z_title}" if log_z else z_title
-    fig.update_layout(coloraxis=dict(colorscale=colorscale, cmin=lo, cmax=hi,
-                                     colorbar=dict(title=title)),
-                      height=480, margin=dict(l=0, r=0, t=60, b=0))
-    fig.update_annotations(font_size=12)
-    if kind == "surface":
-        fig.update_scenes(zaxis=dict(range=[lo, hi], title=title), xaxis_title="x",
-                          yaxis_title="y", aspectmode="cube")
-    return fig
-
-
-def paths_figure(background: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-                 paths: pd.DataFrame, title: str):
-    """Optimizer paths (x, y per step, one line per optimizer) over a contour map."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    if background is not None:
-        xs, ys, Z = background
-        fig.add_trace(go.Contour(x=xs, y=ys, z=Z, colorscale="Viridis", ncontours=30,
-                                 opacity=0.85, showscale=True, name="surface"))
-    from plotly.colors import qualitative
-    for k, (optimizer, path) in enumerate(paths.groupby("optimizer", sort=True)):
-        color = qualitative.D3[k % len(qualitative.D3)]
-        fig.add_trace(go.Scatter(x=path["x"], y=path["y"], mode="lines+markers", name=optimizer,
-                                 marker=dict(size=4, color=color),
-                                 line=dict(width=2, color=color)))
-    fig.update_layout(title=title, height=420, margin=dict(l=0, r=0, t=40, b=0),
-                      legend=dict(orientation="h"), xaxis_title="x", yaxis_title="y")
-    return fig
-
-
-def gaussian_grid(fit: pd.Series, xlim: tuple[float, float], ylim: tuple[float, float],
-                  n: int = 80) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The fitted surface z = A exp(-((x-x0)^2/(2 s1^2) + (y-y0)^2/(2 s2^2))) + offset (SEEDS E.6)
-    on an n x n grid, Z[row, col] at (ys[row], xs[col]). Evaluated here with numpy rather than
-    through landscape_lib.analyses.gaussfit, whose import pulls in torch (seconds per page)."""
-    xs, ys = np.linspace(*xlim, n), np.linspace(*ylim, n)
-    X, Y = np.meshgrid(xs, ys)
-    Z = fit["A"] * np.exp(-((X - fit["x0"]) ** 2 / (2 * fit["s1"] ** 2)
-                            + (Y - fit["y0"]) ** 2 / (2 * fit["s2"] ** 2))) + fit["offset"]
-    return xs, ys, Z
+def ecdf(df: pd.DataFrame, value: str, color: str, *, title: str = "") -> alt.TopLevelMixin:
+    """Empirical cumulative distribution of `value` per `color` group (steeper = more robust);
+    every run is also a point, so a group of one run shows."""
+    df = chart_safe(df).sort_values([color, value]).copy()
+    df["fraction"] = df.groupby(color).cumcount().add(1) / df.groupby(color)[value].transform(
+        "size")
+    base = alt.Chart(df).encode(x=alt.X(f"{value}:Q"),
+                                y=alt.Y("fraction:Q", title="fraction of runs"))
+    enc = series(df, color)
+    steps = base.mark_line(interpolate="step-after").encode(**enc)
+    dots_ = base.mark_point(filled=True, size=45).encode(
+        color=enc["color"], tooltip=[c for c in df.columns][:6])
+    return (steps + dots_).properties(title=alt.TitleParams(title, **TITLE),
+                                      height=280 + _legend_height(df, color))
 
 
 def diagonal_rule(df: pd.DataFrame, x: str, y: str) -> alt.Chart:
@@ -234,3 +269,32 @@ def diagonal_rule(df: pd.DataFrame, x: str, y: str) -> alt.Chart:
     lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
     return alt.Chart(pd.DataFrame({x: [lo, hi], y: [lo, hi]})).mark_line(
         color="gray", strokeDash=[4, 4]).encode(x=x, y=y)
+
+
+def parallel(df: pd.DataFrame, axes: list[str], metric: str) -> tuple[alt.Chart, pd.DataFrame]:
+    """Parallel coordinates: one line per run through its config keys (`axes`, each scaled to
+    [0, 1]: categories in sorted order, numbers linearly or on a log scale when they span more
+    than a factor of 10) and the metric, coloured by the metric."""
+    rows = []
+    for axis in [*axes, metric]:
+        values = df[axis]
+        num = pd.to_numeric(values, errors="coerce")
+        if num.notna().all() and num.nunique() > 1:
+            scaled = np.log10(num) if (num > 0).all() and num.max() / num.min() > 10 else num
+            pos = (scaled - scaled.min()) / (scaled.max() - scaled.min())
+        else:
+            order = {v: i for i, v in enumerate(sorted(values.astype(str).unique()))}
+            pos = values.astype(str).map(order) / max(len(order) - 1, 1)
+        rows.append(pd.DataFrame({"run_id": df["run_id"], "axis": axis, "position": pos,
+                                  "value": values.astype(str), metric: df[metric]}))
+    long = pd.concat(rows, ignore_index=True)
+    chart = alt.Chart(chart_safe(long)).mark_line(opacity=0.6).encode(
+        x=alt.X("axis:N", sort=[*axes, metric], title=None, axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("position:Q", axis=None), detail="run_id:N",
+        color=alt.Color(f"{metric}:Q", scale=alt.Scale(scheme="viridis")),
+        tooltip=["run_id", "axis", "value", metric],
+    ).properties(height=320, title=alt.TitleParams(f"Config keys to {metric}", **TITLE))
+    ticks = alt.Chart(long[long["axis"] != metric].drop_duplicates(["axis", "value"])).mark_text(
+        align="left", dx=4, fontSize=10).encode(x=alt.X("axis:N", sort=[*axes, metric]),
+                                                y="position:Q", text="value:N")
+    return chart + ticks, long

@@ -34,11 +34,14 @@ def serve(store_root: str | os.PathLike, timeout: float = 60.0):
     yield its URL once /_stcore/health answers; stop it afterwards."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="streamlit-", suffix=".log", delete=False)
-    env = {**os.environ, "LANDSCAPE_STORE": str(store_root)}
+    # PYTHONPATH: the repository, for a checkout that is not pip-installed; the address comes
+    # from .streamlit/config.toml (127.0.0.1), as for a user.
+    env = {**os.environ, "LANDSCAPE_STORE": str(store_root), "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
          "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+         "--browser.gatherUsageStats", "false"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -72,3 +75,64 @@ def wait_for_app(page, timeout: float = 60_000) -> None:
             return app && app.getAttribute('data-test-script-state') === 'notRunning'
                 && document.querySelector('[data-testid="stMainBlockContainer"] h1');
         }""", timeout=timeout)
+
+
+# Every chart drawn: Vega charts hold their SVG or canvas, Plotly figures their main SVG; no
+# skeleton or spinner left.
+_RENDERED = """() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+    const main = document.querySelector('[data-testid="stMainBlockContainer"]');
+    if (!main || !main.querySelector('h1')) return false;
+    if (document.querySelector('[data-testid="stSkeleton"], [data-testid="stSpinner"]'))
+        return false;
+    for (const c of main.querySelectorAll('[data-testid="stVegaLiteChart"]'))
+        if (!c.querySelector('svg, canvas')) return false;
+    for (const c of main.querySelectorAll('[data-testid="stPlotlyChart"]'))
+        if (!c.querySelector('.main-svg')) return false;
+    return true;
+}"""
+
+
+def wait_rendered(page, timeout: float = 120_000) -> None:
+    """Wait until the page has run its script and drawn every chart."""
+    page.wait_for_function(_RENDERED, timeout=timeout, polling=50)
+
+
+def render_time(page, url: str, timeout: float = 120_000) -> float:
+    """Seconds from navigating to `url` to the page fully rendered (every chart drawn)."""
+    start = time.perf_counter()
+    page.goto(url, timeout=timeout)
+    wait_rendered(page, timeout)
+    return time.perf_counter() - start
+
+
+def page_urls(url: str, query: str = "") -> dict[str, str]:
+    """Each page's own URL (with an optional query string)."""
+    from dashboard.pages import PAGES
+    return {name: f"{url}/{name}{'?' + query if query else ''}" for name, *_ in PAGES}
+
+
+def tree_cpu_seconds(root_pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by the live descendants of `root_pid` (default:
+    this process): the dashboard server and the browser's processes. Unlike wall time, this
+    barely changes when other jobs share the machine."""
+    root_pid = root_pid or os.getpid()
+    parents, ticks = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    seen, todo = set(), [root_pid]
+    while todo:
+        pid = todo.pop()
+        children = [p for p, parent in parents.items() if parent == pid and p not in seen]
+        seen.update(children)
+        todo += children
+    return sum(ticks[p] for p in seen) / os.sysconf("SC_CLK_TCK")

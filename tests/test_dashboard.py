@@ -1,36 +1,38 @@
-"""The dashboard, driven by Streamlit's AppTest on a synthetic store (tests/dashboard_store.py).
+"""The dashboard's pages, driven by Streamlit's AppTest on a store the library wrote
+(dashboard.sample_store: tiny runs trained and analysed by the library's own writers).
 
-Expected values come from direct queries of the store through landscape_lib.store.Store, never
-from the dashboard's own query code.
+Expected values come from direct queries of the store through landscape_lib.store.Store and
+from SciPy, never from the dashboard's own query or statistics code.
 """
 from __future__ import annotations
 
 import io
 import json
-import sys
-import textwrap
-import time
+import math
+import re
 from pathlib import Path
+from xml.etree import ElementTree
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from dashboard_store import make_store
+from dashboard_store import sample_root
 from landscape_lib.store import Store
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
-PAGES = ["runs", "training", "initializers", "optimizers", "architectures", "curvature",
-         "surfaces", "attention", "lab"]
-TITLES = {p: p.capitalize() for p in PAGES}
+PAGES = {"runs": "Runs", "training": "Training", "initializers": "Initializers",
+         "optimizers": "Optimizers", "architectures": "Architectures",
+         "curvature": "Curvature", "surfaces": "Surfaces", "attention": "Attention",
+         "report": "Study report", "lab": "Lab"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def store_root(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("dash") / "store"
-    make_store(root, n_runs=24, n_epochs=8, seed=0)
-    return str(root)
+    return sample_root(tmp_path_factory)
 
 
 @pytest.fixture
@@ -48,16 +50,36 @@ def downloads(monkeypatch) -> dict:
     return seen
 
 
-def app(monkeypatch, root) -> AppTest:
+def app(monkeypatch, root, page: str | None = None, **params) -> AppTest:
+    """The app on `root`, at `page`, with URL parameters (single values through the URL; AppTest
+    keeps one value per URL key, so lists are set on their bound multiselects)."""
     monkeypatch.setenv("LANDSCAPE_STORE", str(root))
-    return AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=90)
+    for key, value in params.items():
+        if not isinstance(value, list):
+            at.query_params[key] = value
+    at.run()
+    for key, value in params.items():
+        if isinstance(value, list) and key == "compare":
+            at.multiselect(key=key).set_value(value).run()
+    if page:
+        at.switch_page(f"app_pages/{page}.py").run()
+    for key, value in params.items():
+        if isinstance(value, list) and key != "compare":
+            at.multiselect(key=key).set_value(value).run()
+    assert not problems(at), problems(at)
+    return at
+
+
+def fetch(at: AppTest, downloads: dict, key: str):
+    """What a download button (by key) would hand to the browser."""
+    button = next(b for b in at.get("download_button") if b.proto.id.endswith(key)
+                  or getattr(b, "key", None) == key)
+    return downloads[button.proto.deferred_file_id]()
 
 
 def csv_of(at: AppTest, downloads: dict, key: str) -> pd.DataFrame:
-    """The CSV a download button (by key) would hand to the browser, parsed."""
-    button = next(b for b in at.get("download_button") if b.proto.id.endswith(key)
-                  or getattr(b, "key", None) == key)
-    data = downloads[button.proto.deferred_file_id]()
+    data = fetch(at, downloads, key)
     return pd.read_csv(io.StringIO(data if isinstance(data, str) else data.decode()))
 
 
@@ -65,254 +87,230 @@ def problems(at: AppTest) -> list:
     return [e.value for e in at.exception] + [e.value for e in at.error]
 
 
+def t_interval(values):
+    v = np.asarray(values, float)
+    half = sps.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return v.mean(), v.mean() - half, v.mean() + half
+
+
 def test_every_page_renders(monkeypatch, store_root):
-    at = app(monkeypatch, store_root).run()
+    """One AppTest visits every page; each offers downloads; the run table lists every run."""
+    at = app(monkeypatch, store_root)
     n_runs = Store(store_root).query("SELECT count(*) AS n FROM runs")["n"].iloc[0]
-    for page in PAGES:
+    for page, title in PAGES.items():
         if page != "runs":
             at.switch_page(f"app_pages/{page}.py").run()
         assert not problems(at), (page, problems(at))
-        assert at.title[0].value == TITLES[page]
+        assert at.title[0].value == title
         if page == "runs":
             assert len(at.dataframe[0].value) == n_runs
-        if page in ("training", "initializers", "optimizers", "architectures", "curvature",
-                    "surfaces", "attention"):
+        if page != "lab":
             assert at.get("download_button"), f"{page} offers no download"
 
 
-def test_optimizer_filter_limits_runs(monkeypatch, store_root):
-    at = app(monkeypatch, store_root).run()
-    at.multiselect(key="opt").set_value(["adam"]).run()
-    assert not problems(at)
-    shown = at.dataframe[0].value
-    expected = Store(store_root).query("SELECT run_id FROM runs WHERE optimizer = ?", ["adam"])
-    assert 0 < len(expected) < 24
-    assert sorted(shown["run_id"]) == sorted(expected["run_id"])
-    assert set(shown["optimizer"]) == {"adam"}
-    assert at.query_params.get("opt") in ("adam", ["adam"])  # the filter is in the URL
-
-
-def test_runs_csv_equals_store_rows(monkeypatch, store_root, downloads):
-    at = app(monkeypatch, store_root).run()
-    at.multiselect(key="init").set_value(["xavier", "lecun"]).run()
-    got = csv_of(at, downloads, "csv_runs")
-    cols = ["run_id", "status", "final_val_acc", "final_train_loss", "seed", "epochs_done"]
-    want = Store(store_root).query(
-        f"SELECT {', '.join(cols)} FROM runs WHERE init IN ('xavier', 'lecun') ORDER BY run_id")
-    got = got[cols].sort_values("run_id").reset_index(drop=True)
-    assert len(got) == len(want) > 0
-    pd.testing.assert_frame_equal(got, want, check_dtype=False)
-
-
-def test_training_csv_equals_store_epochs(monkeypatch, store_root, downloads):
-    """Two seeds of one configuration: the chart shows mean +/- std over them by default, and
-    the per-run curves when that is switched off; both CSVs are checked against the store."""
+def test_study_filter_in_url_and_folder_label(monkeypatch, store_root):
     store = Store(store_root)
-    config = store.query("SELECT dataset, model_label, init, optimizer FROM runs WHERE "
-                         "status = 'done' GROUP BY ALL HAVING count(*) >= 2 LIMIT 1").iloc[0]
-    ids = store.query("SELECT run_id FROM runs WHERE status = 'done' AND dataset = ? AND "
-                      "model_label = ? AND init = ? AND optimizer = ? ORDER BY run_id LIMIT 2",
-                      config.tolist())["run_id"].tolist()
-    want = store.query("SELECT run_id, epoch, val_acc FROM epochs WHERE run_id IN (?, ?) "
-                       "ORDER BY run_id, epoch", ids)
-    at = app(monkeypatch, store_root).run()
-    at.multiselect(key="compare").set_value(ids).run()
-    at.switch_page("app_pages/training.py").run()
+    at = app(monkeypatch, store_root, study="initializers")
+    want = store.query("SELECT run_id FROM runs WHERE study = 'initializers'")["run_id"]
+    assert sorted(at.dataframe[0].value["run_id"]) == sorted(want)
+    assert at.multiselect(key="study").value == ["initializers"]
+    at.multiselect(key="study").set_value(["folder"]).run()
+    assert at.query_params["study"] in ("folder", ["folder"])
+    # A folder data set is labelled by its folder's name, not "folder".
+    assert at.multiselect(key="dataset").options == ["tinyshapes"]
+    assert set(at.dataframe[0].value["data_set"]) == {"tinyshapes"}
+
+
+def test_factor_page_defaults_to_its_study_with_intervals_over_seeds(
+        monkeypatch, store_root, downloads):
+    """Optimizers: the optimizers study, grouped by model (lr follows the optimizer: not a
+    group); each row's n, and its 95% intervals over the two seeds, equal SciPy's."""
+    at = app(monkeypatch, store_root, "optimizers")
+    assert at.selectbox(key="optimizer_study").value == "optimizers"
+    assert at.multiselect(key="optimizer_group").value == ["model_label"]
+    table = csv_of(at, downloads, "csv_optimizer_table")
+    runs = Store(store_root).query("SELECT * FROM runs WHERE study = 'optimizers'")
+    assert len(table) == runs.groupby(["optimizer", "model_label"]).ngroups == 6
+    for row in table.itertuples():
+        mine = runs[(runs["optimizer"] == row.optimizer) & (runs["model_label"] == row.model_label)]
+        assert row.runs == len(mine) == 2
+        mean, lo, hi = t_interval(mine["final_val_acc"])
+        assert (row.final_val_acc, row.final_val_acc_lo, row.final_val_acc_hi) == pytest.approx(
+            (mean, max(lo, 0), min(hi, 1)))
+        g, glo, ghi = np.exp(t_interval(np.log(mine["final_val_loss"])))  # log scale
+        assert (row.final_val_loss, row.final_val_loss_lo, row.final_val_loss_hi) == \
+            pytest.approx((g, glo, ghi))
+        assert 0 <= row.final_val_acc_lo <= row.final_val_acc_hi <= 1
+    # Group by any key, e.g. the seed as well: groups of one run have a value and no interval.
+    at.multiselect(key="optimizer_group").set_value(["model_label", "seed"]).run()
+    table = csv_of(at, downloads, "csv_optimizer_table")
+    assert (table["runs"] == 1).all() and table["final_val_acc_lo"].isna().all()
+    curve = csv_of(at, downloads, "csv_optimizer_val_acc")
+    assert (curve["runs"] == 1).all() and curve["val_acc"].notna().all()
+
+
+def test_paired_comparison_within_matched_configurations(monkeypatch, store_root, downloads):
+    """SAM-Adam and SGD against Adam within each model: difference of accuracy and ratio of
+    lambda_max over the seeds they share, as SciPy's paired t-test computes them."""
+    at = app(monkeypatch, store_root, "optimizers", optimizer_baseline="adam")
+    paired = csv_of(at, downloads, "csv_paired_optimizer")
+    store = Store(store_root)
+    runs = store.query("""SELECT r.run_id, r.optimizer, r.model_label, r.seed, r.final_val_acc,
+                                 h.top_eig FROM runs r JOIN hessian_summary h USING (run_id)
+                          WHERE r.study = 'optimizers' AND h.layer = '<all>'
+                          QUALIFY row_number() OVER (PARTITION BY r.run_id
+                                                     ORDER BY h.epoch DESC) = 1""")
+    for model, group in runs.groupby("model_label"):
+        base = group[group["optimizer"] == "adam"].set_index("seed").sort_index()
+        sam = group[group["optimizer"] == "sam-adam"].set_index("seed").sort_index()
+        acc = paired[(paired["configuration"] == model) & (paired["optimizer"] == "sam-adam")
+                     & (paired["quantity"] == "final_val_acc")].iloc[0]
+        d = sam["final_val_acc"] - base["final_val_acc"]
+        assert acc["effect"] == "difference" and acc["paired"]
+        assert acc["estimate"] == pytest.approx(d.mean())
+        assert acc["p_value"] == pytest.approx(
+            sps.ttest_rel(sam["final_val_acc"], base["final_val_acc"]).pvalue, nan_ok=True)
+        top = paired[(paired["configuration"] == model) & (paired["optimizer"] == "sam-adam")
+                     & (paired["quantity"] == "top_eig")].iloc[0]
+        ratio = np.log(sam["top_eig"] / base["top_eig"])
+        _, lo, hi = t_interval(ratio)
+        assert top["effect"] == "ratio"
+        assert (top["estimate"], top["lo"], top["hi"]) == pytest.approx(
+            (math.exp(ratio.mean()), math.exp(lo), math.exp(hi)))
+
+
+def test_training_groups_by_any_key(monkeypatch, store_root, downloads):
+    at = app(monkeypatch, store_root, "training", study="initializers")
+    at.multiselect(key="train_group").set_value(["init"]).run()
     assert not problems(at)
-    assert at.toggle(key="train_bands").value
-    bands = csv_of(at, downloads, "csv_training_val_acc").sort_values("epoch")
-    stats = want.groupby("epoch")["val_acc"].agg(["mean", "std"])
-    assert bands["mean"].tolist() == pytest.approx(stats["mean"].tolist())
-    assert bands["std"].tolist() == pytest.approx(stats["std"].tolist())
-
-    at.toggle(key="train_bands").set_value(False).run()
-    got = csv_of(at, downloads, "csv_training_val_acc").sort_values(["run_id", "epoch"])
-    pd.testing.assert_frame_equal(got.reset_index(drop=True), want, check_dtype=False)
-
-
-def test_initializer_table_matches_formula(monkeypatch, store_root, downloads):
-    """Final error mean/std per initializer = mean/std of 1 - final_val_acc over its runs."""
-    at = app(monkeypatch, store_root).run()
-    at.switch_page("app_pages/initializers.py").run()
-    assert not problems(at)
-    table = csv_of(at, downloads, "csv_init_table").set_index("init")
-    runs = Store(store_root).query("SELECT init, final_val_acc FROM runs")
-    err = (1 - runs["final_val_acc"]).groupby(runs["init"])
-    assert table["final_error_mean"].to_dict() == pytest.approx(err.mean().to_dict())
-    assert table["final_error_std"].to_dict() == pytest.approx(err.std(ddof=1).to_dict())
-    assert table["runs"].to_dict() == err.size().to_dict()
+    got = csv_of(at, downloads, "csv_training_train_loss")
+    want = Store(store_root).query("""
+        SELECT r.init, e.epoch, count(*) AS n, exp(avg(ln(e.train_loss))) AS g
+        FROM epochs e JOIN runs r USING (run_id) WHERE r.study = 'initializers'
+        GROUP BY ALL ORDER BY ALL""")
+    got = got.sort_values(["group", "epoch"]).reset_index(drop=True)
+    assert got["group"].tolist() == want["init"].tolist()
+    assert got["runs"].tolist() == want["n"].tolist()
+    assert got["train_loss"].tolist() == pytest.approx(want["g"].tolist())
 
 
-def test_missing_and_empty_store_show_guidance(monkeypatch, tmp_path):
-    missing = app(monkeypatch, tmp_path / "nowhere").run()
-    assert not missing.exception
-    assert "train-all runs/quick.toml" in missing.info[0].value
-    assert any("quick grid" in b.label for b in missing.button)
-    Store(tmp_path / "empty").ensure()
-    empty = app(monkeypatch, tmp_path / "empty").run()
-    assert not empty.exception
-    assert "no runs yet" in empty.info[0].value
-    empty.switch_page("app_pages/surfaces.py").run()  # every page: guidance, no traceback
-    assert not empty.exception and "make demo" in empty.info[0].value
+def test_runs_page_columns_diff_parallel_and_scatter(monkeypatch, store_root, downloads):
+    store = Store(store_root)
+    ids = store.query("SELECT run_id FROM runs WHERE study = 'optimizers' AND seed = 0 "
+                      "ORDER BY run_id LIMIT 2")["run_id"].tolist()
+    at = app(monkeypatch, store_root, study="optimizers", cols=["final_val_acc", "lr"],
+             compare=ids)
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["run_id", "final_val_acc", "lr"]  # metrics first, from URL
+    at.multiselect(key="cols").set_value(["optimizer", "best_val_acc"]).run()
+    assert list(at.dataframe[0].value.columns) == ["run_id", "optimizer", "best_val_acc"]
+    diff = csv_of(at, downloads, "csv_config_diff").set_index("key")
+    a, b = (json.loads(c) for c in store.query(
+        "SELECT config_json FROM runs WHERE list_contains(?, run_id) ORDER BY run_id",
+        [ids])["config_json"])
+    assert set(diff.index) == {k for k in a if a[k] != b[k]} == {"optimizer"}
+    parallel = csv_of(at, downloads, "csv_parallel")
+    assert set(parallel["run_id"]) == set(store.query(
+        "SELECT run_id FROM runs WHERE study = 'optimizers'")["run_id"])
+    assert parallel["position"].between(0, 1).all()
+    scatter = csv_of(at, downloads, "csv_hp_scatter")
+    assert len(scatter) == 12
 
 
-def test_corrupt_store_shows_error(monkeypatch, tmp_path):
-    root = tmp_path / "corrupt"
-    make_store(root, n_runs=3, n_epochs=3, seed=1, n_analysed=0)
-    part = next((root / "tables" / "runs").glob("r*/*.parquet"))
-    part.write_bytes(b"this is not a parquet file" * 10)
-    at = app(monkeypatch, root).run()
-    assert not at.exception
-    assert at.error and "cannot be read" in at.error[0].value
+def test_curvature_one_epoch_per_run(monkeypatch, store_root, downloads):
+    store = Store(store_root)
+    ids = store.query("SELECT run_id FROM runs WHERE study = 'initializers' "
+                      "ORDER BY run_id")["run_id"].tolist()
+    at = app(monkeypatch, store_root, "curvature", compare=ids)
+    assert at.segmented_control(key="curv_view").options == [
+        "Per run", "Density", "Per layer", "Sharpness and generalization"]  # one epoch each
+    eigs = csv_of(at, downloads, "csv_top_eigs").sort_values(["run_id", "k"])
+    want = store.query("SELECT run_id, k, eigenvalue FROM hessian_eigs WHERE which = 'top' AND "
+                       "list_contains(?, run_id) ORDER BY run_id, k", [ids])
+    assert eigs["eigenvalue"].tolist() == pytest.approx(want["eigenvalue"].tolist())
+    lam = csv_of(at, downloads, "csv_lam_min")
+    assert len(lam) == len(ids) and lam["lam_min"].notna().all()
+    assert set(lam["lam_min_status"]) <= {"converged", "not converged", "not measured"}
+    summary = csv_of(at, downloads, "csv_hessian_summary")
+    assert "not measured" in set(summary["near_zero_share"].astype(str))  # NULL until measured
+    for view, key in (("Density", "csv_density"), ("Per layer", "csv_layers")):
+        at.segmented_control(key="curv_view").set_value(view).run()
+        assert not problems(at)
+        df = csv_of(at, downloads, key)
+        assert set(df["run_id"]) == set(ids)
+    assert (df.groupby("run_id")["depth"].min() == 0).all()
 
 
-def test_corrupt_epochs_part_shows_error_on_page(monkeypatch, tmp_path):
-    root = tmp_path / "corrupt-epochs"
-    make_store(root, n_runs=3, n_epochs=3, seed=1, n_analysed=0)
-    part = next((root / "tables" / "epochs").glob("r*/*.parquet"))
-    part.write_bytes(b"\x00garbage" * 50)
-    at = app(monkeypatch, root).run()
-    assert not problems(at)  # the runs table is fine
-    at.switch_page("app_pages/training.py").run()
-    assert not at.exception
-    assert at.error and "cannot be read" in at.error[0].value
+def test_curvature_over_epochs_and_sharpness_over_direction_seeds(
+        monkeypatch, store_root, downloads):
+    store = Store(store_root)
+    twice = store.query("SELECT run_id FROM hessian_summary WHERE layer = '<all>' GROUP BY ALL "
+                        "HAVING count(DISTINCT epoch) > 1 ORDER BY run_id")["run_id"].tolist()
+    at = app(monkeypatch, store_root, "curvature", compare=twice, curv_view="Over epochs")
+    df = csv_of(at, downloads, "csv_epochs_top_eig")
+    assert df.groupby("run_id")["epoch"].nunique().min() == 2
+    at.segmented_control(key="curv_view").set_value("Sharpness and generalization").run()
+    sharp = csv_of(at, downloads, "csv_sharpness").set_index("run_id")
+    want = store.query("""SELECT run_id, avg((curvature_x + curvature_y) / 2) AS c,
+                                 count(DISTINCT dir_seed) AS n FROM surface_summary
+                          WHERE list_contains(?, run_id) GROUP BY run_id""", [twice])
+    for row in want.itertuples():
+        assert row.n == 2 and sharp.loc[row.run_id, "n_dir_seeds"] == 2
+        assert sharp.loc[row.run_id, "surface_curvature"] == pytest.approx(row.c)
+    assert set(sharp.index) == set(twice)  # the compare set, nothing else
 
 
-FAKE_CLI = textwrap.dedent('''
-    """Stand-in for `python -m landscape_lib analyze` with the Lab's contract: JSON-lines
-    progress, an `analyses` row (running, then done) and result rows keyed by analysis_id."""
-    import argparse, json, sys, time
-    from datetime import datetime
-    from landscape_lib.store import Store
-    p = argparse.ArgumentParser()
-    p.add_argument("command"); p.add_argument("run"); p.add_argument("--epoch", type=int)
-    p.add_argument("--what"); p.add_argument("--store"); p.add_argument("--progress-file")
-    p.add_argument("--set", action="append", default=[])
-    p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args()
-    params = {"samples": 512, "top_k": 3, "tol": 0.001}  # the analysis' defaults
-    from landscape_lib.config import parse_value  # the real CLI's value parser
-    params.update({k: parse_value(v) for k, v in (s.split("=", 1) for s in a.set)})
-    store, aid = Store(a.store), f"hessian-{time.time_ns()}"
-    row = {"analysis_id": aid, "run_id": a.run, "epoch": a.epoch, "kind": a.what,
-           "status": "running", "params_json": json.dumps(params, sort_keys=True),
-           "device": "cpu", "engine": "fake", "started_at": datetime.now()}
-    store.write("analyses", a.run, [row], part=aid)
-    with open(a.progress_file, "a") as f:
-        for i in range(3):
-            f.write(json.dumps({"fraction": i / 3, "message": f"step {i}"}) + "\\n"); f.flush()
-            time.sleep(params.get("sleep", 0.2))
-    eigs = [4.0 / (k + 1) for k in range(params["top_k"])]
-    store.write("hessian_eigs", a.run, [{"analysis_id": aid, "run_id": a.run, "epoch": a.epoch,
-        "which": "top", "k": k + 1, "eigenvalue": v} for k, v in enumerate(eigs)], part=aid)
-    store.write("hessian_summary", a.run, [{"analysis_id": aid, "run_id": a.run,
-        "epoch": a.epoch, "layer": "<all>", "top_eig": eigs[0], "lam_min": -0.1, "trace": 9.0,
-        "trace_se": 0.5, "neg_share": 0.1}], part=aid)
-    store.write("analyses", a.run, [{**row, "status": "done", "seconds": 0.6}], part=aid)
-''')
+def test_surfaces_six_runs_scales_and_open_view_only(monkeypatch, store_root, downloads):
+    store = Store(store_root)
+    have = store.query("SELECT DISTINCT run_id FROM surface_points ORDER BY run_id")["run_id"]
+    at = app(monkeypatch, store_root, "surfaces", surf_runs=have.tolist()[:6])
+    assert len(at.multiselect(key="surf_runs").value) == 6
+    assert len(at.get("plotly_chart")) == 1  # only the open view
+    label = at.selectbox(key=f"surf_pick_{have[0]}").value
+    assert re.search(r"random seed \d+ · 7x7", label), label
+    assert at.radio(key="surf_kind").value == "contour"  # 2-D by default: no WebGL
+    at.radio(key="surf_kind").set_value("3-D surface").run()
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    scenes = [v for k, v in fig["layout"].items() if k.startswith("scene")]
+    assert "random 1" in scenes[0]["xaxis"]["title"]["text"]
+    assert sum(t["type"] == "scatter3d" for t in fig["data"]) == 6  # the centres
+    zr = {tuple(s["zaxis"]["range"]) for s in scenes}
+    assert len(zr) == 1  # shared
+    at.radio(key="surf_scale").set_value("per panel").run()
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert len({tuple(v["zaxis"]["range"]) for k, v in fig["layout"].items()
+                if k.startswith("scene")}) == 6
+    svg = fetch(at, downloads, "csv_surface_points_svg")
+    ElementTree.fromstring(svg)
+    at.segmented_control(key="surf_view").set_value("Interpolation").run()
+    assert not problems(at) and not at.get("plotly_chart")
 
 
-def _use_fake_cli(monkeypatch, tmp_path):
-    """Point the Lab's subprocess at FAKE_CLI, which writes a small analysis without a model."""
-    from dashboard import jobs
-    cli = tmp_path / "fake_cli.py"
-    cli.write_text(FAKE_CLI)
-    monkeypatch.setattr(jobs, "CLI", [sys.executable, str(cli)])
+def test_chart_downloads_are_images_and_palette(monkeypatch, store_root, downloads):
+    from dashboard import charts
+    at = app(monkeypatch, store_root, "training")
+    png = fetch(at, downloads, "csv_training_val_acc_png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = fetch(at, downloads, "csv_training_val_acc_svg")
+    assert ElementTree.fromstring(svg).tag.endswith("svg")
+    df = pd.DataFrame({"s": [f"series {i:02d}" for i in range(30)], "epoch": 1, "v": 0.0})
+    enc = {k: v.to_dict()["scale"]["range"] for k, v in charts.series(df, "s").items()}
+    styles = {(enc["color"][i % 10], str(enc["strokeDash"][i % 3])) for i in range(30)}
+    assert len(styles) == 30  # 30 series, 30 distinct colour-and-dash pairs
+    spec = charts.lines(df, "epoch", "v", "s").to_dict()
+    assert spec["layer"][0]["encoding"]["x"]["axis"]["format"] == "d"
 
 
-def test_lab_runs_analysis_in_subprocess_then_reuses_it(monkeypatch, tmp_path):
-    root = tmp_path / "lab"
-    make_store(root, n_runs=2, n_epochs=4, seed=2, n_analysed=0)
-    _use_fake_cli(monkeypatch, tmp_path)
-    monkeypatch.setenv("PYTHONPATH", str(Path(APP).parents[1]))
-    at = app(monkeypatch, root).run()
-    at.switch_page("app_pages/lab.py").run()
-    run_id = at.selectbox(key="lab_run").value
-    at.number_input(key="lab_hessian_top_k").set_value(4)
-    at.button(key="lab_run_button").click().run()
-    deadline = time.time() + 30
-    while not at.success and time.time() < deadline:
-        assert not problems(at), problems(at)
-        time.sleep(0.3)
-        at.run()
-    assert at.success, [w.value for w in at.warning]
-    assert "cpu" in at.success[0].value
-    eig_table = next(d.value for d in at.dataframe if "eigenvalue" in d.value.columns)
-    assert eig_table["eigenvalue"].tolist() == pytest.approx([4.0, 2.0, 4 / 3, 1.0])
-    stored = Store(root).query("SELECT * FROM analyses WHERE run_id = ?", [run_id])
-    assert len(stored) == 1 and json.loads(stored["params_json"][0])["top_k"] == 4
-    # Asking again for the same thing shows the stored result without a new subprocess.
-    at.switch_page("app_pages/runs.py").run()
-    at.switch_page("app_pages/lab.py").run()
-    assert at.success and at.button(key="lab_run_button").label == "Run again"
-    assert len(Store(root).query("SELECT * FROM analyses")) == 1
+def test_study_report(monkeypatch, store_root, downloads):
+    at = app(monkeypatch, store_root, "report", report_study="optimizers")
+    assert {s.value.split(" (")[0] for s in at.subheader} >= {"optimizer", "model"}
+    md = fetch(at, downloads, "report_md")
+    assert "## optimizer" in md and "data:image/png;base64," in md and "| sam-adam |" in md
+    html = fetch(at, downloads, "report_html")
+    assert html.count("<svg") >= 2 and "Paired comparison" in html
 
 
-def test_new_runs_appear_without_restart(monkeypatch, tmp_path):
-    """Rows written after the app started show up within seconds (no reconnect, no reload)."""
-    root = tmp_path / "live"
-    make_store(root, n_runs=3, n_epochs=3, seed=4, n_analysed=0)
-    at = app(monkeypatch, root).run()
-    assert len(at.dataframe[0].value) == 3
-    store = Store(root)
-    first = sorted((root / "tables" / "runs").glob("r*"))[0].name
-    new = store.read("runs", first).assign(run_id="r99999-new", status="running")
-    store.write("runs", "r99999-new", new)
-    deadline = time.time() + 20
-    while len(at.dataframe[0].value) == 3 and time.time() < deadline:
-        time.sleep(0.5)
-        at.run()
-    shown = at.dataframe[0].value
-    assert "r99999-new" in set(shown["run_id"]) and len(shown) == 4
-
-
-QUICK_GRID = textwrap.dedent('''
-    """Stand-in for `python -m landscape_lib train-all runs/quick.toml --store ROOT`."""
-    import sys, time
-    from landscape_lib.store import Store
-    root = sys.argv[sys.argv.index("--store") + 1]
-    assert sys.argv[1:3] == ["train-all", "runs/quick.toml"], sys.argv
-    time.sleep(0.5)
-    Store(root).ensure().write("runs", "quick-1", [{"run_id": "quick-1", "status": "running",
-                                                   "dataset": "digits", "optimizer": "sgd"}])
-''')
-
-
-def test_quick_grid_button_fills_an_empty_store(monkeypatch, tmp_path):
-    from dashboard import jobs
-    cli = tmp_path / "quick.py"
-    cli.write_text(QUICK_GRID)
-    monkeypatch.setattr(jobs, "CLI", [sys.executable, str(cli)])
-    at = app(monkeypatch, tmp_path / "fresh").run()
-    next(b for b in at.button if "quick grid" in b.label).click().run()
-    assert not at.exception
-    deadline = time.time() + 30
-    while not at.title or at.title[0].value != "Runs":
-        assert time.time() < deadline, [i.value for i in at.info] + [e.value for e in at.error]
-        time.sleep(0.5)
-        at.run()
-    assert at.dataframe[0].value["run_id"].tolist() == ["quick-1"]
-
-
-def test_lab_cancel_ends_the_subprocess(monkeypatch, tmp_path):
-    from dashboard import jobs
-    root = tmp_path / "cancel"
-    make_store(root, n_runs=1, n_epochs=2, seed=5, n_analysed=0)
-    _use_fake_cli(monkeypatch, tmp_path)
-    started = []
-    original = jobs.start_analysis
-    monkeypatch.setattr(jobs, "start_analysis",
-                        lambda *a, **k: started.append(original(*a, **k)) or started[-1])
-    at = app(monkeypatch, root).run()
-    at.switch_page("app_pages/lab.py").run()
-    at.text_input(key="lab_extra").set_value("sleep=30")
-    at.button(key="lab_run_button").click().run()
-    deadline = time.time() + 20
-    while "step 0" not in " ".join(p.proto.text for p in at.get("progress")):
-        assert time.time() < deadline and started[0].running
-        time.sleep(0.3)
-        at.run()
-    at.button(key="lab_cancel").click().run()
-    assert not problems(at) and at.warning and "cancelled" in at.warning[0].value
-    assert started[0].returncode is not None  # the process is gone
-    assert not at.success
+def test_dashboard_listens_on_loopback_by_default():
+    import tomllib
+    config = tomllib.loads((Path(APP).parents[1] / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"

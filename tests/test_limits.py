@@ -64,7 +64,8 @@ def test_registry_choices_are_the_implementations():
     from landscape_lib.analyses.hessian.analysis import ANALYSIS_ENGINES
     from landscape_lib.analyses.runners.surfaces import DIRECTIONS
     from landscape_lib.analyses.surface.directions import NORMALIZATIONS
-    from landscape_lib.analyses.surface.evaluate import BN_MODES
+    from landscape_lib.analyses.surface.batchnorm import BN_MODES
+    from landscape_lib.analyses.surface.grids import SURFACE_BN_MODES
     from landscape_lib.analyses.surface.memory import PRECISIONS
     from landscape_lib.data.device import SPLITS
     hessian, surface = ANALYSES.get("hessian").limits, ANALYSES.get("surface").limits
@@ -72,7 +73,8 @@ def test_registry_choices_are_the_implementations():
     assert hessian["split"].choices == surface["split"].choices == SPLITS
     assert surface["directions"].choices == DIRECTIONS
     assert surface["normalization"].choices == NORMALIZATIONS
-    assert surface["bn"].choices == BN_MODES
+    assert surface["bn"].choices == SURFACE_BN_MODES
+    assert ANALYSES.get("interpolation").limits["bn"].choices == ("auto", *BN_MODES)
     assert surface["precision"].choices == PRECISIONS
 
 

@@ -3,21 +3,23 @@ and the Frobenius norms of self-attention Hessian blocks against the input scale
 import altair as alt
 import streamlit as st
 
-from dashboard import charts, data
+from dashboard import charts
+from dashboard.data import attention, core, surfaces
+from dashboard.data import runs as runs_data
 
-root, filters, compare = data.context()
+root, filters, compare = core.context()
 st.title("Attention")
-candidates = tuple(compare or data.runs(root, filters)["run_id"].tolist())
+candidates = tuple(compare or runs_data.runs(root, filters)["run_id"].tolist())
 
 st.subheader("Adjacent-layer attention divergence")
-have = data.runs_with(root, "attention_jsd", candidates)
+have = surfaces.runs_with(root, "attention_jsd", candidates)
 if not have:
     st.info("No filtered run has attention-divergence results (transformer runs with the "
             "`attention` analysis).")
 else:
     picked = st.multiselect("Runs (up to 4)", have, default=have[:2], max_selections=4,
                             key="jsd_runs", bind="query-params")
-    jsd = data.rows_for_runs(root, "attention_jsd", tuple(picked))
+    jsd = surfaces.rows_for_runs(root, "attention_jsd", tuple(picked))
     jsd = jsd[jsd["epoch"] == jsd.groupby("run_id")["epoch"].transform("max")]  # latest epoch
     if not jsd.empty:
         domain = (0.0, float(jsd["jsd"].max()))  # one colour scale for all runs
@@ -27,34 +29,34 @@ else:
             with col:
                 chart = charts.heatmap(df, "head", "layer", "jsd", domain=domain,
                                        title=f"{run_id} (epoch {df['epoch'].max()})")
-                charts.altair(chart, df, f"attention_jsd_{run_id}", key=f"csv_jsd_{run_id}")
+                charts.show(chart, df, f"attention_jsd_{run_id}", key=f"csv_jsd_{run_id}")
         st.caption("Row `layer` compares the attention of block `layer` with block `layer + 1`.")
 
 st.subheader("Hessian blocks against input scale")
-sweeps = data.attention_hessian_sweeps(root, candidates)
+sweeps = attention.attention_hessian_sweeps(root, candidates)
 if sweeps.empty:
     st.info("No attention-Hessian sweep in the store (the `attention-hessian` analysis).")
     st.stop()
 labels = {f"{r.analysis_id} ({r.run_id or 'stand-alone'})": r.analysis_id
           for r in sweeps.itertuples()}
 aid = labels[st.selectbox("Sweep", list(labels), key="ah_sweep", persist_state="session")]
-parts = data.attention_hessian_parts(root, aid)
+parts = attention.attention_hessian_parts(root, aid)
 chosen = st.multiselect("Parts (full = Gauss-Newton + functional)", parts, default=parts,
                         key="ah_parts", persist_state="session")
-df = data.attention_hessian(root, aid, tuple(chosen))
+df = attention.attention_hessian(root, aid, tuple(chosen))
 df = df.assign(setting=df["attention"]
                + df["pre_ln"].map({True: " · pre-LN", False: " · post-LN"}))
 df = df[df["frobenius"] > 0]  # log axes
 chart = alt.Chart(charts.chart_safe(df)).mark_line(point=True).encode(
     x=alt.X("scale:Q", scale=alt.Scale(type="log"), title="input scale (std)"),
     y=alt.Y("frobenius:Q", scale=alt.Scale(type="log"), title="Frobenius norm"),
-    color=charts.color_channel("block:N"),
+    color=alt.Color("block:N", legend=charts.legend(True, 9)),
     tooltip=["setting", "part", "block", "scale", "frobenius"],
 ).properties(width=160, height=160).facet(
     row=alt.Row("part:N"), column=alt.Column("setting:N"))
-charts.altair(chart, df, f"attention_hessian_{aid}", key="csv_attention_hessian")
+charts.show(chart, df, f"attention_hessian_{aid}", key="csv_attention_hessian")
 
-hist = data.attention_hessian_hist(root, aid)
+hist = attention.attention_hessian_hist(root, aid)
 if not hist.empty:
     st.subheader("Entries of the Hessian blocks")
     st.caption("Histograms of each block's entries at input scale 1: linear attention gives "
@@ -65,6 +67,7 @@ if not hist.empty:
     df = hist[hist["part"] == part]
     chart = alt.Chart(charts.chart_safe(df)).mark_line(interpolate="step-after").encode(
         x=alt.X("bin:Q", title="entry value"), y=alt.Y("count:Q"),
-        color=charts.color_channel("block:N"), tooltip=["attention", "block", "bin", "count"],
+        color=alt.Color("block:N", legend=charts.legend(True, 9)),
+        tooltip=["attention", "block", "bin", "count"],
     ).properties(width=320, height=200).facet(column=alt.Column("attention:N"))
-    charts.altair(chart, df, f"attention_hessian_hist_{aid}_{part}", key="csv_ah_hist")
+    charts.show(chart, df, f"attention_hessian_hist_{aid}_{part}", key="csv_ah_hist")

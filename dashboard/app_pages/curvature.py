@@ -1,77 +1,173 @@
-"""Curvature: Hessian spectra over training (top eigenvalues, trace, negative share), eigenvalue
-densities, per-layer top eigenvalues, and sharpness against generalization across runs."""
+"""Curvature: per run (runs on an axis) the top eigenvalues, lambda_min with its convergence,
+the convexity ratio, the trace with its standard error and the negative share; eigenvalue
+densities on a log axis; per-layer curvature by depth and type; the spectra over epochs when a
+run has several analysed epochs; sharpness against generalization within the shown runs."""
+import altair as alt
+import numpy as np
+import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data
+from dashboard import charts, stats
+from dashboard.data import core, curvature
+from dashboard.data import runs as runs_data
 
-root, filters, compare = data.context()
+CAP = 40  # runs on the per-run charts
+NOT_MEASURED = "not measured"
+
+root, filters, compare = core.context()
 st.title("Curvature")
-ids, which = data.scope(root, filters, compare, limit=10, having="hessian_summary")
-log_y = st.toggle("Log scale for eigenvalues and traces", key="curv_log", persist_state="session")
-
+have = curvature.runs_with_hessian(root, core.Filters() if compare else filters)
+ids = [r for r in compare if r in set(have)] if compare else have
 if not ids:
     st.info("No compared or filtered run has Hessian results yet. Run `python -m landscape_lib "
             "analyze RUN --what hessian` or use the Lab page.")
-else:
-    st.caption(f"Spectra of {which}.")
-    left, right = st.columns(2)
-    eigs = charts.thin(data.hessian_eigs(root, tuple(ids)))
-    with left:
-        chart = charts.lines(eigs, "epoch", "eigenvalue", "run_id", detail="k", points=True,
-                             log_y=log_y, title="Top Hessian eigenvalues (one line per rank k)")
-        charts.altair(chart, eigs, "top_eigenvalues", key="csv_top_eigs")
-    summary = data.hessian_summary(root, tuple(ids))
-    with right:
-        df = summary[["run_id", "epoch", "trace", "trace_se"]].copy()
-        df["lo"] = df["trace"] - df["trace_se"].fillna(0)
-        df["hi"] = df["trace"] + df["trace_se"].fillna(0)
-        chart = charts.lines(df, "epoch", "trace", "run_id", band=("lo", "hi"), points=True,
-                             log_y=log_y, title="Hessian trace (Hutchinson, ± standard error)")
-        charts.altair(chart, df, "hessian_trace", key="csv_trace")
-    left, right = st.columns(2)
-    with left:
-        df = summary[["run_id", "epoch", "neg_share", "lam_min", "convexity_ratio"]]
-        chart = charts.lines(df, "epoch", "neg_share", "run_id", points=True,
-                             title="Share of negative eigenvalues (density mass below 0)")
-        charts.altair(chart, df, "negative_share", key="csv_neg_share")
-
-    epochs = data.hessian_epochs(root, tuple(ids))
-    with right:
-        epoch = (st.select_slider("Epoch for densities and layers", epochs, value=epochs[-1],
-                                  key="curv_epoch", persist_state="session")
-                 if len(epochs) > 1 else epochs[0])
-        dens = data.hessian_density(root, tuple(ids), epoch)
-        if dens.empty:
-            st.info(f"No eigenvalue density at epoch {epoch}.")
-        else:
-            chart = charts.lines(dens, "x", "density", "run_id", log_y=log_y,
-                                 title=f"Eigenvalue density at epoch {epoch}",
-                                 x_title="eigenvalue")
-            charts.altair(chart, dens, f"eigenvalue_density_e{epoch}", key="csv_density")
-    layers = data.hessian_layers(root, tuple(ids), epoch)
-    if not layers.empty:
-        chart = charts.bars(layers, "top_eig", "layer", "run_id", offset="run_id", log_x=log_y,
-                            title=f"Per-layer top eigenvalue at epoch {epoch}")
-        charts.altair(chart, layers, f"layer_top_eig_e{epoch}", key="csv_layers")
-
-st.subheader("Sharpness and generalization")
-sharp = data.sharpness(root, filters)
-if sharp.empty:
-    st.info("No filtered run has Hessian results yet.")
     st.stop()
-st.caption(f"Across the {len(sharp)} filtered runs with Hessian results, each at its last "
-           "analysed epoch. Flatness: basin width of the 2-D surface (larger = flatter).")
-measures = ["top_eig", "trace", "basin_width", "surface_curvature"]
-targets = ["generalization_gap", "final_val_acc"]
-c1, c2, c3 = st.columns(3)
-x = c1.selectbox("Sharpness measure", measures, key="sharp_x", persist_state="session")
-y = c2.selectbox("Against", targets, key="sharp_y", persist_state="session")
-log_x = c3.toggle("Log x", value=True, key="sharp_logx", persist_state="session")
-chart = charts.scatter(sharp, x, y, "model_label", log_x=log_x,
-                       tooltip=["run_id", "init", "optimizer", x, y])
-charts.altair(chart, sharp, "sharpness_vs_generalization", key="csv_sharpness")
-tau = data.kendall(sharp, measures, targets)
-st.caption("Kendall's tau (scipy.stats.kendalltau) over the runs finite in both columns.")
-charts.table(tau, "kendall_tau", key="csv_kendall",
-             column_config={"tau": st.column_config.NumberColumn(format="%.3f"),
-                            "p_value": st.column_config.NumberColumn(format="%.2g")})
+if len(ids) > CAP:
+    st.caption(f"The {CAP} newest of {len(ids)} runs with Hessian results are shown: narrow the "
+               "filters or pick runs to compare.")
+ids = tuple(ids[:CAP])
+summary = curvature.hessian_summary(root, ids)
+multi = bool(summary.groupby("run_id")["epoch"].nunique().gt(1).any())
+views = ["Per run", "Density", "Per layer", "Sharpness and generalization"] + (
+    ["Over epochs"] if multi else [])
+view = st.segmented_control("View", views, default=views[0], key="curv_view",
+                            bind="query-params") or views[0]
+last = summary.sort_values("epoch").groupby("run_id").tail(1)
+at = tuple((r, int(e)) for r, e in zip(last["run_id"], last["epoch"]))
+st.caption(f"{len(ids)} runs, each at its last analysed epoch "
+           f"({', '.join(sorted({str(e) for _, e in at}))}).")
+
+
+def flag(values) -> pd.Series:
+    return pd.Series(values).map({True: "converged", False: "not converged"}).fillna(
+        NOT_MEASURED)
+
+
+def per_run() -> None:
+    log_x = st.toggle("Log scale for eigenvalues and traces", key="curv_log",
+                      persist_state="session")
+    eigs = curvature.hessian_eigs(root, ids)
+    eigs = eigs.merge(pd.DataFrame(at, columns=["run_id", "epoch"]))
+    top = eigs[eigs["which"] == "top"].assign(k=lambda d: "k=" + d["k"].astype(str))
+    left, right = st.columns(2)
+    with left:
+        chart = charts.dots(top, "eigenvalue", "run_id", "k", log_x=log_x, show_legend=True,
+                            title="Top Hessian eigenvalues (Lanczos)")
+        charts.show(chart, top, "top_eigenvalues", key="csv_top_eigs")
+    df = last.assign(lam_min_status=flag(last["lam_min_converged"].tolist()).values,
+                     top_status=flag(last["top_eig_converged"].tolist()).values)
+    df["trace_lo"] = df["trace"] - 1.96 * df["trace_se"].fillna(0)
+    df["trace_hi"] = df["trace"] + 1.96 * df["trace_se"].fillna(0)
+    with right:
+        chart = charts.dots(df, "trace", "run_id", "run_id", err=("trace_lo", "trace_hi"),
+                            log_x=log_x, show_legend=False,
+                            title="Hessian trace (Hutchinson) with ±1.96 SE")
+        charts.show(chart, df[["run_id", "epoch", "trace", "trace_se", "trace_lo", "trace_hi"]],
+                    "hessian_trace", key="csv_trace")
+    left, right = st.columns(2)
+    with left:
+        chart = charts.dots(df, "lam_min", "run_id", "run_id", shape="lam_min_status",
+                            show_legend=False, title="lambda_min (shape: converged?)")
+        charts.show(chart, df[["run_id", "epoch", "lam_min", "lam_min_residual",
+                               "lam_min_status", "lowest_ritz", "lam_min_consistent"]],
+                    "lambda_min", key="csv_lam_min")
+    with right:
+        chart = charts.dots(df, "convexity_ratio", "run_id", "run_id", show_legend=False,
+                            title="Convexity ratio |lambda_min| / lambda_max")
+        charts.show(chart, df[["run_id", "epoch", "convexity_ratio"]], "convexity_ratio",
+                    key="csv_convexity")
+    df["neg_lo"] = (df["neg_share"] - 1.96 * df["neg_share_se"].fillna(0)).clip(0, 1)
+    df["neg_hi"] = (df["neg_share"] + 1.96 * df["neg_share_se"].fillna(0)).clip(0, 1)
+    chart = charts.dots(df, "neg_share", "run_id", "run_id", err=("neg_lo", "neg_hi"),
+                        show_legend=False, title="Negative share of the spectrum")
+    charts.show(chart, df[["run_id", "epoch", "neg_share", "neg_share_se", "neg_eps",
+                           "near_zero_share"]], "negative_share", key="csv_neg_share")
+    eps = df["neg_eps"].dropna()
+    st.caption("Negative share: the spectral density's mass below "
+               + (f"-neg_eps x lambda_max (neg_eps = {', '.join(sorted({f'{e:g}' for e in eps}))}"
+                  "; near-zero mass |lambda| <= neg_eps x lambda_max is counted apart)"
+                  if len(eps) else "0 (these analyses predate the neg_eps threshold)")
+               + ". Columns an analysis did not measure read 'not measured'.")
+    table = df[["run_id", "epoch", *curvature.SUMMARY_COLUMNS]].copy()
+    for col in curvature.SUMMARY_COLUMNS:  # text: a value, or "not measured" where NULL
+        table[col] = table[col].map(lambda v: NOT_MEASURED if pd.isna(v) else
+                                    (str(v) if isinstance(v, (bool, np.bool_)) else f"{v:.4g}"))
+    charts.table(table, "hessian_summary", key="csv_hessian_summary")
+
+
+def density() -> None:
+    dens = curvature.hessian_density(root, ids, at)
+    if dens.empty:
+        st.info("No eigenvalue density for these runs.")
+        return
+    floor = 1e-8
+    dens = dens.assign(density=dens["density"].clip(lower=floor))
+    step = max(1, -(-len(dens) // charts.ALTAIR_MAX_ROWS))  # every k-th point of each run
+    dens = dens[dens.groupby("run_id").cumcount() % step == 0]
+    chart = alt.Chart(charts.chart_safe(dens)).mark_line().encode(
+        x=alt.X("x:Q", title="eigenvalue"),
+        y=alt.Y("density:Q", scale=alt.Scale(type="log"), title="density (log)"),
+        color=alt.value(charts.COLORS[0]), tooltip=["run_id", "epoch", "x", "density"],
+    ).properties(width=260, height=180).facet(
+        facet=alt.Facet("run_id:N", title=None), columns=3).resolve_scale(x="independent")
+    charts.show(chart, dens, "eigenvalue_density", key="csv_density")
+    st.caption(f"Stochastic Lanczos quadrature densities, log density axis (floored at "
+               f"{floor:g}), so the negative tail shows next to the bulk (PyHessian's style).")
+
+
+def per_layer() -> None:
+    layers = curvature.with_depth(curvature.hessian_layers(root, ids, at))
+    if layers.empty:
+        st.info("No per-layer curvature for these runs (the hessian analysis with per_layer).")
+        return
+    value = st.radio("Value", ["top_eig", "trace"], horizontal=True, key="layer_value",
+                     persist_state="session")
+    chart = alt.Chart(charts.chart_safe(layers[layers[value] > 0])).mark_bar().encode(
+        x=alt.X("depth:O", title="layer (depth order)"),
+        y=alt.Y(f"{value}:Q", scale=alt.Scale(type="log"), title=f"{value} (log)"),
+        color=alt.Color("type:N", scale=alt.Scale(range=charts.COLORS),
+                        legend=charts.legend(True, 5)),
+        tooltip=["run_id", "layer", "type", "n_params", "top_eig", "trace"],
+    ).properties(width=420, height=160).facet(row=alt.Row("run_id:N", title=None)
+                                              ).resolve_scale(x="independent")
+    charts.show(chart, layers, f"layer_{value}", key="csv_layers")
+
+
+def over_epochs() -> None:
+    left, right = st.columns(2)
+    for i, (col, name) in enumerate([("top_eig", "lambda_max"), ("trace", "trace"),
+                                     ("neg_share", "negative share"), ("lam_min", "lambda_min")]):
+        with (left if i % 2 == 0 else right):
+            df = summary[["run_id", "epoch", col]]
+            chart = charts.lines(df, "epoch", col, "run_id", points=True, title=name,
+                                 show_legend=i % 2 == 1)
+            charts.show(chart, df, f"{col}_over_epochs", key=f"csv_epochs_{col}")
+
+
+def sharpness() -> None:
+    measures = curvature.run_measures(root, core.Filters() if compare else filters, ids)
+    measures = measures[measures["top_eig"].notna()]
+    varying = runs_data.distinct_keys(measures, runs_data.varying_keys(measures)) or [
+        "model_label"]
+    c1, c2, c3 = st.columns(3)
+    x = c1.selectbox("Sharpness measure", ["top_eig", "trace", "surface_curvature",
+                                           "basin_width"], key="sharp_x", persist_state="session")
+    y = c2.selectbox("Against", ["generalization_gap", "final_val_acc"], key="sharp_y",
+                     persist_state="session")
+    log_x = c3.toggle("Log x", value=True, key="sharp_logx", persist_state="session")
+    df = measures.assign(**{k: measures[k].astype(str) for k in varying[:2]})
+    chart = charts.scatter(df, x, y, varying[0], shape=varying[1] if len(varying) > 1 else None,
+                           log_x=log_x, tooltip=["run_id", *varying[:3], x, y, "n_dir_seeds"])
+    charts.show(chart, df, "sharpness_vs_generalization", key="csv_sharpness")
+    st.caption(f"The {len(df)} shown runs ({'compared' if compare else 'filtered'}); colour "
+               f"and shape by {', '.join(runs_data.LABELS[k] for k in varying[:2])}. Surface "
+               "statistics are the mean over each run's direction seeds (n_dir_seeds).")
+    tau = stats.kendall(df, ["top_eig", "trace", "surface_curvature", "basin_width"],
+                        ["generalization_gap", "final_val_acc"])
+    charts.table(tau, "kendall_tau", key="csv_kendall",
+                 column_config={"tau": st.column_config.NumberColumn(format="%.3f"),
+                                "p_value": st.column_config.NumberColumn(format="%.2g")})
+
+
+{"Per run": per_run, "Density": density, "Per layer": per_layer, "Over epochs": over_epochs,
+ "Sharpness and generalization": sharpness}[view]()

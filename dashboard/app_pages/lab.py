@@ -1,51 +1,50 @@
-"""Lab: run an analysis on a stored checkpoint from the browser.
+"""Lab: run an analysis on a stored checkpoint from the browser, and see every stored result.
 
-The analysis runs in a subprocess (`python -m landscape_lib analyze ...`, on the GPU when there is
-one); this page polls its progress file from a fragment, can cancel it, and then shows the
-result from the store. Asking again for an analysis that is already stored shows it at once.
+Analyses run in subprocesses (`python -m landscape_lib analyze ...`, on the GPU when there is
+one) held by the server's job registry (dashboard.jobs.LabJobs): a reloaded tab reattaches to a
+running job, with its progress by stage and Cancel; the same run and analysis never run twice at
+once; requests above the Lab's limits are refused by the registry, whatever the page sent.
 """
 import json
 
 import streamlit as st
 
-from dashboard import charts, data, jobs
+from dashboard import charts, figures3d, jobs
+from dashboard.data import core, lab
+from dashboard.data import runs as runs_data
+from landscape_lib.store.schema import WHOLE_MODEL
 
-# Analyses of a run's checkpoint (names of landscape_lib's analyses registry) with the
-# parameters the Lab shows: name -> (start value, min, max) or (start value, choices). Any other
-# parameter can be given as key=value; the registry's defaults fill in the rest.
-ANALYSES = {
-    # Interactive defaults: light enough for ~10 s on a CPU (the per-layer spectra, the costly
-    # part on deep nets, are one tick away).
-    "hessian": {"samples": (256, 8, 100_000), "top_k": (5, 1, 100),
-                "trace_samples": (20, 1, 10_000), "density_steps": (40, 4, 1_000),
-                "per_layer": (False,)},
-    "surface": {"grid": (21, 3, 401), "span": (1.0, 0.01, 10.0),
-                "directions": ("random", ["random", "eigen", "pca"])},
-    "interpolation": {"points": (31, 3, 1001)},
-    "trajectory": {},
-    "attention": {"samples": (256, 8, 100_000)},
-    "paths": {"steps": (200, 1, 100_000)},
+# The parameters the Lab shows, with light interactive defaults (about 10 s on a CPU; the
+# per-layer spectra, the costly part on deep nets, one tick away). Bounds: jobs.LIMITS.
+SHOWN = {
+    "hessian": {"samples": 256, "top_k": 5, "trace_samples": 20, "density_steps": 40,
+                "per_layer": False},
+    "surface": {"grid": 21, "span": 1.0, "directions": ["random", "eigen", "pca"]},
+    "interpolation": {"points": 31},
+    "attention": {"samples": 256},
+    "paths": {"steps": 200},
 }
-# The tables each analysis writes, shown as its result.
-RESULT_TABLES = {
-    "hessian": ("hessian_eigs", "hessian_summary", "hessian_density"),
-    "surface": ("surface_points", "surface_summary", "wavelets", "persistence", "gauss_fit"),
-    "interpolation": ("interpolation",), "trajectory": ("trajectory",),
-    "attention": ("attention_jsd",), "paths": ("optimizer_paths",),
-}
-OTHER = "other (by name)"
 
-root, filters, compare = data.context()
-st.title("Lab")
-filtered = data.runs(root, filters)["run_id"].tolist()
-ids = list(dict.fromkeys(list(compare) + filtered))
-if not ids:
-    st.info("No run matches the filters in the sidebar.")
-    st.stop()
+
+@st.cache_resource(show_spinner=False)
+def registry() -> jobs.LabJobs:
+    return jobs.LabJobs()
+
+
+@st.cache_resource(show_spinner=False)
+def analyses_of_runs() -> dict:
+    """name -> spec of the library's analyses that run on a run's checkpoint."""
+    from landscape_lib.analyses.registry import ANALYSES
+    return {e.name: e.obj for e in ANALYSES if e.obj.needs_run}
+
+
+def _fmt(value, spec: str = ".4g") -> str:
+    """A number for display; missing values (an option that was off) as a dash."""
+    return "–" if value is None or value != value else format(float(value), spec)
 
 
 def parse_extra(text: str) -> dict:
-    """`key=value` lines (or space-separated pairs) -> dict; a malformed item is reported."""
+    """`key=value` items (space-separated) -> dict; a malformed item is reported."""
     out = {}
     for item in text.split():
         key, sep, value = item.partition("=")
@@ -56,138 +55,154 @@ def parse_extra(text: str) -> dict:
     return out
 
 
-def _fmt(value, spec: str = ".4g") -> str:
-    """A number for display; missing values (an option that was off) as a dash."""
-    return "–" if value is None or value != value else format(float(value), spec)
-
-
-c1, c2, c3 = st.columns([3, 1, 1])
-run_id = c1.selectbox("Run", ids, key="lab_run", persist_state="session")
-epochs = data.checkpoint_epochs(root, run_id)
-if not epochs:
-    st.info(f"{run_id} has no saved checkpoint (table `checkpoints`, kind 'checkpoint').")
-    st.stop()
-epoch = c2.selectbox("Checkpoint epoch", epochs, index=len(epochs) - 1, key="lab_epoch",
-                     persist_state="session")
-choice = c3.selectbox("Analysis", [*ANALYSES, OTHER], key="lab_what", persist_state="session")
-what = (st.text_input("Analysis name", key="lab_other", persist_state="session")
-        if choice == OTHER else choice)
-
-params = {}
-spec = ANALYSES.get(choice, {})
-cols = st.columns(max(1, len(spec)))
-for col, (name, (default, *limits)) in zip(cols, spec.items()):
-    key = f"lab_{choice}_{name}"
-    if isinstance(default, bool):
-        params[name] = col.checkbox(name, value=default, key=key, persist_state="session")
-    elif isinstance(default, str):
-        params[name] = col.selectbox(name, limits[0], key=key, persist_state="session")
-    else:
-        params[name] = col.number_input(name, min_value=limits[0], max_value=limits[1],
-                                        value=default, key=key, persist_state="session")
-params |= parse_extra(st.text_input("More parameters (key=value, space-separated)",
-                                    key="lab_extra", persist_state="session"))
-if not what:
-    st.stop()
-
-entry = st.session_state.get("lab_job")
-
-
-@st.fragment(run_every=1 if entry else None)
-def progress_panel() -> None:
-    """Progress of the running analysis; on exit, hand over to a full rerun."""
-    current = st.session_state.get("lab_job")
-    if current is None:
-        return
-    job = current["job"]
-    if job.running:
+@st.fragment(run_every=1)
+def progress_panel(root: str, run_id: str) -> None:
+    """Progress of the run's jobs (any session may have started them); on exit, a full rerun."""
+    current = registry().running(root, run_id)
+    for job in current:
         fraction, message = job.progress()
-        st.progress(fraction, text=f"{current['what']} of {current['run_id']} at epoch "
-                                   f"{current['epoch']}: {message}")
-        if st.button("Cancel", icon=":material/cancel:", key="lab_cancel"):
+        elapsed, left = job.estimate(fraction)
+        info = job.info
+        eta = f", about {left:.0f} s left" if left is not None else ""
+        st.progress(fraction, text=f"{info['what']} of {run_id} at epoch {info['epoch']}: "
+                                   f"{message} ({fraction:.0%}, {elapsed:.0f} s{eta})")
+        stages = [f"{m} (+{t - job.started:.0f} s)" for m, t, _ in job.stages]
+        st.caption("Stages: " + " → ".join(stages))
+        if st.button("Cancel", icon=":material/cancel:", key=f"lab_cancel_{info['what']}"):
             job.cancel()
-        else:
-            return
-    st.session_state["lab_job"] = None
-    with data.guard():
-        data.refresh(root)  # show the new result now, not after the caches expire
-    if job.cancelled:
-        st.session_state["lab_message"] = ("warning", "The analysis was cancelled.")
-    elif job.returncode != 0:
-        st.session_state["lab_message"] = (
-            "error", f"The analysis failed (exit {job.returncode}): {job.error() or 'no message'}")
-    st.rerun(scope="app")
+    if not current and st.session_state.get("lab_watch"):
+        for what in st.session_state.pop("lab_watch"):
+            job = registry().get(root, run_id, what)
+            if job is None:
+                continue
+            if job.cancelled:
+                st.session_state["lab_message"] = ("warning", "The analysis was cancelled.")
+            elif job.returncode != 0:
+                st.session_state["lab_message"] = (
+                    "error", f"The analysis failed (exit {job.returncode}): "
+                             f"{job.info.get('error') or job.error() or 'no message'}")
+            registry().finish(job)
+        st.session_state.pop("lab_show", None)  # show the newest result: this one
+        core.refresh(root)  # show the new result now, not after the caches expire
+        st.rerun(scope="app")
 
 
-if entry:
-    progress_panel()
+root, filters, compare = core.context()
+st.title("Lab")
+filtered = runs_data.runs(root, filters)["run_id"].head(1000).tolist()  # the newest
+ids = list(dict.fromkeys(list(compare) + filtered))
+if not ids:
+    st.info("No run matches the filters in the sidebar.")
     st.stop()
+specs = analyses_of_runs()
+run_id = st.selectbox("Run", ids, key="lab_run", bind="query-params")
+if registry().running(root, run_id):
+    st.session_state["lab_watch"] = [j.info["what"] for j in registry().running(root, run_id)]
+if st.session_state.get("lab_watch"):
+    progress_panel(root, run_id)
 kind, message = st.session_state.pop("lab_message", (None, None))
 if kind:
     getattr(st, kind)(message)
 
-stored = data.find_analysis(root, run_id, epoch, what, params)
-label = "Run again" if stored is not None else "Run"
-if st.button(label, type="primary", icon=":material/play_arrow:", key="lab_run_button"):
-    st.session_state["lab_job"] = {"job": jobs.start_analysis(root, run_id, epoch, what, params),
-                                   "run_id": run_id, "epoch": epoch, "what": what}
-    st.rerun()
-if stored is None:
-    st.caption(f"No stored {what} result of {run_id} at epoch {epoch} with these parameters.")
-    st.stop()
-
-# ----------------------------------------------------------------------------- the result
-aid = stored["analysis_id"]
-st.success(f"Stored result `{aid}`: computed on **{stored['device'] or 'unknown device'}** "
-           f"({stored['engine'] or 'engine ?'}) at {stored['started_at']} in "
-           f"{_fmt(stored['seconds'], '.1f')} s.")
-with st.expander("Parameters"):
-    st.json(json.loads(stored["params_json"] or "{}"))
-
-if what == "hessian":
-    result = data.analysis_result(root, run_id, aid,
-                                  ("hessian_eigs", "hessian_summary", "hessian_density"))
-    whole = result["hessian_summary"]
-    whole = whole[whole["layer"].isna() | whole["layer"].isin(data.WHOLE_MODEL_LAYERS)]
-    if not whole.empty:
-        row = whole.iloc[0]
-        m = st.columns(4)
-        m[0].metric("top eigenvalue", _fmt(row["top_eig"]))
-        m[1].metric("trace", _fmt(row["trace"]), help=f"standard error {_fmt(row['trace_se'])}")
-        m[2].metric("lowest eigenvalue", _fmt(row["lam_min"]))
-        m[3].metric("negative share", _fmt(row["neg_share"], ".1%"))
-    left, right = st.columns(2)
-    with left:
-        charts.table(result["hessian_eigs"][["which", "k", "eigenvalue"]], f"eigenvalues_{aid}",
-                     key="csv_lab_eigs")
-        charts.table(result["hessian_summary"], f"hessian_summary_{aid}", key="csv_lab_summary")
-    with right:
-        dens = result["hessian_density"][["x", "density"]].assign(run_id=run_id)
-        if not dens.empty:
-            chart = charts.lines(dens, "x", "density", "run_id", x_title="eigenvalue",
-                                 title="Eigenvalue density")
-            charts.altair(chart, dens, f"density_{aid}", key="csv_lab_density")
-elif what == "surface":
-    result = data.analysis_result(root, run_id, aid, RESULT_TABLES["surface"])
-    points = result["surface_points"]
-    if points.empty:
-        st.info("The analysis wrote no grid points.")
-    else:
-        grid = [(f"{run_id} epoch {epoch}", *charts.grid_of(points, "loss"))]
-        left, right = st.columns(2)
-        with left:
-            charts.plotly(charts.surfaces_figure(grid, kind="surface"), points,
-                          f"surface_{aid}", key="csv_lab_surface_3d")
-        with right:
-            charts.plotly(charts.surfaces_figure(grid, kind="contour"), points,
-                          f"surface_{aid}", key="csv_lab_surface")
-        charts.table(result["surface_summary"], f"surface_summary_{aid}",
-                     key="csv_lab_surface_summary")
+# ----------------------------------------------------------------------------- stored results
+stored = lab.analyses(root, run_id)
+st.subheader("Stored results")
+if stored.empty:
+    st.caption(f"{run_id} has no stored analysis yet.")
 else:
-    result = data.analysis_result(root, run_id, aid, RESULT_TABLES.get(what, ()))
-    for table, df in result.items():
-        st.caption(f"`{table}` ({len(df)} rows)")
+    shown = stored[["analysis_id", "kind", "epoch", "status", "params_json", "device", "engine",
+                    "seconds", "started_at", "error"]]
+    charts.table(shown, f"analyses_{run_id}", key="csv_lab_analyses")
+
+# ----------------------------------------------------------------------------- new analysis
+st.subheader("New analysis")
+ckpts = lab.checkpoints(root, run_id)
+c1, c2 = st.columns([1, 2])
+epochs = ckpts["epoch"].tolist()
+epoch = c1.selectbox("Checkpoint epoch", epochs, index=max(len(epochs) - 1, 0),
+                     key="lab_epoch", persist_state="session") if epochs else None
+what = c2.selectbox("Analysis", list(specs), key="lab_what", persist_state="session",
+                    format_func=lambda n: f"{n}: {specs[n].description[:70]}")
+params = {}
+spec = SHOWN.get(what, {})
+cols = st.columns(max(1, len(spec)))
+for col, (name, default) in zip(cols, spec.items()):
+    key = f"lab_{what}_{name}"
+    lo, hi = jobs.LIMITS.get(what, {}).get(name, (None, None))
+    if isinstance(default, bool):
+        params[name] = col.checkbox(name, value=default, key=key, persist_state="session")
+    elif isinstance(default, list):
+        params[name] = col.selectbox(name, default, key=key, persist_state="session")
+    else:
+        params[name] = col.number_input(name, min_value=lo, max_value=hi, value=default, key=key,
+                                        persist_state="session")
+params |= parse_extra(st.text_input(
+    "More parameters (key=value, space-separated; defaults: "
+    + ", ".join(f"{k}={v}" for k, v in specs[what].defaults.items()) + ")",
+    key="lab_extra", persist_state="session"))
+
+reason = None
+if epoch is None:
+    reason = f"{run_id} has no saved checkpoint (table `checkpoints`, kind 'checkpoint')."
+elif not bool(ckpts.loc[ckpts["epoch"] == epoch, "exists"].iloc[0]):
+    path = ckpts.loc[ckpts["epoch"] == epoch, "path"].iloc[0]
+    reason = f"The checkpoint file `{path}` is missing from the store: it cannot be analysed."
+if reason:
+    st.warning(reason, icon=":material/block:")
+if st.button("Run", type="primary", icon=":material/play_arrow:", key="lab_run_button",
+             disabled=reason is not None, help=reason):
+    try:
+        job, started = registry().start(root, run_id, int(epoch), what, params,
+                                        {n: s.defaults for n, s in specs.items()})
+    except jobs.LabRequestError as exc:
+        st.error(f"Refused: {exc}", icon=":material/block:")
+        st.stop()
+    if not started:
+        st.session_state["lab_message"] = ("info", f"{what} of {run_id} is already running: "
+                                                   "showing its progress.")
+    st.rerun()
+
+# ----------------------------------------------------------------------------- one result
+done = stored[stored["status"] == "done"] if not stored.empty else stored
+if done.empty:
+    st.stop()
+labels = {f"{r.kind} · epoch {r.epoch} · {r.analysis_id}": r.analysis_id
+          for r in done.itertuples()}
+aid = labels[st.selectbox("Show stored result", list(labels), key="lab_show",
+                          persist_state="session")]
+row = done[done["analysis_id"] == aid].iloc[0]
+st.success(f"Stored result `{aid}`: computed on **{row['device'] or 'unknown device'}** "
+           f"({row['engine'] or 'engine ?'}) at {row['started_at']} in "
+           f"{_fmt(row['seconds'], '.1f')} s.")
+with st.expander("Parameters"):
+    st.json(json.loads(row["params_json"] or "{}"))
+tables = specs[row["kind"]].tables if row["kind"] in specs else ()
+result = lab.analysis_result(root, run_id, aid, tables)
+if row["kind"] == "hessian":
+    whole = result["hessian_summary"]
+    whole = whole[whole["layer"] == WHOLE_MODEL] if "layer" in whole else whole
+    if not whole.empty:
+        r = whole.iloc[0]
+        m = st.columns(4)
+        m[0].metric("top eigenvalue", _fmt(r["top_eig"]))
+        m[1].metric("trace", _fmt(r["trace"]), help=f"standard error {_fmt(r['trace_se'])}")
+        m[2].metric("lowest eigenvalue", _fmt(r["lam_min"]))
+        m[3].metric("negative share", _fmt(r["neg_share"], ".1%"))
+    dens = result["hessian_density"][["x", "density"]].assign(run_id=run_id)
+    if not dens.empty:
+        chart = charts.lines(dens, "x", "density", "run_id", x_title="eigenvalue", log_y=True,
+                             title="Eigenvalue density (log)", show_legend=False)
+        charts.show(chart, dens, f"density_{aid}", key="csv_lab_density")
+elif row["kind"] == "surface" and not result["surface_points"].empty:
+    points = result["surface_points"]
+    xs, ys, Z = figures3d.grid_of(points, "loss")
+    grid = [{"title": f"{run_id} epoch {row['epoch']}", "xs": xs, "ys": ys, "Z": Z,
+             "x_title": "direction 1", "y_title": "direction 2",
+             "centre": points.loc[(points["x"].abs() + points["y"].abs()).idxmin(), "loss"]}]
+    charts.plotly(figures3d.surfaces_figure(grid, kind="contour"), points, f"surface_{aid}",
+                  key="csv_lab_surface", static=lambda: figures3d.surfaces_static(
+                      points, "loss", {aid: run_id}))
+for table, df in result.items():
+    with st.expander(f"`{table}` ({len(df)} rows)"):
         charts.table(df, f"{table}_{aid}", key=f"csv_lab_{table}")
-    if not result:
-        charts.table(stored.to_frame().T, f"analysis_{aid}", key="csv_lab_other")
 st.caption("Other pages (Curvature, Surfaces, Attention) show this result next to other runs.")

@@ -1,40 +1,62 @@
-"""Training: per-epoch curves of any recorded metric, overlaid per run or as mean +/- std over
-seeds; optional EMA smoothing and log scale."""
+"""Training: per-epoch curves of any recorded metric, per run or as mean and 95% interval per
+group of runs (group by any config keys); optional EMA smoothing and log scale."""
 import streamlit as st
 
-from dashboard import charts, data
+from dashboard import charts, stats
+from dashboard.data import core
+from dashboard.data import runs as runs_data
 
-root, filters, compare = data.context()
+LIMIT = 10  # runs drawn one by one when nothing is compared
+
+root, filters, compare = core.context()
 st.title("Training")
-ids, which = data.scope(root, filters, compare, limit=10)
-if not ids:
+filtered = runs_data.runs(root, filters)
+if filtered.empty and not compare:
     st.info("No run matches the filters in the sidebar.")
     st.stop()
-st.caption(f"Showing {which}.")
 
-metrics = st.multiselect("Metrics", data.EPOCH_METRICS, key="train_metrics",
-                         persist_state="session",
-                         default=["train_loss", "val_loss", "val_acc"])
-rows = data.runs_by_id(root, tuple(ids))
-groups = data.seed_groups(rows)
-sizes = groups.map(groups.value_counts())
-c1, c2, c3 = st.columns([2, 1, 1])
+metrics = st.multiselect("Metrics", runs_data.EPOCH_METRICS, key="train_metrics",
+                         bind="query-params", default=["train_loss", "val_loss", "val_acc"])
+keys = [k for k in runs_data.KEYS if k != "seed"]
+pool = runs_data.runs_by_id(root, tuple(compare)) if compare else filtered
+varying = runs_data.distinct_keys(pool, runs_data.varying_keys(pool))
+default = varying if pool.duplicated(varying or ["run_id"]).any() else []
+groups = tuple(st.multiselect(
+    "Group by (mean and 95% CI over each group's runs; none = one line per run)", keys,
+    default=default, key="train_group", bind="query-params",
+    format_func=lambda k: runs_data.LABELS[k]))
+c1, c2 = st.columns([2, 1])
 alpha = c1.slider("Smoothing (EMA weight of the past)", 0.0, 0.95, 0.0, 0.05, key="train_ema",
                   persist_state="session")
 log_y = c2.toggle("Log scale", key="train_log", persist_state="session")
-bands = c3.toggle("Mean ± std over seeds", key="train_bands", persist_state="session",
-                  disabled=not (sizes > 1).any(), value=bool((sizes > 1).all()),
-                  help="Runs whose configurations differ only by their seed are averaged.")
 
-curves = data.epoch_curves(root, tuple(ids), tuple(metrics))
-cols = st.columns(2)
+if groups:
+    ids = tuple(compare)
+    curves = runs_data.group_curves(root, core.Filters() if compare else filters, groups,
+                                    tuple(metrics), ids)
+    st.caption(f"{'The compared' if compare else 'The filtered'} runs "
+               f"({len(pool)}) in {curves['group'].nunique()} groups; runs per group in the "
+               "CSV (`runs`). Groups of one run are drawn as points.")
+else:
+    ids = tuple(compare or filtered["run_id"].head(LIMIT))
+    curves = runs_data.epoch_curves(root, ids, tuple(metrics))
+    st.caption("Showing " + (f"the {len(ids)} compared runs." if compare else
+                             f"the {len(ids)} newest of {len(filtered)} filtered runs: pick "
+                             "runs to compare in the sidebar, or group them."))
 for i, metric in enumerate(metrics):
-    df = data.smooth(curves[["run_id", "epoch", metric]], metric, "run_id", alpha)
-    if bands and (sizes > 1).any():
-        df = data.seed_bands(df, groups, metric)
-        chart = charts.lines(df, "epoch", "mean", "config", band=("lo", "hi"), log_y=log_y,
-                             title=metric, y_title=metric)
+    if i % 2 == 0:
+        cols = st.columns(2)  # one row per pair of charts, the legend under the second
+    last = i % 2 == 1 or i == len(metrics) - 1
+    if groups:
+        df = curves[["group", "epoch", "runs"]
+                    + [c for c in curves if c.startswith(f"{metric}_")]]
+        df = stats.add_interval(df, metric, runs_data.metric_kind(metric))
+        df = runs_data.smooth(df, metric, "group", alpha)
+        chart = charts.lines(df, "epoch", metric, "group", band=(f"{metric}_lo", f"{metric}_hi"),
+                             log_y=log_y, title=metric, show_legend=last, single_points="runs")
     else:
-        chart = charts.lines(df, "epoch", metric, "run_id", log_y=log_y, title=metric)
+        df = runs_data.smooth(curves[["run_id", "epoch", metric]], metric, "run_id", alpha)
+        chart = charts.lines(df, "epoch", metric, "run_id", log_y=log_y, title=metric,
+                             show_legend=last)
     with cols[i % 2]:
-        charts.altair(chart, df, f"training_{metric}", key=f"csv_training_{metric}")
+        charts.show(chart, df, f"training_{metric}", key=f"csv_training_{metric}")

@@ -65,10 +65,11 @@ class Store:
 
     def _write_empty_parts(self) -> None:
         # A zero-row typed part per table keeps every view's glob non-empty, so a connection
-        # made before the first run still sees rows written later.
+        # made before the first run still sees rows written later. It is rewritten when the
+        # schema gained columns, so that views over parts written before still bind them.
         for table in TABLES:
             path = part_path(self.tables_dir, table, "_schema", "empty")
-            if not path.exists():
+            if not path.exists() or list(read_part(path).columns) != list(columns(table)):
                 write_part(path, table, pd.DataFrame([]))
 
     def check_version(self) -> None:

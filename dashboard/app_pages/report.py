@@ -1,0 +1,44 @@
+"""Study report: each factor a study varies, with its effect on accuracy and sharpness (means,
+95% intervals over seeds, paired tests where configurations match), downloadable as one
+Markdown or HTML file with its figures."""
+import streamlit as st
+
+from dashboard import charts, report
+from dashboard.data import core, curvature
+from dashboard.data import runs as runs_data
+
+root, filters, _ = core.context()
+st.title("Study report")
+all_runs = runs_data.runs(root, core.Filters())
+counts = all_runs["study"].dropna().value_counts()
+studies = sorted((s for s in counts.index if s), key=lambda s: (-counts[s], s))  # largest first
+if not studies:
+    st.info("No run belongs to a study (grid files name them: [[study]] name = ...).")
+    st.stop()
+default = [s for s in filters.studies if s in studies]
+study = st.selectbox("Study", studies, key="report_study", bind="query-params",
+                     index=studies.index(default[0]) if default else 0)
+measures = curvature.run_measures(root, core.Filters(studies=(study,)))
+sections = report.build(measures)
+st.markdown(report.intro(study, measures))
+if not sections:
+    st.info(f"Study {study} varies no factor besides the seed.")
+    st.stop()
+with st.container(horizontal=True, gap="small"):
+    st.download_button("Markdown report", data=lambda: report.markdown(study, measures, sections),
+                       file_name=f"report_{charts.slug(study)}.md", mime="text/markdown",
+                       key="report_md", icon=":material/description:", on_click="ignore")
+    st.download_button("HTML report", data=lambda: report.to_html(study, measures, sections),
+                       file_name=f"report_{charts.slug(study)}.html", mime="text/html",
+                       key="report_html", icon=":material/html:", on_click="ignore")
+for s in sections:
+    st.subheader(f"{runs_data.LABELS[s.factor]} (baseline: {s.baseline})")
+    levels = s.levels.assign(measure=s.levels["measure"].map(lambda m: report.MEASURES[m][0]))
+    charts.show(s.figure(), s.levels, f"report_{s.factor}", key=f"csv_report_{s.factor}")
+    charts.table(levels, f"report_levels_{s.factor}", key=f"csv_report_levels_{s.factor}")
+    if s.paired.empty:
+        st.caption("No configuration has runs at the baseline and another level.")
+    else:
+        st.caption("Paired comparison against the baseline within configurations equal in "
+                   + (", ".join(runs_data.LABELS[k] for k in s.match) or "everything") + ".")
+        charts.table(s.paired, f"report_paired_{s.factor}", key=f"csv_report_paired_{s.factor}")

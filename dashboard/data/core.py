@@ -1,0 +1,192 @@
+"""Plumbing of the data layer: the store's connection and snapshots, the sidebar's filters and
+the SQL of the filtered runs that every other module builds on.
+
+One DuckDB connection per store root is cached for the process (`st.cache_resource`) together
+with in-memory snapshots of the store's tables (snapshot.py: re-read part by part as files
+change); each query runs on its own cursor (a connection is not thread-safe, its cursors are)
+with the tables it reads registered from the snapshots, and its result is cached for a few
+seconds (`st.cache_data`, keyed by the store root and the filter values).
+
+All SQL takes user values as parameters (`?`); lists go in as one list parameter tested with
+`list_contains(?, col)`. Names that vary (a chosen metric, a group-by key) are checked against
+fixed lists first, so no user text ever becomes SQL.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Iterable, NamedTuple
+
+import duckdb
+import pandas as pd
+import streamlit as st
+
+from landscape_lib.errors import StoreError
+from landscape_lib.store import TABLES, Store
+
+from .snapshot import Snapshots
+
+TTL = 3  # seconds a query result is reused; new rows show up after at most this long
+MAX_POINTS = 4000  # rows per chart; Altair refuses more than 5,000
+
+# Tables the pages read across runs, loaded in the background when a store is first opened.
+PRELOAD = ("runs", "epochs", "hessian_summary", "analyses", "surface_summary", "hessian_eigs",
+           "surface_points", "attention_jsd", "attention_hessian")
+
+
+class Filters(NamedTuple):
+    """The sidebar's selection; empty means "all"."""
+    studies: tuple = ()
+    datasets: tuple = ()
+    archs: tuple = ()
+    model_labels: tuple = ()
+    inits: tuple = ()
+    optimizers: tuple = ()
+    statuses: tuple = ()
+    seeds: tuple = ()
+    text: str = ""
+
+
+FILTER_COLUMNS = {"studies": "study", "datasets": "data_set", "archs": "arch",
+                  "model_labels": "model_label", "inits": "init", "optimizers": "optimizer",
+                  "statuses": "status", "seeds": "seed"}
+
+
+# ----------------------------------------------------------------------------- connection
+def store_root() -> str:
+    """The store shown: $LANDSCAPE_STORE, else runs/store (resolved now, so tests can switch)."""
+    return str(Store().root)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _store(root: str) -> tuple[duckdb.DuckDBPyConnection, Snapshots]:
+    """The process-wide connection and table snapshots of one store."""
+    Store(root).check_version()
+    snapshots = Snapshots(root)
+    snapshots.preload(PRELOAD)
+    return duckdb.connect(), snapshots
+
+
+_TABLE_REF = re.compile(r"\b(?:FROM|JOIN)\s+([a-z_]+)", re.IGNORECASE)
+
+
+def refresh(root: str) -> None:
+    """Forget cached results and re-check the store's files now (e.g. after a Lab analysis)."""
+    _store(root)[1].invalidate()
+    st.cache_data.clear()
+
+
+def first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def query(root: str, sql: str, params: Iterable = (), run_id: str | None = None
+          ) -> pd.DataFrame:
+    """Run one parameterised query on a fresh cursor over the store's tables (each table the
+    SQL reads FROM or JOINs is registered from its snapshot, or with `run_id` from that run's
+    own part files only); problems become StoreError."""
+    con, snapshots = _store(root)
+    cur = con.cursor()
+    try:
+        for table in {t.lower() for t in _TABLE_REF.findall(sql)} & set(TABLES):
+            cur.register(table, snapshots.table(table) if run_id is None
+                         else snapshots.run_table(table, run_id))
+        return cur.execute(sql, list(params)).df()
+    except duckdb.Error as exc:
+        raise StoreError(f"the store at {root} cannot be read: {first_line(exc)}") from exc
+    finally:
+        cur.close()
+
+
+def check(names: Iterable[str], allowed: Iterable[str], what: str) -> list[str]:
+    """`names` if every one is in `allowed` (a fixed list), else StoreError: the guard that
+    keeps user text out of SQL identifiers."""
+    names, allowed = list(names), set(allowed)
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise StoreError(f"unknown {what}: {', '.join(map(str, bad))}")
+    return names
+
+
+def finite(expr: str) -> str:
+    """NULL for NaN and infinities, so aggregates skip diverged values."""
+    return f"CASE WHEN isfinite({expr}) THEN {expr} END"
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def run_count(root: str) -> int:
+    return int(query(root, "SELECT count(DISTINCT run_id) AS n FROM runs")["n"].iloc[0])
+
+
+def store_status(root: str) -> tuple[str, str]:
+    """("ok" | "missing" | "empty" | "error", message) for the guidance shown instead of pages."""
+    if not Store(root).exists():
+        return "missing", f"There is no store at `{root}` yet."
+    try:
+        n = run_count(root)
+    except StoreError as exc:
+        return "error", str(exc)
+    return ("ok", f"{n} runs") if n else ("empty", f"The store at `{root}` has no runs yet.")
+
+
+@contextlib.contextmanager
+def guard():
+    """Show a store that cannot be read as a message, not a traceback (pages, fragments)."""
+    try:
+        yield
+    except StoreError as exc:
+        st.error(f"The store cannot be read. {exc}", icon=":material/error:")
+
+
+def context() -> tuple[str, Filters, list[str]]:
+    """(store root, sidebar filters, runs to compare), set by app.py on every run."""
+    return st.session_state["context"]
+
+
+# ----------------------------------------------------------------------------- filtered runs
+# The newest row of each run, with `data_set`: the data set's name, or for a folder data set
+# the name of its folder (config dataset_options.path).
+RUNS = r"""
+    SELECT *, CASE WHEN dataset = 'folder' THEN coalesce(nullif(regexp_extract(
+                  json_extract_string(config_json, '$.dataset_options.path'),
+                  '([^/\\]+)[/\\]*$', 1), ''), 'folder') ELSE dataset END AS data_set
+    FROM runs QUALIFY row_number() OVER
+        (PARTITION BY run_id ORDER BY updated_at DESC NULLS LAST) = 1"""
+
+
+def filtered_runs(f: Filters) -> tuple[str, list]:
+    """SQL of the runs that pass the filters (one row per run) and its parameters."""
+    clauses, params = [], []
+    for field, col in FILTER_COLUMNS.items():
+        values = list(getattr(f, field))
+        if values:
+            clauses.append(f"list_contains(?, {col})")
+            params.append(values)
+    if f.text.strip():
+        clauses.append("(contains(lower(run_id), ?) OR contains(lower(coalesce(study, '')), ?)"
+                       " OR contains(lower(coalesce(tags, '')), ?))")
+        params += [f.text.strip().lower()] * 3
+    where = " AND ".join(clauses) or "true"
+    return f"SELECT * FROM ({RUNS}) WHERE {where}", params
+
+
+def with_runs(f: Filters) -> tuple[str, list]:
+    """`WITH r AS (filtered runs)` and its parameters: the head of most page queries."""
+    sql, params = filtered_runs(f)
+    return f"WITH r AS ({sql})", params
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def filter_options(root: str) -> pd.DataFrame:
+    """Distinct combinations of the filterable columns (for the sidebar's choices)."""
+    cols = ", ".join(dict.fromkeys(FILTER_COLUMNS.values()))
+    return query(root, f"SELECT DISTINCT {cols} FROM ({RUNS})")
+
+
+def options_for(combos: pd.DataFrame, column: str, where: dict | None = None) -> list:
+    """Sorted choices of `column`, restricted to combos matching `where` {column: values}."""
+    rows = combos
+    for col, values in (where or {}).items():
+        if values:
+            rows = rows[rows[col].isin(values)]
+    return sorted(rows[column].dropna().unique().tolist())

@@ -1,0 +1,88 @@
+"""Surfaces: 2-D loss surfaces (catalogue, grid points, summaries, spread over direction seeds)
+and the row tables of the analyses derived from them (interpolation, trajectory, wavelets,
+persistence, Gaussian fit, optimizer paths)."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from landscape_lib.store import TABLES
+from landscape_lib.store.queries import SURFACE_SEED_SPREAD
+
+from .core import TTL, check, query
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def surfaces(root: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
+    """Every 2-D surface of the runs: analysis_id, run_id, epoch, grid size, directions, their
+    seed and normalisation (from the analysis' parameters), newest first."""
+    return query(root, """
+        SELECT p.analysis_id, p.run_id, p.epoch, count(*) AS points,
+               max(p.i) + 1 AS nx, max(p.j) + 1 AS ny, any_value(s.directions) AS directions,
+               any_value(s.dir_seed) AS dir_seed,
+               any_value(json_extract_string(a.params_json, '$.normalization')) AS normalization,
+               any_value(json_extract_string(a.params_json, '$.span')) AS span,
+               any_value(a.started_at) AS started_at
+        FROM surface_points p
+        LEFT JOIN surface_summary s ON s.analysis_id = p.analysis_id
+        LEFT JOIN analyses a ON a.analysis_id = p.analysis_id
+        WHERE list_contains(?, p.run_id)
+        GROUP BY p.analysis_id, p.run_id, p.epoch
+        ORDER BY p.run_id, p.epoch DESC, started_at DESC NULLS LAST""", [list(run_ids)])
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def surface_points(root: str, analysis_ids: tuple[str, ...]) -> pd.DataFrame:
+    """Grid points (i, j, x, y, loss, acc) of the given surfaces."""
+    return query(root, """SELECT analysis_id, run_id, epoch, i, j, x, y, loss, acc
+                          FROM surface_points WHERE list_contains(?, analysis_id)
+                          ORDER BY analysis_id, i, j""", [list(analysis_ids)])
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def surface_summary(root: str, analysis_ids: tuple[str, ...]) -> pd.DataFrame:
+    return query(root, "SELECT * FROM surface_summary WHERE list_contains(?, analysis_id) "
+                       "ORDER BY analysis_id", [list(analysis_ids)])
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def surface_seed_spread(root: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
+    """Surface summaries over direction seeds: mean and std per run, epoch and directions."""
+    return query(root, SURFACE_SEED_SPREAD, [list(run_ids)])
+
+
+ROW_ORDER = {
+    "interpolation": "run_id, epoch, epoch_b, alpha",
+    "trajectory": "run_id, method, analysis_id, point_epoch",
+    "wavelets": "run_id, analysis_id, level, kind",
+    "persistence": "run_id, analysis_id, dim, birth",
+    "gauss_fit": "run_id, epoch, analysis_id",
+    "optimizer_paths": "run_id, analysis_id, surface, optimizer, step",
+    "attention_jsd": "run_id, epoch, layer, head",
+}
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def rows_for_runs(root: str, table: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
+    """All rows of an analysis result table (one of ROW_ORDER) for the given runs."""
+    check([table], ROW_ORDER, "table")
+    return query(root, f"SELECT * FROM {table} WHERE list_contains(?, run_id) "
+                       f"ORDER BY {ROW_ORDER[table]}", [list(run_ids)])
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def standalone_rows(root: str, table: str) -> pd.DataFrame:
+    """Rows of an analysis result table that belong to no run (stand-alone studies, written
+    under the pseudo run id "study")."""
+    check([table], ROW_ORDER, "table")
+    return query(root, f"SELECT * FROM {table} WHERE run_id IS NULL OR run_id NOT IN "
+                       f"(SELECT run_id FROM runs) ORDER BY {ROW_ORDER[table]}")
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def runs_with(root: str, table: str, run_ids: tuple[str, ...]) -> list[str]:
+    """The given runs that have rows in `table` (order kept)."""
+    check([table], TABLES, "table")
+    have = set(query(root, f"SELECT DISTINCT run_id FROM {table} WHERE list_contains(?, run_id)",
+                     [list(run_ids)])["run_id"])
+    return [r for r in run_ids if r in have]
