@@ -3,8 +3,8 @@ no row, and the next `train-all` completes the grid exactly as an uninterrupted 
 
 Default (`make test`): the known bad windows plus seeded random (mode, kind of write) strata,
 12 injection points in all. LANDSCAPE_FAULTS=all injects at every point in every
-phase and mode (several hundred; about 15 min on 2 cores with -n 2). LANDSCAPE_FAULTS_SEED
-picks another sample.
+phase and mode (several hundred; about 15 min on 2 cores with -n 2); LANDSCAPE_FAULTS=N a
+sample of N crash and N // 2 disk-full cases. LANDSCAPE_FAULTS_SEED picks another sample.
 """
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ import pytest
 import faultcheck as fc
 
 FULL = os.environ.get("LANDSCAPE_FAULTS") == "all"
+# LANDSCAPE_FAULTS=N: a larger sample, N crash cases and N // 2 disk-full cases.
+_SAMPLE = os.environ.get("LANDSCAPE_FAULTS", "")
+LARGER = int(_SAMPLE) if _SAMPLE.isdigit() else 0
 SEED = int(os.environ.get("LANDSCAPE_FAULTS_SEED", "0"))
 REPORT = os.environ.get("LANDSCAPE_FAULTS_REPORT")
 WORKDIR = Path(os.environ.get("LANDSCAPE_FAULTS_DIR", tempfile.gettempdir()))
@@ -46,6 +49,8 @@ def pytest_generate_tests(metafunc):
     for name, (modes, budget, must) in SWEEPS.items():
         if name in metafunc.fixturenames:
             points, _ = _points()
+            if LARGER:
+                budget = LARGER if name == "crash" else LARGER // 2
             found = fc.cases(points, modes, budget=None if FULL else budget, seed=SEED, must=must)
             metafunc.parametrize(name, found, ids=[f"{m}-{ph}-{i:03d}-{lab}"
                                                    for m, ph, i, lab in found])
