@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import traceback
@@ -183,9 +184,8 @@ def recorded_points(launcher: Launcher, workdir: Path) -> tuple[list[dict], Path
         fcntl.flock(lock, fcntl.LOCK_EX)
         log, done = base / "points.jsonl", base / "done"
         if not done.exists():
-            for p in (log, base / "store"):
-                if p.is_file():
-                    p.unlink()
+            log.unlink(missing_ok=True)  # what a failed recording left
+            shutil.rmtree(base / "store", ignore_errors=True)
             grid = base / "grid.toml"
             grid.write_text(GRID)
             out = launcher.run(train_all_argv(grid, base / "store"), base / "out",
