@@ -11,7 +11,7 @@ import json
 import time
 from datetime import datetime
 
-from ..errors import ConfigError, LandscapeError, StoreError
+from ..errors import ConfigError, LandscapeError, StoreError, StoreWriteError
 from ..store import TABLES, Store
 from ..store.schema import ANALYSIS_DONE, ANALYSIS_FAILED, ANALYSIS_RUNNING, STUDY
 from ..train.environment import package_versions, resolve_device
@@ -90,6 +90,12 @@ def _compute(ctx: AnalysisContext, kind: str, params: dict) -> None:
     started = time.perf_counter()
     try:
         ANALYSES.get(kind).runner()(ctx, params)
+        ctx.write("analyses", [{**row, "status": ANALYSIS_DONE,
+                                "engine": ctx.engine or row["engine"],
+                                "seconds": time.perf_counter() - started}])
+    except StoreWriteError as exc:  # a full disk: store the failure if the store still can
+        _failed(ctx, row, str(exc), started)
+        raise
     except LandscapeError:
         forget(ctx)  # a user error found late (e.g. missing eigenvectors): leave no trace
         raise
@@ -98,8 +104,14 @@ def _compute(ctx: AnalysisContext, kind: str, params: dict) -> None:
                                 "error": f"{type(exc).__name__}: {exc}",
                                 "seconds": time.perf_counter() - started}])
         raise
-    ctx.write("analyses", [{**row, "status": ANALYSIS_DONE, "engine": ctx.engine or row["engine"],
-                            "seconds": time.perf_counter() - started}])
+
+
+def _failed(ctx: AnalysisContext, row: dict, error: str, started: float) -> None:
+    try:
+        ctx.write("analyses", [{**row, "status": ANALYSIS_FAILED, "error": error,
+                                "seconds": time.perf_counter() - started}])
+    except StoreWriteError:  # still full: the caller's error line says why
+        pass
 
 
 def forget(ctx: AnalysisContext) -> None:
