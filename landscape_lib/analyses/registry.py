@@ -18,6 +18,7 @@ from typing import Callable
 from ..errors import ConfigError
 from ..limits import Limit
 from ..registry import Registry, check_value
+from .hessian import settings as hessian_settings
 
 ANALYSES = Registry("analysis", options=lambda entry: entry.obj.defaults)
 
@@ -112,22 +113,26 @@ _PATH_LIMITS = {"steps": Limit.interval("[1, 1000000]", integer=True, lab_max=10
                 "lr": Limit.interval("(0, inf)")}
 
 register(Analysis(
-    "hessian", "curvature:run_hessian", description="Hessian spectrum: top/bottom eigenvalues, "
-    "trace, density (SLQ), negative share, per-layer top eigenvalue and trace; of the plain "
+    "hessian", "curvature:run_hessian", description="Hessian spectrum: top eigenvalues and "
+    "lambda_min with residual bounds, trace, density (SLQ), negative and near-zero shares, "
+    "per-layer top eigenvalue and trace; products and seconds per part; of the plain "
     "cross-entropy (loss='ce') or the training loss with its label smoothing (loss='train')",
-    defaults={"samples": 512, **_SAMPLE, "loss": "ce", "top_k": 5, "bottom_k": 1, "tol": 1e-3,
-              "trace_samples": 50, "density_vectors": 3, "density_steps": 60, "per_layer": True,
-              "layer_trace_samples": 20, "engine": "default", "seed": 0},
-    tables=("hessian_eigs", "hessian_summary", "hessian_density"),
+    defaults=hessian_settings.defaults(),
+    tables=("hessian_eigs", "hessian_summary", "hessian_density", "analysis_costs"),
+    check="curvature:check_hessian",
     limits={**_SAMPLE_LIMITS, "seed": _SEED,
             "top_k": Limit.interval("[1, 1000]", integer=True, lab_max=100),
             "bottom_k": Limit.interval("[0, 1000]", integer=True, lab_max=100),
-            "tol": Limit.interval("(0, 1]"),
+            "tol": Limit.interval("(0, 1]"), "bottom_tol": Limit.interval("(0, 1]"),
+            "bottom_max_steps": Limit.interval("[1, 100000]", integer=True, lab_max=1000),
+            "neg_eps": Limit.interval("(0, 1]"), "layer_tol": Limit.interval("(0, 1]"),
             "trace_samples": Limit.interval("[1, 1000000]", integer=True, lab_max=10_000),
             "density_vectors": Limit.interval("[1, 1000]", integer=True, lab_max=100),
             "density_steps": Limit.interval("[2, 10000]", integer=True, lab_max=1000),
-            "layer_trace_samples": Limit.interval("[1, 1000000]", integer=True, lab_max=10_000),
-            "engine": Limit.one_of("default", "pyhessian")}))
+            "layer_steps": Limit.interval("[1, 10000]", integer=True, lab_max=1000),
+            "hvp_chunk": Limit.interval("[0, 1000000]", integer=True),
+            "layer_method": Limit.one_of(*hessian_settings.LAYER_METHODS),
+            "engine": Limit.one_of(*hessian_settings.ENGINES)}))
 register(Analysis(
     "surface", "surfaces:run_surface", description="2-D loss/accuracy grid around a checkpoint "
     "along random filter-normalised, top-Hessian-eigenvector or trajectory-PCA directions, with "
