@@ -61,7 +61,7 @@ def test_every_analysis_default_is_within_its_limits():
 
 
 def test_registry_choices_are_the_implementations():
-    from landscape_lib.analyses.hessian.analysis import ANALYSIS_ENGINES
+    from landscape_lib.analyses.hessian.settings import ENGINES as ANALYSIS_ENGINES
     from landscape_lib.analyses.runners.surfaces import DIRECTIONS
     from landscape_lib.analyses.surface.directions import NORMALIZATIONS
     from landscape_lib.analyses.surface.batchnorm import BN_MODES
