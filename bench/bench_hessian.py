@@ -84,7 +84,7 @@ def build_model(args) -> nn.Module:
         return create_model("cnn", in_channels=3, image_size=32, num_classes=10, widths=(4, 8))
     model = create_model("resnet18", in_channels=3, image_size=32, num_classes=10)
     if args.checkpoint:
-        model.load_state_dict(torch.load(args.checkpoint, map_location="cpu"))
+        model.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True))
     return model
 
 

@@ -1,7 +1,9 @@
 """`python -m landscape_lib COMMAND ...`: train, train-all, list, runs, export, analyze.
 
-User errors (unknown names, bad files, missing data, unwritable store) print one line starting
-with `error:` and exit with status 2, before anything is written.
+User errors (unknown names, bad values or files, missing data, unwritable store) print one line
+starting with `error:` and exit with status 2, before anything is written. `train` and
+`train-all` exit with 1 when a run or a scheduled analysis was left unfinished (each says why
+in one `error:` line); running the same command again resumes them.
 """
 from __future__ import annotations
 
@@ -13,8 +15,26 @@ from .locations import DEFAULT_GRID
 from .store.queries import RUN_FILTERS
 
 
+def positive_int(text: str, also: str = "") -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer{also}, not {text!r}")
+    return int(text)
+
+
+def jobs_arg(text: str) -> str | int:
+    """`-j`: "auto" or a positive integer."""
+    return text if text == "auto" else positive_int(text, " or 'auto'")
+
+
+def nonempty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def _store_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", help="store folder (default: $LANDSCAPE_STORE or runs/store)")
+    p.add_argument("--store", type=nonempty,
+                   help="store folder (default: $LANDSCAPE_STORE or runs/store)")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -63,9 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-all", help="train every run of a grid file (finished runs skipped)")
     p.add_argument("grid", nargs="?", default=str(DEFAULT_GRID))
-    p.add_argument("-j", "--jobs", default="auto",
-                   help="parallel runs (default auto: one per GPU, 1 without GPUs)")
-    p.add_argument("--epochs", type=int, help="override every run's epochs")
+    p.add_argument("-j", "--jobs", default="auto", type=jobs_arg,
+                   help="parallel runs (default auto: one per GPU, 1 without GPUs); more than "
+                        "the runs left to train starts one worker per run")
+    p.add_argument("--epochs", type=positive_int, help="override every run's epochs")
     p.add_argument("--study", action="append", help="only this study (repeatable)")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="key=value",
                    help="override a field in every run")
@@ -105,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze-all", help="run the [analyses] of a grid file on its runs")
     p.add_argument("grid", nargs="?", default=str(DEFAULT_GRID))
-    p.add_argument("--epochs", type=int, help="the same override used for train-all")
+    p.add_argument("--epochs", type=positive_int, help="the same override used for train-all")
     p.add_argument("--study", action="append")
     _run_args(p)
     _backend_args(p)

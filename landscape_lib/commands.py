@@ -5,33 +5,27 @@ import json
 import os
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .config import RunConfig, parse_overrides
-from .errors import ConfigError
+from .config import RunConfig, parse_overrides, read_toml
+from .errors import ConfigError, LandscapeError
 from .store import Store, queries
-from .store.schema import ANALYSIS_DONE, ANALYSIS_FAILED, DONE_STATUSES, FAILED
+from .store.schema import ANALYSIS_DONE, ANALYSIS_FAILED, DONE_STATUSES
 
 
 def train(args) -> int:
-    data = {}
-    if args.config:
-        try:
-            data = tomllib.loads(Path(args.config).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config {args.config}: {exc}") from None
+    data = read_toml(args.config, "config file") if args.config else {}
     cfg = RunConfig.from_dict(data).with_overrides(parse_overrides(args.overrides))
     cfg.validate_names()
-    check_data([cfg], args.data_root)
-    store = Store(args.store).ensure()
+    check_runs([cfg], args.data_root, args.device)
+    store = _open_store(args.store)
     from .pipeline import run_grid
     counts = run_grid([cfg], store, jobs=1, data_root=args.data_root, device=args.device,
                       progress=not args.no_progress)
     _report(counts, store, [cfg.run_id()])
-    return 0 if FAILED not in counts else 1
+    return _exit_status([cfg], store)
 
 
 def train_all(args) -> int:
@@ -39,7 +33,7 @@ def train_all(args) -> int:
     from .pipeline import pending, resolve_jobs, run_grid
     ray = ray_options(args)
     overrides = parse_overrides(args.set)
-    if args.epochs:
+    if args.epochs is not None:
         overrides["epochs"] = args.epochs
     configs = load_grid(args.grid, overrides=overrides, studies=args.study)
     if args.dry_run:
@@ -47,8 +41,8 @@ def train_all(args) -> int:
             print(f"{cfg.run_id()}  study={cfg.study} dataset={cfg.dataset} arch={cfg.arch} "
                   f"init={cfg.init} optimizer={cfg.optimizer} epochs={cfg.epochs}")
         return 0
-    check_data(configs, args.data_root)
-    store = Store(args.store).ensure()
+    check_runs(configs, args.data_root, args.device)
+    store = _open_store(args.store)
     todo = len(pending(configs, store))
     if ray is not None:
         from .scale.ray_backend import run_grid_ray
@@ -57,9 +51,9 @@ def train_all(args) -> int:
               f"store: {store.root}", file=sys.stderr)
         counts = run_grid_ray(configs, store, ray)
     else:
-        jobs = resolve_jobs(args.jobs)
-        print(f"{len(configs)} runs in {args.grid}, {todo} to train, {jobs} worker(s); "
-              f"store: {store.root}", file=sys.stderr)
+        jobs = max(1, min(resolve_jobs(args.jobs), todo))
+        print(f"{len(configs)} runs in {args.grid}, {todo} to train or complete, "
+              f"{jobs} worker(s); store: {store.root}", file=sys.stderr)
         counts = run_grid(configs, store, jobs=jobs, data_root=args.data_root,
                           device=args.device, progress=not args.no_progress)
     _report(counts, store)
@@ -67,7 +61,7 @@ def train_all(args) -> int:
     if left:
         print(f"{left} run(s) left unfinished: re-run the same command to resume them",
               file=sys.stderr)
-    return 1 if left else 0
+    return 1 if left else _exit_status(configs, store)
 
 
 def unfinished(counts: dict[str, int]) -> int:
@@ -100,15 +94,37 @@ def ray_options(args):
                       progress=not args.no_progress, **given).check()
 
 
-def check_data(configs, data_root) -> None:
-    """Load each data set once before anything is written, so a missing one fails cleanly."""
-    from .data import load_dataset
-    seen = set()
+def _open_store(root):
+    """The store, created or checked, with what killed writers left behind removed."""
+    store = Store(root).ensure()
+    store.sweep_temporaries()
+    return store
+
+
+def _exit_status(configs, store) -> int:
+    """0 when every run of `configs` is done with its scheduled analyses (read back from the
+    store), else 1: the unfinished ones were reported and the next train-all resumes them."""
+    from .pipeline import pending
+    return 1 if pending(configs, store) else 0
+
+
+def check_runs(configs, data_root, device) -> None:
+    """Everything the runs need, before anything is written: the device, each run's scheduled
+    analyses (kinds, parameters, epochs), its data set, a dry build of model and optimizer."""
+    from .train.build import check_builds
+    from .train.environment import resolve_device
+    resolve_device(device)
+    check_schedules(configs)
+    check_builds(configs, data_root)
+
+
+def check_schedules(configs) -> None:
+    from .analyses.registry import check_schedule
     for cfg in configs:
-        key = (cfg.dataset, json.dumps(cfg.dataset_options, sort_keys=True))
-        if key not in seen:
-            seen.add(key)
-            load_dataset(cfg.dataset, root=data_root, **cfg.dataset_options)
+        try:
+            check_schedule(cfg.analyses, cfg.resolved_checkpoint_epochs())
+        except LandscapeError as exc:
+            raise type(exc)(f"run {cfg.run_id()}: {exc}") from None
 
 
 def _report(counts: dict, store: Store, run_ids=None) -> None:
@@ -148,11 +164,27 @@ def runs(args) -> int:
 
 
 def export(args) -> int:
-    df = queries.table_rows(Store(args.store), args.table, args.run)
-    df.to_csv(args.out or sys.stdout, index=False)
     if args.out:
-        print(f"{len(df)} rows -> {args.out}", file=sys.stderr)
+        check_output(args.out, "-o/--out")
+    df = queries.table_rows(Store(args.store), args.table, args.run)
+    if not args.out:
+        df.to_csv(sys.stdout, index=False)
+        return 0
+    try:
+        df.to_csv(args.out, index=False)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    print(f"{len(df)} rows -> {args.out}", file=sys.stderr)
     return 0
+
+
+def check_output(path, flag: str) -> None:
+    """An output file can be made: its folder exists and it is not a folder itself."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory: give a file name")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{flag} {path}: the directory {path.parent} does not exist")
 
 
 # ---------------------------------------------------------------------- analyses
@@ -182,6 +214,11 @@ def analyze(args) -> int:
     store = Store(args.store)
     params = parse_overrides(args.set)
     kinds = [k.strip() for k in args.what.split(",") if k.strip()]
+    if not kinds:
+        raise ConfigError("--what names no analysis (see `python -m landscape_lib list "
+                          "analyses`)")
+    if args.progress_file:
+        check_output(args.progress_file, "--progress-file")
     own = {kind: {k: v for k, v in params.items() if k in ANALYSES.get(kind).defaults}
            for kind in kinds}  # unknown analysis names fail here, before anything runs
     unused = set(params) - {k for p in own.values() for k in p}
@@ -204,10 +241,13 @@ def analyze(args) -> int:
 def analyze_all(args) -> int:
     from .grid import load_grid
     from .pipeline import analyze_all as run_all
+    from .train.environment import resolve_device
     ray = ray_options(args)
-    overrides = {"epochs": args.epochs} if args.epochs else {}
+    overrides = {"epochs": args.epochs} if args.epochs is not None else {}
     configs = load_grid(args.grid, overrides=overrides, studies=args.study)
-    store = Store(args.store).ensure()
+    check_schedules(configs)
+    resolve_device(args.device)
+    store = _open_store(args.store)
     if ray is not None:
         from .scale.ray_backend import analyze_all_ray
         total = analyze_all_ray(configs, store, ray)

@@ -13,12 +13,16 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, check_choice
+from .errors import ConfigError
+from .limits import Limit
 
 SCHEDULES = ("constant", "cosine")
 TRAJECTORIES = ("auto", "full", "sketch", "off")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+INT32 = 2**31  # integer columns of the store (runs.seed, epochs...) are 32-bit
 
 
 @dataclass
@@ -76,23 +80,34 @@ class RunConfig:
         return cfg
 
     def check_values(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("epochs and batch_size must be >= 1")
-        check_choice("schedule", self.schedule, SCHEDULES)
-        check_choice("trajectory", self.trajectory, TRAJECTORIES)
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, not {self.lr}")
+        """Every field within its `FIELD_LIMITS`; checkpoint epochs and tags well formed."""
+        for name, limit in FIELD_LIMITS.items():
+            limit.check(name, getattr(self, name))
+        epochs = self.checkpoint_epochs
+        if epochs is not None:
+            ok = Limit(0, self.epochs, integer=True)
+            if not all(isinstance(e, int) and not isinstance(e, bool) for e in epochs):
+                raise ConfigError(f"checkpoint_epochs must be a list of integers, not {epochs!r}")
+            for e in epochs:
+                ok.check("checkpoint_epochs", e)
+        if not all(isinstance(t, (str, int, float)) for t in self.tags):
+            raise ConfigError(f"tags must be strings or numbers, not {self.tags!r}")
 
     def validate_names(self) -> None:
-        """Check registry names and options early, before anything is written."""
+        """Check registry names and options (names and kinds of values) early, before anything
+        is written."""
         from .data import DATASETS
         from .inits import INITIALIZERS
-        from .models import MODELS, check_options
+        from .models import MODELS
         from .optim import OPTIMIZERS
-        for registry, name in ((DATASETS, self.dataset), (MODELS, self.arch),
-                               (INITIALIZERS, self.init), (OPTIMIZERS, self.optimizer)):
-            registry.entry(name)  # raises UnknownNameError with the choices
-        check_options(self.arch, self.arch_options)  # unknown model options fail here
+        from .registry import check_value
+        for registry, name, options in ((DATASETS, self.dataset, self.dataset_options),
+                                        (MODELS, self.arch, self.arch_options),
+                                        (INITIALIZERS, self.init, self.init_options)):
+            registry.check_options(name, options)  # UnknownNameError lists the choices
+        accepted = OPTIMIZERS.get(self.optimizer).accepted
+        for key, value in self.optimizer_options.items():  # names: checked by the dry build
+            check_value(f"optimizer '{self.optimizer}'", key, value, accepted.get(key))
 
     def with_overrides(self, overrides: dict[str, Any]) -> "RunConfig":
         merged = self.to_dict()
@@ -126,6 +141,24 @@ class RunConfig:
         return sorted(epochs)
 
 
+# The values each field accepts (floats must also be finite); read by the dashboard's forms.
+FIELD_LIMITS: dict[str, Limit] = {
+    "lr": Limit.interval("(0, inf)"),
+    "weight_decay": Limit.interval("[0, inf)"),
+    "momentum": Limit.interval("[0, 1)"),
+    "epochs": Limit.interval("[1, 1000000]", integer=True),
+    "batch_size": Limit.interval("[1, 2**31)", integer=True),
+    "seed": Limit.interval("[0, 2**31)", integer=True),
+    "warmup_epochs": Limit.interval("[0, 2**31)", integer=True),
+    "label_smoothing": Limit.interval("[0, 1]"),
+    "grad_clip": Limit.interval("[0, inf)"),  # 0 = off
+    "train_subset": Limit.interval("[0, 2**31)", integer=True),  # 0 = all
+    "sketch_dim": Limit.interval("[1, 2**24]", integer=True),
+    "schedule": Limit.one_of(*SCHEDULES),
+    "trajectory": Limit.one_of(*TRAJECTORIES),
+    "compile_mode": Limit.one_of(*COMPILE_MODES),
+}
+
 _TYPES = {f.name: f.type for f in fields(RunConfig)}
 
 
@@ -144,14 +177,56 @@ def _coerce(key: str, value: Any) -> Any:
     }[kind]
     if not ok:
         raise ConfigError(f"config key '{key}' expects {kind}, got {value!r}")
-    return float(value) if kind == "float" else value
+    try:
+        return float(value) if kind == "float" else value
+    except OverflowError:  # an integer beyond any float
+        raise ConfigError(f"config key '{key}' is too large: {value}") from None
+
+
+MAX_DEPTH = 16  # tables and arrays nested deeper than this in a config or grid file are refused
+
+
+def read_toml(path, what: str = "config file") -> dict:
+    """A TOML file as a dict; every way it can be unreadable is one ConfigError naming it (a
+    folder, missing, not UTF-8, not TOML, nested absurdly deep)."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} at "
+                          f"offset {exc.start}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {path} nests tables or arrays deeper than "
+                          f"{MAX_DEPTH} levels") from None
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError(f"{what} {path} nests tables or arrays deeper than {MAX_DEPTH} levels")
+    return data
+
+
+def _depth(value, level: int = 0) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
 
 
 def parse_value(text: str) -> Any:
     """A command-line value as TOML (numbers, booleans, lists, inline tables), else a string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
@@ -167,6 +242,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def set_dotted(target: dict, key: str, value: Any) -> None:
+    if not all(key.split(".")):
+        raise ConfigError(f"override key '{key}' has an empty part")
     head, _, rest = key.partition(".")
     if not rest:
         target[head] = value

@@ -24,6 +24,19 @@ class StoreError(LandscapeError):
     """The store cannot be read or written (path, permissions, corruption)."""
 
 
+class StoreWriteError(StoreError):
+    """A file of the store (a part, a checkpoint, a resume state) could not be written: the
+    disk is full, a folder is read-only... `reason` is the system's words ("No space left on
+    device"); the message is one line naming the file."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+    def __reduce__(self):  # picklable across worker processes
+        return type(self), (self.path, self.reason)
+
+
 def check_choice(option: str, value, allowed):
     """Return `value` if it is one of `allowed`, else raise a one-line ConfigError naming them."""
     allowed = list(allowed)

@@ -26,13 +26,16 @@ A list of tables on a table-valued key (arch_options, optimizer_options, ...) sw
 from __future__ import annotations
 
 import itertools
+import math
 import os
-import tomllib
 from dataclasses import fields
 from pathlib import Path
 
-from .config import RunConfig
+from .config import RunConfig, read_toml
 from .errors import ConfigError, LandscapeError
+
+# A grid expanding to more runs is refused before it is expanded (split it into studies/files).
+MAX_RUNS = 10_000
 
 _KINDS = {f.name: f.type for f in fields(RunConfig)}
 _LIST_VALUED = {k for k, t in _KINDS.items() if t.startswith("list")}
@@ -42,23 +45,18 @@ def load_grid(path: str | os.PathLike, *, overrides: dict | None = None,
               studies: list[str] | None = None) -> list[RunConfig]:
     """Parse and validate a grid file; every run config is checked before anything runs."""
     path = Path(path)
-    try:
-        spec = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"grid file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"grid file {path} is not valid TOML: {exc}") from None
-    unknown = set(spec) - {"defaults", "study", "analyses"}
-    if unknown:
-        raise ConfigError(f"grid file {path}: unknown section(s) {sorted(unknown)}; "
-                          "expected [defaults], [analyses] and [[study]]")
+    spec = read_toml(path, "grid file")
+    _check_sections(path, spec)
     defaults = dict(spec.get("defaults", {}))
     if "analyses" in spec:
         defaults["analyses"] = spec["analyses"]
     configs, seen = [], set()
-    for study in spec.get("study", []):
-        if studies and study.get("name") not in studies:
-            continue
+    chosen = [s for s in spec.get("study", []) if not studies or s.get("name") in studies]
+    total = sum(study_size(study) for study in chosen)
+    if total > MAX_RUNS:
+        raise ConfigError(f"grid file {path} expands to {total:,} runs (more than {MAX_RUNS:,}): "
+                          "split it into smaller studies or files")
+    for study in chosen:
         for raw in expand_study(study, defaults):
             try:
                 cfg = RunConfig.from_dict(raw).with_overrides(overrides or {})
@@ -75,6 +73,33 @@ def load_grid(path: str | os.PathLike, *, overrides: dict | None = None,
     return configs
 
 
+def _check_sections(path: Path, spec: dict) -> None:
+    """The grid file's shape: [defaults] and [analyses] tables, [[study]] tables with names."""
+    unknown = set(spec) - {"defaults", "study", "analyses"}
+    if unknown:
+        raise ConfigError(f"grid file {path}: unknown section(s) {sorted(unknown)}; "
+                          "expected [defaults], [analyses] and [[study]]")
+    for section in ("defaults", "analyses"):
+        if not isinstance(spec.get(section, {}), dict):
+            raise ConfigError(f"grid file {path}: {section} must be a table ([{section}]), "
+                              f"not {spec[section]!r}")
+    studies = spec.get("study", [])
+    if not isinstance(studies, list) or not all(isinstance(s, dict) for s in studies):
+        raise ConfigError(f"grid file {path}: study must be an array of tables ([[study]]), "
+                          f"not {studies!r}")
+    for study in studies:
+        if not isinstance(study.get("name", ""), str):
+            raise ConfigError(f"grid file {path}: a study's name must be a string, not "
+                              f"{study['name']!r}")
+
+
+def study_size(study: dict) -> int:
+    """How many runs a study expands to (before duplicates are merged), without expanding."""
+    sizes = [len(v) if isinstance(v, list) else 1 for k, v in study.items()
+             if k.startswith("variants") or _is_sweep(k, v)]
+    return math.prod(sizes)
+
+
 def expand_study(study: dict, defaults: dict) -> list[dict]:
     study = dict(study)
     name = study.pop("name", "")
@@ -84,6 +109,9 @@ def expand_study(study: dict, defaults: dict) -> list[dict]:
             raise ConfigError(f"study '{name}': variants must be a non-empty list of tables")
         axes[i] = [v for variant in axis for v in expand_variant(variant, name)]
     sweeps = {k: v for k, v in study.items() if _is_sweep(k, v)}
+    for key, values in sweeps.items():
+        if not values:
+            raise ConfigError(f"study '{name}': {key} = [] sweeps no value")
     fixed = {k: v for k, v in study.items() if k not in sweeps}
     out = []
     for variant_combo in itertools.product(*axes):

@@ -28,6 +28,51 @@ def signature_options(fn: Callable, exclude=()) -> dict[str, Any]:
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in exclude}
 
 
+def value_kind(default) -> str | None:
+    """What a value must be, judged by its default: "true or false", "a number", "a string",
+    "a list of integers", "a list of numbers", "a list"; None when the default says nothing
+    (None, a mixed tuple...)."""
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, (int, float)):
+        return "a number"
+    if isinstance(default, str):
+        return "a string"
+    if isinstance(default, (list, tuple)):
+        if default and all(isinstance(v, int) and not isinstance(v, bool) for v in default):
+            return "a list of integers"
+        if default and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                           for v in default):
+            return "a list of numbers"
+        if default and all(isinstance(v, str) for v in default):
+            return "a list of strings"
+        return "a list" if not default else None
+    return None
+
+
+def _is(value, kind: str) -> bool:
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    items = value if isinstance(value, list) else None
+    return {
+        "true or false": lambda: isinstance(value, bool),
+        "a number": lambda: number(value),
+        "a string": lambda: isinstance(value, str),
+        "a list": lambda: items is not None,
+        "a list of integers": lambda: items is not None and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in items),
+        "a list of numbers": lambda: items is not None and all(map(number, items)),
+        "a list of strings": lambda: items is not None and all(isinstance(v, str) for v in items),
+    }[kind]()
+
+
+def check_value(owner: str, key: str, value, default) -> None:
+    """ConfigError unless `value` is of the kind its default is (see `value_kind`)."""
+    kind = value_kind(default)
+    if kind is not None and not _is(value, kind):
+        raise ConfigError(f"{owner}: {key} must be {kind}, not {value!r}")
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -90,13 +135,16 @@ class Registry:
         return signature_options(entry.obj, self.exclude)
 
     def check_options(self, name: str, given) -> dict[str, Any]:
-        """All options of `name` (defaults filled in); ConfigError naming an unknown one."""
+        """All options of `name` (defaults filled in); ConfigError naming an unknown one, or
+        one whose value is not of its default's kind (`check_value`)."""
         accepted = self.options(name)
         unknown = sorted(set(given) - set(accepted))
         if unknown:
             listed = ", ".join(f"'{key}'" for key in unknown)
             raise ConfigError(f"{self.kind} '{name}' has no option{'s' * (len(unknown) > 1)} "
                               f"{listed}; accepted: {', '.join(accepted) or 'none'}")
+        for key, value in given.items():
+            check_value(f"{self.kind} '{name}'", key, value, accepted[key])
         return {**accepted, **given}
 
     def names(self) -> list[str]:

@@ -16,7 +16,7 @@ PACKAGE = REPO_ROOT / "landscape_lib"
 
 # Layers from the bottom up: a module may import from its own layer and those below it.
 LAYERS = [
-    ["errors", "locations"],
+    ["errors", "locations", "limits"],
     ["registry"],
     ["params", "store"],
     ["data", "models", "inits", "optim"],

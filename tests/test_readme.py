@@ -56,6 +56,14 @@ def test_every_run_field_is_documented_with_its_default():
             assert documented[field.name] == default, (field.name, documented[field.name])
 
 
+def test_every_field_limit_is_documented():
+    from landscape_lib.config import FIELD_LIMITS
+    text = " ".join(README.split())  # the paragraph wraps lines
+    missing = [f"`{name}`: {limit}" for name, limit in FIELD_LIMITS.items()
+               if f"`{name}`: {limit}" not in text]
+    assert not missing, missing
+
+
 def test_cli_commands_and_quick_start_are_documented():
     from landscape_lib.cli import build_parser
     commands = build_parser()._subparsers._group_actions[0].choices

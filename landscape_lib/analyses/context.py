@@ -20,7 +20,8 @@ from ..errors import ConfigError, StoreError, check_choice
 from ..store import Store, queries
 from ..store.schema import STUDY
 from ..train.build import build_data, build_model
-from ..train.checkpoints import load_checkpoint
+from ..store.atomic import sha256_file
+from ..train.checkpoints import check_digest, load_checkpoint
 
 ProgressFn = Callable[[float, str], None]
 # The loss an analysis differentiates: "ce" = plain mean cross-entropy (what train_loss and
@@ -63,11 +64,20 @@ class AnalysisContext:
         the same architecture), on the device in eval mode."""
         run_id = run_id or self.run_id
         model = self.new_model()
+        model.load_state_dict(self.checkpoint(epoch, run_id))
+        return model.to(self.device).eval()
+
+    def checkpoint(self, epoch: int, run_id: str | None = None, *, load: bool = True):
+        """The state dict of a checkpoint, checked against the digest stored with it
+        (`load=False`: only checked)."""
+        run_id = run_id or self.run_id
         path = self.store.checkpoint_path(run_id, epoch)
         if not path.exists():
             raise ConfigError(f"run {run_id} has no checkpoint file for epoch {epoch}")
-        model.load_state_dict(load_checkpoint(path))
-        return model.to(self.device).eval()
+        stored = queries.checkpoint_digest(self.store, run_id, epoch)
+        if load:
+            return load_checkpoint(path, sha256=stored)
+        check_digest(path, sha256_file(path), stored)
 
     @cached_property
     def model(self) -> nn.Module:
@@ -97,7 +107,8 @@ class AnalysisContext:
         df = queries.trajectory_files(self.store, self.run_id)
         if df.empty:
             raise ConfigError(f"run {self.run_id} kept no trajectory (trajectory = off)")
-        vecs = [torch.load(self.store.root / p, weights_only=True) for p in df["path"]]
+        vecs = [load_checkpoint(self.store.root / p, sha256=None if pd.isna(d) else d)
+                for p, d in zip(df["path"], df["sha256"])]
         return df["epoch"].tolist(), torch.stack(vecs).float(), df["kind"].iloc[0]
 
     # ------------------------------------------------------------------ outputs
@@ -135,7 +146,11 @@ def run_config(row: pd.Series) -> RunConfig:
 
 def resolve_epoch(store: Store, run_id: str, epoch) -> int:
     """A checkpoint epoch of the run: a number it has, "first" or "last" (None = last)."""
-    epochs = queries.checkpoint_epochs(store, run_id)
+    return pick_epoch(queries.checkpoint_epochs(store, run_id), epoch, run_id)
+
+
+def pick_epoch(epochs: list[int], epoch, run_id: str) -> int:
+    """`epoch` ("first", "last", None or a number) among a run's checkpoint `epochs`."""
     if not epochs:
         raise ConfigError(f"run {run_id} has no checkpoint: train it first")
     if epoch in (None, "last"):
@@ -144,7 +159,7 @@ def resolve_epoch(store: Store, run_id: str, epoch) -> int:
         return epochs[0]
     try:
         epoch = int(epoch)
-    except ValueError:
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"epoch must be a number, 'first' or 'last', not '{epoch}'") from None
     if epoch not in epochs:
         raise ConfigError(f"run {run_id} has no checkpoint at epoch {epoch}; checkpoints: "

@@ -11,7 +11,7 @@ import json
 import time
 from datetime import datetime
 
-from ..errors import ConfigError, LandscapeError
+from ..errors import ConfigError, LandscapeError, StoreError, StoreWriteError
 from ..store import TABLES, Store
 from ..store.schema import ANALYSIS_DONE, ANALYSIS_FAILED, ANALYSIS_RUNNING, STUDY
 from ..train.environment import package_versions, resolve_device, resolve_devices
@@ -39,7 +39,7 @@ def prepare(store: Store, run: str | None, kind: str, epoch="last", params: dict
     spec = ANALYSES.get(kind)
     params = resolve_params(kind, params or {})
     if spec.needs_run:
-        if run in (None, STUDY):
+        if not run or run == STUDY:
             raise ConfigError(f"analysis '{kind}' needs a run id")
         row = find_run(store, run)
         run_id, cfg = row["run_id"], run_config(row)
@@ -50,6 +50,8 @@ def prepare(store: Store, run: str | None, kind: str, epoch="last", params: dict
                           data_root=data_root, report=report or (lambda f, m: None),
                           gpus=int(gpus), devices=list(devices or resolve_devices(device)))
     ctx.analysis_id = analysis_id(run_id, epoch, kind, params)
+    if spec.needs_run:
+        ctx.checkpoint(epoch, load=False)  # a changed or damaged file fails here
     check = spec.checker()
     if check:
         check(ctx, params)
@@ -64,13 +66,29 @@ def stored_status(ctx: AnalysisContext) -> str | None:
 def run_analysis(store: Store, run: str | None, kind: str, epoch="last", params=None, *,
                  device=None, data_root=None, report=None, force=False, gpus: int = 1,
                  devices=None) -> str:
-    """Run one analysis (or find it stored); returns its analysis id."""
+    """Run one analysis (or find it stored); returns its analysis id.
+
+    One process at a time computes a given analysis (its lock); the stored status is read
+    under that lock, so two callers never both compute it."""
     store.ensure()
     ctx, params = prepare(store, run, kind, epoch, params, device=device, data_root=data_root,
                           report=report, gpus=gpus, devices=devices)
-    if not force and stored_status(ctx) == ANALYSIS_DONE:
-        ctx.report(1.0, "stored result")
-        return ctx.analysis_id
+    lock = store.lock_analysis(ctx.analysis_id)
+    if lock is None:
+        raise StoreError(f"analysis {ctx.analysis_id} is being computed by another process; "
+                         "its result will be stored when it ends")
+    try:
+        if not force and stored_status(ctx) == ANALYSIS_DONE:
+            ctx.report(1.0, "stored result")
+            return ctx.analysis_id
+        _compute(ctx, kind, params)
+    finally:
+        lock.close()
+    ctx.report(1.0, "done")
+    return ctx.analysis_id
+
+
+def _compute(ctx: AnalysisContext, kind: str, params: dict) -> None:
     row = {"kind": kind, "status": ANALYSIS_RUNNING,
            "params_json": json.dumps(params, sort_keys=True),
            "split": params.get("split"), "n_samples": params.get("samples"),
@@ -80,6 +98,12 @@ def run_analysis(store: Store, run: str | None, kind: str, epoch="last", params=
     started = time.perf_counter()
     try:
         ANALYSES.get(kind).runner()(ctx, params)
+        ctx.write("analyses", [{**row, "status": ANALYSIS_DONE,
+                                "engine": ctx.engine or row["engine"],
+                                "seconds": time.perf_counter() - started}])
+    except StoreWriteError as exc:  # a full disk: store the failure if the store still can
+        _failed(ctx, row, str(exc), started)
+        raise
     except LandscapeError:
         forget(ctx)  # a user error found late (e.g. missing eigenvectors): leave no trace
         raise
@@ -88,10 +112,14 @@ def run_analysis(store: Store, run: str | None, kind: str, epoch="last", params=
                                 "error": f"{type(exc).__name__}: {exc}",
                                 "seconds": time.perf_counter() - started}])
         raise
-    ctx.write("analyses", [{**row, "status": ANALYSIS_DONE, "engine": ctx.engine or row["engine"],
-                            "seconds": time.perf_counter() - started}])
-    ctx.report(1.0, "done")
-    return ctx.analysis_id
+
+
+def _failed(ctx: AnalysisContext, row: dict, error: str, started: float) -> None:
+    try:
+        ctx.write("analyses", [{**row, "status": ANALYSIS_FAILED, "error": error,
+                                "seconds": time.perf_counter() - started}])
+    except StoreWriteError:  # still full: the caller's error line says why
+        pass
 
 
 def forget(ctx: AnalysisContext) -> None:

@@ -174,5 +174,5 @@ def _write_cache(cache: Path, data: dict) -> None:
     try:
         with atomic_path(cache) as tmp:
             torch.save(data, tmp)
-    except OSError:
-        pass  # a read-only data root only costs the decode next time
+    except (OSError, RuntimeError):  # torch reports a full disk as a RuntimeError
+        pass  # a read-only or full data root only costs the decode next time

@@ -17,9 +17,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreWriteError
 from ..locations import store_root
-from .atomic import atomic_path
+from .atomic import atomic_path, sweep_temporaries, write_bytes, write_error
 from .files import create_views, part_path, read_part, retry_read, write_part
 from .schema import SCHEMA_VERSION, STUDY, TABLES, columns
 
@@ -49,13 +49,15 @@ class Store:
             self.tables_dir.mkdir(parents=True, exist_ok=True)
             self.artifacts_dir.mkdir(parents=True, exist_ok=True)
             if not meta.exists():
-                with atomic_path(meta) as tmp:
-                    tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION,
-                                               "created": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+                write_bytes(meta, json.dumps({
+                    "schema_version": SCHEMA_VERSION,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode())
             self._write_empty_parts()
             probe = self.root / f".write-probe-{os.getpid()}"
             probe.write_text("ok")
             probe.unlink()
+        except StoreWriteError as exc:
+            raise StoreError(f"cannot write the store at {self.root}: {exc.reason}") from None
         except OSError as exc:
             raise StoreError(f"cannot write the store at {self.root}: {exc.strerror or exc}") from exc
         self.check_version()
@@ -71,13 +73,18 @@ class Store:
                 write_part(path, table, pd.DataFrame([]))
 
     def check_version(self) -> None:
+        """meta.json must be a JSON object with an integer `schema_version` this code reads."""
         meta = self.root / "meta.json"
         if not meta.exists():
             return
         try:
-            version = json.loads(meta.read_text())["schema_version"]
-        except (ValueError, KeyError) as exc:
-            raise StoreError(f"the store's {meta} is corrupt ({exc}); move it aside") from exc
+            info = json.loads(meta.read_bytes().decode("utf-8"))
+            version = info["schema_version"] if isinstance(info, dict) else None
+            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                raise ValueError(f"schema_version {version!r} is not a positive integer")
+        except (OSError, ValueError, KeyError) as exc:  # UnicodeDecodeError is a ValueError
+            raise StoreError(f"the store's {meta} is malformed ({str(exc)[:120]}): restore it "
+                             "or move it aside") from None
         if version > SCHEMA_VERSION:
             raise StoreError(f"the store at {self.root} has schema v{version}, newer than this "
                              f"landscape (v{SCHEMA_VERSION}): update the code")
@@ -99,8 +106,14 @@ class Store:
     # ----------------------------------------------------------------- artifacts and locks
     def run_dir(self, run_id: str | None) -> Path:
         """`artifacts/<run id>/` (created); None: the folder of stand-alone studies."""
-        d = self.artifacts_dir / (run_id or STUDY)
-        d.mkdir(parents=True, exist_ok=True)
+        return self._folder(self.artifacts_dir / (run_id or STUDY))
+
+    @staticmethod
+    def _folder(d: Path) -> Path:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(d, exc) from None
         return d
 
     def checkpoint_path(self, run_id: str, epoch: int) -> Path:
@@ -113,25 +126,40 @@ class Store:
         return self.run_dir(run_id) / "resume.pt"
 
     def analysis_artifact(self, run_id: str | None, analysis_id: str, name: str) -> Path:
-        """A file an analysis keeps beside its rows (e.g. `eigenvectors.pt`)."""
-        d = self.run_dir(run_id) / "analyses"
-        d.mkdir(exist_ok=True)
-        return d / f"{analysis_id}-{name}"
+        """A file an analysis keeps beside its rows (e.g. `eigenvectors.pt`); its folder is
+        made by the writer."""
+        return self.artifacts_dir / (run_id or STUDY) / "analyses" / f"{analysis_id}-{name}"
 
     def lock_run(self, run_id: str):
         """An open file holding this run's exclusive lock, or None if another process has it.
 
         The lock lasts until the file is closed (or the process ends, even when killed).
         """
-        locks = self.root / "locks"
-        locks.mkdir(exist_ok=True)
-        handle = open(locks / f"{run_id}.lock", "w")
+        return self._lock(run_id)
+
+    def lock_analysis(self, analysis_id: str):
+        """Like `lock_run`, for one analysis (one process computes it at a time)."""
+        return self._lock(f"analysis-{analysis_id}")
+
+    def _lock(self, name: str):
+        path = self._folder(self.root / "locks") / f"{name}.lock"
+        try:
+            handle = open(path, "a")
+        except OSError as exc:
+            raise write_error(path, exc) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
             return None
         return handle
+
+    def sweep_temporaries(self, run_id: str | None = None) -> list[Path]:
+        """Remove temporaries left by killed writers (of one run, or of the whole store)."""
+        if run_id is None:
+            return sweep_temporaries(self.root)
+        return sweep_temporaries(self.artifacts_dir / run_id,
+                                 *(self.tables_dir / table / run_id for table in TABLES))
 
     def remove_run(self, run_id: str) -> None:
         """Delete every file of a run (used to restart a run from scratch)."""

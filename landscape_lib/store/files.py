@@ -17,8 +17,8 @@ import duckdb
 import pandas as pd
 
 from ..errors import StoreError
-from .atomic import atomic_path
-from .schema import TABLES, columns
+from .atomic import atomic_path, write_error
+from .schema import KEYS, TABLES, columns
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -62,9 +62,26 @@ def _select_list(table: str, present: set[str]) -> str:
         for c, t in cols.items())
 
 
+def check_unique(table: str, df: pd.DataFrame) -> None:
+    """Refuse rows that repeat a key of the table (`schema.KEYS`): a bug, stopped loudly."""
+    key = [c for c in KEYS.get(table, ()) if c in df.columns]
+    if not key or len(key) < len(KEYS[table]) or df.empty:
+        return
+    repeated = df[df.duplicated(key, keep=False)]
+    if len(repeated):
+        first = ", ".join(f"{c}={v}" for c, v in repeated.iloc[0][key].items())
+        raise StoreError(f"refusing to write {len(repeated)} rows of '{table}' with the same key "
+                         f"({first}): each row is stored once")
+
+
 def write_part(path: Path, table: str, rows: pd.DataFrame | list[dict]) -> None:
-    """Atomically (re)write one part file with the table's typed columns."""
+    """Atomically (re)write one part file with the table's typed columns.
+
+    A write error (full disk, permissions) raises `StoreWriteError`; rows repeating a key
+    raise `StoreError` and nothing is written.
+    """
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    check_unique(table, df)
     con = duckdb.connect()
     try:
         if len(df.columns):
@@ -74,8 +91,8 @@ def write_part(path: Path, table: str, rows: pd.DataFrame | list[dict]) -> None:
             query = f"SELECT {_select_list(table, set())} WHERE false"
         with atomic_path(path) as tmp:
             con.execute(f"COPY ({query}) TO {_sql_str(tmp)} (FORMAT parquet)")
-    except OSError as exc:
-        raise StoreError(f"cannot write the store at {path.parent}: {exc.strerror or exc}") from exc
+    except (OSError, duckdb.IOException) as exc:
+        raise write_error(path, exc) from None
     finally:
         con.close()
 

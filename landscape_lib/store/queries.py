@@ -33,8 +33,16 @@ RUN_FILTERS = ("status", "dataset", "arch", "init", "optimizer", "study", "seed"
 # Epochs with a full checkpoint of a run. Parameter: run id.
 CHECKPOINT_EPOCHS = ("SELECT epoch FROM checkpoints WHERE run_id = ? AND kind = 'checkpoint' "
                      "ORDER BY epoch")
+# Checkpoint epochs of several runs. Parameter: a list of run ids.
+CHECKPOINT_EPOCHS_OF_RUNS = ("SELECT run_id, epoch FROM checkpoints WHERE kind = 'checkpoint' "
+                             "AND list_contains(?, run_id) ORDER BY run_id, epoch")
+# Ids of the analyses with a status. Parameter: the status.
+ANALYSES_WITH_STATUS = "SELECT DISTINCT analysis_id FROM analyses WHERE status = ?"
+# The stored digest of a run's checkpoint file. Parameters: run id, epoch.
+CHECKPOINT_DIGEST = ("SELECT sha256 FROM checkpoints WHERE run_id = ? AND epoch = ? "
+                     "AND kind = 'checkpoint'")
 # The per-epoch weight vectors of a run (full or sketched). Parameter: run id.
-TRAJECTORY_FILES = ("SELECT epoch, kind, path FROM checkpoints WHERE run_id = ? "
+TRAJECTORY_FILES = ("SELECT epoch, kind, path, sha256 FROM checkpoints WHERE run_id = ? "
                     "AND kind IN ('full', 'sketch') ORDER BY epoch")
 # Runs whose id starts with a prefix. Parameter: the prefix.
 RUNS_BY_PREFIX = "SELECT * FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id"
@@ -123,6 +131,25 @@ def table_rows(store, table: str, run_ids: list[str] | None = None) -> pd.DataFr
 
 def checkpoint_epochs(store, run_id: str) -> list[int]:
     return [int(e) for e in store.query(CHECKPOINT_EPOCHS, [run_id])["epoch"]]
+
+
+def checkpoint_epochs_of_runs(store, run_ids: list[str]) -> dict[str, list[int]]:
+    """run id -> its checkpoint epochs, ascending (runs without any left out)."""
+    out: dict[str, list[int]] = {}
+    for run_id, epoch in store.query(CHECKPOINT_EPOCHS_OF_RUNS, [list(run_ids)]).itertuples(
+            index=False):
+        out.setdefault(run_id, []).append(int(epoch))
+    return out
+
+
+def done_analysis_ids(store) -> set[str]:
+    return set(store.query(ANALYSES_WITH_STATUS, [ANALYSIS_DONE])["analysis_id"])
+
+
+def checkpoint_digest(store, run_id: str, epoch: int) -> str | None:
+    """The sha256 stored with a checkpoint (None: not stored, e.g. an older store)."""
+    df = store.query(CHECKPOINT_DIGEST, [run_id, int(epoch)])
+    return None if df.empty or pd.isna(df["sha256"].iloc[0]) else str(df["sha256"].iloc[0])
 
 
 def trajectory_files(store, run_id: str) -> pd.DataFrame:

@@ -63,7 +63,7 @@ TABLES: dict[str, dict[str, str]] = {
     # Saved weights: full checkpoints and per-epoch trajectory vectors.
     "checkpoints": {
         "run_id": "VARCHAR", "epoch": "INTEGER", "kind": "VARCHAR", "path": "VARCHAR",
-        "n_values": "BIGINT",
+        "n_values": "BIGINT", "sha256": "VARCHAR",  # the file's digest, checked on load
     },
     # Provenance of every analysis result (one row per analysis_id).
     "analyses": {
@@ -129,6 +129,16 @@ TABLES: dict[str, dict[str, str]] = {
         **_PROVENANCE, "attention": "VARCHAR", "part": "VARCHAR", "block": "VARCHAR",
         "bin_left": "DOUBLE", "bin_right": "DOUBLE", "count": "BIGINT",
     },
+}
+
+
+# The identity of a row: the writer refuses a part holding two rows with the same key (each row
+# is stored exactly once, whatever a crash and a resume did). Tables not listed have none.
+KEYS: dict[str, tuple[str, ...]] = {
+    "runs": ("run_id",), "epochs": ("run_id", "epoch"), "layers": ("run_id", "epoch", "layer"),
+    "checkpoints": ("run_id", "epoch", "kind"), "analyses": ("analysis_id",),
+    "hessian_eigs": ("analysis_id", "which", "k"), "hessian_summary": ("analysis_id", "layer"),
+    "surface_points": ("analysis_id", "i", "j"),
 }
 
 

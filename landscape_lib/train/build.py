@@ -3,11 +3,15 @@ the (possibly compiled) module its steps run. The training engine and the analys
 both build through here, so an analysis sees exactly the data and model a run trained on."""
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import torch
 from torch import nn
 
 from ..config import RunConfig
 from ..data import DeviceData, load_dataset
+from ..errors import ConfigError
 from ..models import create_model
 from ..optim import create_optimizer, get_spec
 
@@ -27,6 +31,28 @@ def build_model(cfg: RunConfig, data: DeviceData) -> nn.Module:
     """The run's architecture for `data`'s input shape and classes (PyTorch's default init)."""
     return create_model(cfg.arch, in_channels=data.in_channels, image_size=data.image_size,
                         num_classes=data.num_classes, **cfg.arch_options)
+
+
+def check_builds(configs: list[RunConfig], data_root=None) -> None:
+    """Load each data set once and build every run's model (on the meta device: no memory, no
+    compute) and optimizer, so that whatever their constructors refuse (a ViT patch that does
+    not divide the image, a negative SAM radius...) fails now, before anything is written."""
+    shapes = {}
+    for cfg in configs:
+        key = (cfg.dataset, json.dumps(cfg.dataset_options, sort_keys=True))
+        if key not in shapes:
+            splits = load_dataset(cfg.dataset, root=data_root, **cfg.dataset_options)
+            shapes[key] = SimpleNamespace(in_channels=splits.in_channels,
+                                          image_size=splits.image_size,
+                                          num_classes=splits.num_classes)
+        try:
+            with torch.device("meta"):
+                build_optimizer(cfg, build_model(cfg, shapes[key]), torch.device("cpu"))
+        except ConfigError as exc:
+            raise ConfigError(f"run {cfg.run_id()}: {exc}") from None
+        except (ValueError, TypeError, RuntimeError) as exc:  # the constructors' own checks
+            raise ConfigError(f"run {cfg.run_id()} ({cfg.arch}, {cfg.optimizer}): "
+                              f"{str(exc).splitlines()[0]}") from None
 
 
 def uses_channels_last(cfg: RunConfig, device: torch.device) -> bool:

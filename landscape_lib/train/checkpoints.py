@@ -2,23 +2,21 @@
 
 Where they go is the store's (`Store.checkpoint_path`, `trajectory_path`, `resume_path`).
 Every file is written to a temporary name and renamed, so a killed process leaves the previous
-version intact.
+version intact; its sha256 is stored with its `checkpoints` row and checked when it is loaded.
+Every load is `weights_only` (tensors and plain containers; no pickled code).
 """
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 
 import torch
 
-from ..store.atomic import atomic_path
+from ..errors import StoreError
 
 # Trajectory vectors are kept in full up to this size per run (all epochs together).
 FULL_TRAJECTORY_BYTES = 256 * 2**20
-
-
-def atomic_save(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def trajectory_mode(setting: str, n_params: int, epochs: int) -> str:
@@ -46,5 +44,17 @@ class CountSketch:
         return out.index_add_(0, self.index, flat * self.sign)
 
 
-def load_checkpoint(path: Path, device="cpu") -> dict:
-    return torch.load(path, map_location=device, weights_only=True)
+def load_checkpoint(path: Path, device="cpu", sha256: str | None = None):
+    """A saved file's tensors; with `sha256`, the file must have that digest (else StoreError:
+    it was changed or damaged after it was written). Stores written before checksums were
+    kept give None: those files are loaded unchecked."""
+    data = Path(path).read_bytes()
+    check_digest(path, hashlib.sha256(data).hexdigest(), sha256)
+    return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+
+
+def check_digest(path: Path, found: str, stored: str | None) -> None:
+    if stored and found != stored:
+        raise StoreError(f"{path} fails its checksum (stored {stored[:12]}..., file "
+                         f"{found[:12]}...): it was changed or damaged; re-train the run or "
+                         "restore the file")

@@ -2,6 +2,8 @@
 
 `train_run(cfg, store)` is idempotent: a finished (or diverged) run is skipped, an interrupted
 one resumes from its last epoch (epoch rows past that epoch are dropped, so none is duplicated).
+A store write error (full disk, permissions) ends the run as `failed` with its reason, when the
+store can still take that row: the next call resumes it.
 
 Per-epoch metrics are measured one way at every epoch, epoch 0 (before any step) included:
 ``train_loss``/``train_acc`` after the epoch's last step, model in eval mode (dropout off, BN on
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -30,11 +34,12 @@ from tqdm.auto import tqdm
 
 from ..config import RunConfig
 from ..data import DeviceData
-from ..errors import LandscapeError
+from ..errors import LandscapeError, StoreError
 from ..inits import init_model_
 from ..models import model_label
 from ..optim import get_spec, optimizer_step
 from ..store import SCHEMA_VERSION, Store
+from ..store.atomic import save_tensor
 from ..store.schema import (DIVERGED, DONE_STATUSES, FAILED, FINISHED, INTERRUPTED, RUNNING)
 from . import checkpoints as ck
 from . import metrics
@@ -71,21 +76,35 @@ class Run:
         return self.cfg.amp and self.device.type == "cuda"
 
 
+class RunStatus(str):
+    """A run's final status (equal to the plain string, e.g. "finished") and, when it failed,
+    `error`: why, in one line."""
+
+    def __new__(cls, status: str, error: str | None = None):
+        self = super().__new__(cls, status)
+        self.error = error
+        return self
+
+    def __reduce__(self):  # picklable across worker processes
+        return type(self), (str(self), self.error)
+
+
 # ---------------------------------------------------------------------- public entry point
 def train_run(cfg: RunConfig, store: Store, *, data_root=None, device=None, progress=True,
               position: int = 0) -> str:
-    """Train (or resume, or skip) one run; returns its final status."""
+    """Train (or resume, or skip) one run; returns its final status (a `RunStatus`)."""
     run_id = cfg.run_id()
-    existing = store.read("runs", run_id)
-    if existing is not None and existing["status"].iloc[0] in DONE_STATUSES:
-        return "skipped"
     lock = store.lock_run(run_id)
     if lock is None:
-        return "busy"  # another process is training this run right now
+        return RunStatus("busy")  # another process is training this run right now
     try:
+        # Read under the lock: another process may have finished the run meanwhile.
+        existing = store.read("runs", run_id)
+        if existing is not None and existing["status"].iloc[0] in DONE_STATUSES:
+            return RunStatus("skipped")
+        store.sweep_temporaries(run_id)
         run = _build(cfg, store, run_id, resolve_device(device), data_root)
-        start = _resume(run) if existing is not None else 0
-        return _train(run, start, progress, position)
+        return _train(run, _resume(run), progress, position)
     finally:
         lock.close()
 
@@ -137,45 +156,68 @@ def _run_row(cfg: RunConfig, run_id: str, device: torch.device, n_params: int) -
 
 
 # ---------------------------------------------------------------------- resuming
-def _resume(run: Run) -> int:
-    """Restore the last finished epoch; returns the epoch to continue after (0 = from scratch)."""
-    path = run.store.resume_path(run.run_id)
-    if not path.exists():
-        run.store.remove_run(run.run_id)  # nothing usable: restart cleanly
-        return 0
-    state = torch.load(path, map_location=run.device, weights_only=False)
+def _resume(run: Run) -> int | None:
+    """Restore the last finished epoch and return it (0 included), or None: no usable resume
+    state, the run starts from scratch (its files removed first)."""
+    state = _load_resume(run)
+    if state is None:
+        run.store.remove_run(run.run_id)
+        return None
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.generator.set_state(state["generator"].cpu())
     torch.set_rng_state(state["cpu_rng"])
-    epoch = state["epoch"]
+    epoch = int(state["epoch"])
     keep = lambda df: [] if df is None else df[df["epoch"] <= epoch].to_dict("records")  # noqa
     run.epochs = keep(run.store.read("epochs", run.run_id))
     run.layers = keep(run.store.read("layers", run.run_id))
     run.saved = keep(run.store.read("checkpoints", run.run_id))
+    if [r["epoch"] for r in run.epochs] != list(range(epoch + 1)):
+        _warn(run, f"its stored epochs do not match its resume state (epoch {epoch})")
+        run.store.remove_run(run.run_id)
+        return None
     previous = run.store.read("runs", run.run_id)
-    run.info["created_at"] = previous["created_at"].iloc[0]
+    if previous is not None:
+        run.info["created_at"] = previous["created_at"].iloc[0]
     run.info["epochs_done"] = epoch
     return epoch
 
 
+def _load_resume(run: Run) -> dict | None:
+    """The resume state, loaded weights-only (a planted pickle is refused, never run)."""
+    path = run.store.resume_path(run.run_id)
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location=run.device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        _warn(run, f"its resume state {path} cannot be loaded "
+                   f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+        return None
+
+
+def _warn(run: Run, why: str) -> None:
+    print(f"warning: run {run.run_id}: {why}; training it again from epoch 0", file=sys.stderr)
+
+
 def _save_resume(run: Run, epoch: int) -> None:
-    ck.atomic_save({"epoch": epoch, "model": run.model.state_dict(),
-                    "optimizer": run.optimizer.state_dict(),
-                    "generator": run.generator.get_state(), "cpu_rng": torch.get_rng_state()},
-                   run.store.resume_path(run.run_id))
+    save_tensor({"epoch": epoch, "model": run.model.state_dict(),
+                 "optimizer": run.optimizer.state_dict(),
+                 "generator": run.generator.get_state(), "cpu_rng": torch.get_rng_state()},
+                run.store.resume_path(run.run_id))
 
 
 # ---------------------------------------------------------------------- the loop
-def _train(run: Run, start: int, progress: bool, position: int) -> str:
+def _train(run: Run, start: int | None, progress: bool, position: int) -> str:
+    """Epochs after `start` (None: a fresh run, epoch 0 recorded first); every write inside."""
     cfg = run.cfg
-    _write(run)
-    previous = metrics.flat_params(run.model)
-    if start == 0:
-        _record_epoch(run, 0, _initial_row(run), previous, previous)
-    bar = tqdm(range(start + 1, cfg.epochs + 1), desc=run.run_id[:40], position=position,
+    bar = tqdm(range((start or 0) + 1, cfg.epochs + 1), desc=run.run_id[:40], position=position,
                leave=False, disable=not progress, unit="epoch", dynamic_ncols=True)
     try:
+        _write(run)
+        previous = metrics.flat_params(run.model)
+        if start is None:
+            _record_epoch(run, 0, _initial_row(run), previous, previous)
         for epoch in bar:
             row = _train_epoch(run, epoch)
             current = metrics.flat_params(run.model)
@@ -190,16 +232,25 @@ def _train(run: Run, start: int, progress: bool, position: int) -> str:
                 return _finish(run, DIVERGED, diverged_epoch=epoch)
         return _finish(run, FINISHED)
     except KeyboardInterrupt:
-        _finish(run, INTERRUPTED)
+        _finish_if_possible(run, INTERRUPTED)
         raise
-    except LandscapeError:
-        raise
+    except LandscapeError as exc:  # a store write failed (full disk...): a result, no traceback
+        return _finish_if_possible(run, FAILED, error=str(exc))
     except Exception as exc:  # a bug or an OOM in one run must not stop the grid
-        _finish(run, FAILED, error=f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
-        return FAILED
+        return _finish_if_possible(run, FAILED, error=f"{type(exc).__name__}: {exc}")
     finally:
         bar.close()
+
+
+def _finish_if_possible(run: Run, status: str, *, error: str | None = None) -> RunStatus:
+    """Store the run's end; if the store cannot take it either (the disk is still full), the
+    row stays `running`, which the next `train-all` resumes just the same."""
+    try:
+        _finish(run, status, error=error)
+    except StoreError:
+        pass
+    return RunStatus(status, error)
 
 
 def lr_at(cfg: RunConfig, epoch: int) -> float:
@@ -286,6 +337,8 @@ def _record_epoch(run: Run, epoch: int, row: dict, current: torch.Tensor,
                   previous: torch.Tensor) -> None:
     """Derived metrics, weights to disk, then rows, then the resume state (in that order, so a
     kill at any point leaves rows <= the resume epoch, and a resume re-does at most one epoch)."""
+    if any(r["epoch"] == epoch for r in run.epochs):
+        raise StoreError(f"run {run.run_id}: epoch {epoch} is recorded already")
     layers = metrics.layer_rows(run.model) if torch.isfinite(current).all() else []
     last = run.epochs[-1] if run.epochs else None
     row.update(run_id=run.run_id, epoch=epoch, weight_norm=current.norm().item(),
@@ -304,15 +357,17 @@ def _record_epoch(run: Run, epoch: int, row: dict, current: torch.Tensor,
 def _save_weights(run: Run, epoch: int, flat: torch.Tensor) -> None:
     if epoch in run.cfg.resolved_checkpoint_epochs():
         path = run.store.checkpoint_path(run.run_id, epoch)
-        ck.atomic_save(run.model.state_dict(), path)
+        digest = save_tensor(run.model.state_dict(), path)
         run.saved.append({"run_id": run.run_id, "epoch": epoch, "kind": "checkpoint",
-                          "path": str(path.relative_to(run.store.root)), "n_values": flat.numel()})
+                          "path": str(path.relative_to(run.store.root)), "n_values": flat.numel(),
+                          "sha256": digest})
     if run.trajectory != "off":
         vec = run.sketch(flat) if run.sketch is not None else flat
         path = run.store.trajectory_path(run.run_id, epoch)
-        ck.atomic_save(vec.cpu(), path)
+        digest = save_tensor(vec.cpu(), path)
         run.saved.append({"run_id": run.run_id, "epoch": epoch, "kind": run.trajectory,
-                          "path": str(path.relative_to(run.store.root)), "n_values": vec.numel()})
+                          "path": str(path.relative_to(run.store.root)), "n_values": vec.numel(),
+                          "sha256": digest})
 
 
 def _write(run: Run) -> None:
@@ -326,7 +381,7 @@ def _write(run: Run) -> None:
     store.write("runs", rid, [run.info])
 
 
-def _finish(run: Run, status: str, *, diverged_epoch=None, error=None) -> str:
+def _finish(run: Run, status: str, *, diverged_epoch=None, error=None) -> RunStatus:
     last = run.epochs[-1] if run.epochs else {}
     best = max((r["val_acc"] for r in run.epochs if r.get("val_acc") == r.get("val_acc")),
                default=None)
@@ -338,4 +393,4 @@ def _finish(run: Run, status: str, *, diverged_epoch=None, error=None) -> str:
     if last.get("val_loss") is not None and last.get("train_loss") is not None:
         run.info["generalization_gap"] = last["val_loss"] - last["train_loss"]
     _write(run)
-    return status
+    return RunStatus(status, error)

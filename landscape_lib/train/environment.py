@@ -9,6 +9,7 @@ from importlib import metadata
 
 import torch
 
+from ..errors import ConfigError
 from ..locations import DEVICE_ENV, REPO_ROOT
 
 PACKAGES = ("torch", "torchvision", "numpy", "duckdb", "pytorch-optimizer", "pyhessian")
@@ -41,11 +42,25 @@ def device_name(device: torch.device) -> str:
 
 
 def resolve_device(preference: str | None = None) -> torch.device:
-    """`auto` (default): the first CUDA GPU when there is one, else the CPU."""
-    pref = preference or os.environ.get(DEVICE_ENV, "auto")
+    """`auto` (default): the first CUDA GPU when there is one, else the CPU. A device torch
+    does not know, or a GPU this machine lacks, is a ConfigError."""
+    pref = preference if preference is not None else os.environ.get(DEVICE_ENV, "auto")
     if pref == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(pref)
+    try:
+        device = torch.device(pref)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device {pref!r} is not a device torch knows (auto, cpu, cuda, "
+                          f"cuda:N, mps...): {str(exc).splitlines()[0][:80]}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0 or (device.index or 0) >= count:
+            raise ConfigError(f"device {pref!r}: this machine has {count} CUDA GPU(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {pref!r}: this machine has no MPS device")
+    elif device.type not in ("cpu", "mps"):
+        raise ConfigError(f"device {pref!r} is not supported: use auto, cpu, cuda or cuda:N")
+    return device
 
 
 def resolve_devices(preference: str | None = None) -> list[torch.device]:

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from ...errors import ConfigError
+from ...store.atomic import save_tensor
 from ...store.schema import WHOLE_MODEL
 from ..context import AnalysisContext
 from ..hessian.analysis import (HessianResult, analyse, hessian_analysis, make_operator,
@@ -65,7 +66,7 @@ def write(ctx: AnalysisContext, res: HessianResult, processes: int = 1) -> None:
     ctx.write("hessian_density", pd.DataFrame({"x": np.asarray(res.density_grid, float),
                                                "density": np.asarray(res.density, float)}))
     ctx.write("analysis_costs", res.costs[["part", "n_products", "seconds"]])
-    torch.save(res.top_eigenvectors, ctx.artifact(EIGENVECTORS))
+    save_tensor(res.top_eigenvectors, ctx.artifact(EIGENVECTORS))
 
 
 # ------------------------------------------------------------------- several processes

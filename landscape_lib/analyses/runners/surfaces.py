@@ -24,11 +24,12 @@ from .curvature import EIGENVECTORS
 DIRECTIONS = ("random", "eigen", "pca")
 
 
-def _latest_eigenvectors(ctx: AnalysisContext) -> torch.Tensor:
+def _eigenvector_file(ctx: AnalysisContext):
+    """The eigenvectors of the newest finished Hessian analysis of this checkpoint."""
     for aid in queries.done_analyses(ctx.store, ctx.run_id, ctx.epoch, "hessian"):
         path = ctx.store.analysis_artifact(ctx.run_id, aid, EIGENVECTORS)
         if path.exists():
-            return torch.load(path, weights_only=True)
+            return path
     raise ConfigError(f"eigenvector directions need a Hessian analysis of run {ctx.run_id} at "
                       f"epoch {ctx.epoch} first (analyze --what hessian)")
 
@@ -42,7 +43,8 @@ def _directions(ctx: AnalysisContext, p: dict):
         return d1, d2, None, []
     if kind == "eigen":
         pair = tuple(int(i) for i in p["pair"])
-        d1, d2 = eigenvector_directions(_latest_eigenvectors(ctx), model, pair)
+        vectors = torch.load(_eigenvector_file(ctx), weights_only=True)
+        d1, d2 = eigenvector_directions(vectors, model, pair)
         return d1, d2, None, []
     if kind == "pca":
         epochs, W, how = ctx.trajectory()
@@ -61,12 +63,14 @@ def _directions(ctx: AnalysisContext, p: dict):
 
 
 def check_surface(ctx: AnalysisContext, p: dict) -> None:
+    """Before anything is written (the registry's limits checked grid, span and the choices)."""
     check_choice("directions", p["directions"], DIRECTIONS)
     check_choice("bn", p["bn"], SURFACE_BN_MODES)
-    if p["grid"] < 3 or p["grid"] > 401:
-        raise ConfigError(f"grid must be between 3 and 401 points per side, not {p['grid']}")
-    if p["span"] <= 0:
-        raise ConfigError("span must be > 0")
+    pair = p["pair"]
+    if len(pair) != 2 or pair[0] == pair[1] or min(pair) < 0:
+        raise ConfigError(f"pair must be two different eigenvector indices (from 0), not {pair}")
+    if p["directions"] == "eigen":
+        _eigenvector_file(ctx)
 
 
 def run_surface(ctx: AnalysisContext, p: dict) -> None:
