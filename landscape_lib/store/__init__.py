@@ -185,9 +185,10 @@ class Store:
         """
         return self.reader().cursor()
 
-    def query(self, sql: str, params: list | None = None):
-        """Run one parameterised query over the snapshot (refreshed now); a DataFrame."""
-        return self.reader().query(sql, params)
+    def query(self, sql: str, params: list | None = None, *, arrow: bool = False):
+        """Run one parameterised query over the snapshot (refreshed now); a DataFrame, or an
+        Arrow table with arrow=True."""
+        return self.reader().query(sql, params, arrow=arrow)
 
     def compact(self, tables=None, **settings) -> list:
         """Fold done runs' loose parts into compacted files (see compact.py); a report per

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from . import manifest as mf
 from .atomic import atomic_path
 from .layout import SCHEMA_KEY, Stamp, list_table, retire_path, retired_part, split_key
-from .parts import HIDDEN_KEY, is_tombstone, read_parts, write_tombstone
+from .parts import HIDDEN_KEY, is_tombstone, read_parquet, read_parts, write_tombstone
 from .schema import DONE_STATUSES
 
 LOCK = ".compact.lock"
@@ -268,7 +268,7 @@ def _slice(where, cdir, opened):
     name, off, n = where
     if name not in opened:
         opened.clear()
-        opened[name] = pq.read_table(cdir / name).drop_columns([HIDDEN_KEY])
+        opened[name] = read_parquet(cdir / name).drop_columns([HIDDEN_KEY])
     return opened[name].slice(off, n)
 
 

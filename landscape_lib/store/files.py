@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 
 from ..errors import StoreError
 from .atomic import atomic_path
@@ -47,6 +46,7 @@ def _select_list(table: str, present: set[str]) -> str:
 
 def write_part(path: Path, table: str, rows: pd.DataFrame | list[dict]) -> None:
     """Atomically (re)write one part file with the table's typed columns."""
+    import pandas as pd  # here: readers (e.g. the `runs` command) never import pandas
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     con = duckdb.connect()
     try:

@@ -19,10 +19,10 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .atomic import atomic_path
 from .layout import COMPACTED, Stamp, stamp_of
+from .parts import read_parquet
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -82,7 +82,7 @@ def fsync_dir(d: Path) -> None:
 
 
 def read_index(tables_dir, table, entry: dict) -> pa.Table:
-    return pq.read_table(compacted_dir(tables_dir, table) / entry["index"])
+    return read_parquet(compacted_dir(tables_dir, table) / entry["index"])
 
 
 def index_rows(tables_dir, table, entry: dict, columns) -> list[tuple]:

@@ -77,6 +77,12 @@ def retry_read(read, attempts: int = 8, delay: float = 0.02):
             time.sleep(min(delay * 2 ** attempt, 0.5))
 
 
+def read_parquet(source, columns=None) -> pa.Table:
+    """A Parquet file (path or open handle) read whole on this thread. Not pq.read_table: it
+    goes through pyarrow.dataset, whose import costs pandas' (0.3 s of CPU per process)."""
+    return pq.ParquetFile(source).read(columns=columns, use_threads=False)
+
+
 def is_tombstone(tbl: pa.Table) -> bool:
     return (tbl.schema.metadata or {}).get(b"landscape") == TOMBSTONE[b"landscape"]
 
@@ -123,7 +129,7 @@ def read_part(path: str | os.PathLike, table: str, attempts: int = 3) -> pa.Tabl
     for attempt in range(attempts):
         try:
             with open(path, "rb") as fh:  # one handle: one version, whatever replaces the name
-                tbl = pq.read_table(fh, use_threads=False)
+                tbl = read_parquet(fh)
             return conform(tbl, table, str(path), _owner_key(path_key(path)))
         except FileNotFoundError:
             return None

@@ -32,12 +32,12 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import StoreError
 from . import manifest as mf
 from .layout import list_table, stamp_of
-from .parts import HIDDEN_KEY, Retry, arrow_schema, conform, read_parts, retry_read
+from .parts import (HIDDEN_KEY, Retry, arrow_schema, conform, read_parquet, read_parts,
+                    retry_read)
 from .schema import TABLES
 
 DISK_TABLES = ("layers", "hessian_density", "surface_points", "trajectory")
@@ -171,8 +171,8 @@ class StoreReader:
             tbl = None
             if not index_only:
                 with open(cdir / entry["name"], "rb") as fh:
-                    tbl = conform(pq.read_table(fh).drop_columns([HIDDEN_KEY]), name)
-            idx = pq.read_table(cdir / entry["index"], columns=["key", "offset", "rows"])
+                    tbl = conform(read_parquet(fh).drop_columns([HIDDEN_KEY]), name)
+            idx = read_parquet(cdir / entry["index"], columns=["key", "offset", "rows"])
         except FileNotFoundError as exc:
             raise Changed(name) from exc
         keys = dict(zip(idx.column("key").to_pylist(),
