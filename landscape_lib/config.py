@@ -52,6 +52,7 @@ class RunConfig:
     trajectory: str = "auto"              # full | sketch | off | auto (full up to 256 MiB a run)
     sketch_dim: int = 2048                # random-projection size when trajectory = sketch
     # --- not part of the run id ------------------------------------------------------
+    train_eval_samples: int = 10000       # fixed training sample train_loss is measured on
     compile: bool = False                 # torch.compile the model (CUDA only)
     compile_mode: str = "default"         # torch.compile mode; reduce-overhead = CUDA graphs
     study: str = ""                       # the grid study this run belongs to
@@ -59,7 +60,7 @@ class RunConfig:
     analyses: dict = field(default_factory=dict)  # analyses scheduled after training
 
     # Fields that do not change what is learned: excluded from the run id.
-    _NOT_IN_ID = ("compile", "compile_mode", "study", "tags", "analyses")
+    _NOT_IN_ID = ("train_eval_samples", "compile", "compile_mode", "study", "tags", "analyses")
 
     # ------------------------------------------------------------------ construction
     @classmethod

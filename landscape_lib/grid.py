@@ -16,11 +16,12 @@
       { arch = "vit", arch_options = { patch_size = 2 } },
     ]
     variants_opt = [               # more variant axes (any key starting with `variants`) are
-      { optimizer = "sgd", lr = 0.1 },   # crossed with each other
-      { optimizer = "adam", lr = 1e-3 },
-    ]
+      { optimizer = "sgd", lr = [0.03, 0.1, 0.3] },    # crossed with each other; a list
+      { optimizer = "adam", lr = [3e-4, 1e-3, 3e-3] },  # inside a variant sweeps that key
+    ]                                                    # for that variant only
 
-A list of tables on a table-valued key (arch_options, optimizer_options, ...) sweeps it too.
+A list of tables on a table-valued key (arch_options, optimizer_options, ...) sweeps it too
+(a list of lists on a list-valued key), at study level and inside a variant alike.
 """
 from __future__ import annotations
 
@@ -78,9 +79,10 @@ def expand_study(study: dict, defaults: dict) -> list[dict]:
     study = dict(study)
     name = study.pop("name", "")
     axes = [study.pop(k) for k in sorted(study) if k.startswith("variants")]
-    for axis in axes:
+    for i, axis in enumerate(axes):
         if not isinstance(axis, list) or not axis or not all(isinstance(v, dict) for v in axis):
             raise ConfigError(f"study '{name}': variants must be a non-empty list of tables")
+        axes[i] = [v for variant in axis for v in expand_variant(variant, name)]
     sweeps = {k: v for k, v in study.items() if _is_sweep(k, v)}
     fixed = {k: v for k, v in study.items() if k not in sweeps}
     out = []
@@ -90,6 +92,16 @@ def expand_study(study: dict, defaults: dict) -> list[dict]:
             raw = {**defaults, **fixed, **variant, **dict(zip(sweeps, combo)), "study": name}
             out.append(raw)
     return out
+
+
+def expand_variant(variant: dict, study: str = "") -> list[dict]:
+    """A variant with sweeps (same rule as at study level) -> one variant per combination."""
+    sweeps = {k: v for k, v in variant.items() if _is_sweep(k, v)}
+    empty = [k for k, v in sweeps.items() if not v]
+    if empty:
+        raise ConfigError(f"study '{study}', variant {variant}: '{empty[0]}' sweeps an empty list")
+    fixed = {k: v for k, v in variant.items() if k not in sweeps}
+    return [{**fixed, **dict(zip(sweeps, combo))} for combo in itertools.product(*sweeps.values())]
 
 
 def _is_sweep(key: str, value) -> bool:

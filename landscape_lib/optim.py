@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import pytorch_optimizer
 import torch
+from pytorch_optimizer.optimizer.utils.model import disable_running_stats, enable_running_stats
 
 from .errors import ConfigError, UnknownNameError
 from .registry import Entry, Registry, signature_options
@@ -203,20 +204,43 @@ def _quiet_create_graph():
         yield
 
 
+@contextlib.contextmanager
+def running_stats_frozen(model: torch.nn.Module | None):
+    """BatchNorm running statistics of ``model`` are not updated inside (None: no-op).
+
+    Every BN momentum is 0 inside and restored after (None included), with pytorch_optimizer's
+    own helpers (used by its GSAM/WSAM steps; reference SAM code, davda54/sam's bypass_bn,
+    does the same). ``num_batches_tracked`` still counts; it is read only when momentum is
+    None, i.e. when statistics are re-estimated as a plain average, never while training.
+    """
+    if model is None:
+        yield
+        return
+    disable_running_stats(model)
+    try:
+        yield
+    finally:
+        enable_running_stats(model)
+
+
 def optimizer_step(optimizer: torch.optim.Optimizer, spec: OptimizerSpec,
-                   closure: Callable[[], torch.Tensor]) -> torch.Tensor:
+                   closure: Callable[[], torch.Tensor], *,
+                   model: torch.nn.Module | None = None) -> torch.Tensor:
     """One training step for any registry entry; returns the loss at the current weights.
 
     `closure` zeroes grads, runs forward, computes the loss, calls
     `loss.backward(create_graph=spec.create_graph)` and returns the loss. It is called once
     here (gradients at the current weights), and once more inside `step` when
     `spec.needs_closure` (SAM's perturbed pass). The first loss comes back detached, still on
-    its device (no host sync).
+    its device (no host sync). ``model``: the module the closure runs; SAM's perturbed pass
+    then leaves its BatchNorm running statistics alone (as reference SAM code does), so after
+    a step they are those of the first pass, at the unperturbed weights.
     """
     with _quiet_create_graph() if spec.create_graph else contextlib.nullcontext():
         loss = closure()
         if spec.needs_closure:
-            optimizer.step(closure)
+            with running_stats_frozen(model):
+                optimizer.step(closure)
         else:
             optimizer.step()
     if spec.create_graph:

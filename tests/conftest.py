@@ -10,6 +10,10 @@ from landscape_lib.locations import DEVICE_ENV, REPO_ROOT as REPO
 
 # Tests never touch the user's store or data folder, and run on the CPU unless they ask.
 os.environ.setdefault(DEVICE_ENV, "cpu")
+# One intra-op thread per test process (set before torch is imported): with -n 2 on a shared
+# 2-core machine, torch's default threads oversubscribe the cores (a ResNet step took 8 s with
+# 2 threads while other jobs ran, 0.12 s with 1).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 GPU_MODULES = "test_gpu"  # modules holding the tests marked gpu start with this
 

@@ -98,6 +98,32 @@ def test_surface_centre_is_the_checkpoint_loss_and_reruns_are_stored(trained):
     assert _files(store) == before
 
 
+def test_gauss_fit_is_inside_the_grid_or_failed_and_paths_start_inside(trained):
+    """Acceptance 3 through the store: the surface analysis writes one gauss_fit row, centred
+    inside the grid or failed with a reason; paths start inside the fitted grid, a start off
+    it (or a failed fit) is refused before anything is written."""
+    store, rid = trained
+    aid = run_analysis(store, rid, "surface", "last", {"grid": 7, "span": 1.0, "samples": 128})
+    fit = store.query("SELECT * FROM gauss_fit WHERE source_id = ?", [aid])
+    assert len(fit) == 1
+    fit = fit.iloc[0]
+    assert (fit.x_min, fit.x_max, fit.y_min, fit.y_max) == (-1.0, 1.0, -1.0, 1.0)
+    if fit.status == "failed":
+        assert fit.reason and np.isnan(fit.x0)
+        with pytest.raises(ConfigError, match="failed"):
+            run_analysis(store, rid, "paths", "last", {"optimizers": ["sgd"], "steps": 5})
+        return
+    assert fit.status == "ok" and -1 < fit.x0 < 1 and -1 < fit.y0 < 1 and fit.A < 0
+    pid = run_analysis(store, rid, "paths", "last", {"optimizers": ["sgd", "adam"], "steps": 5})
+    starts = store.query("SELECT * FROM optimizer_paths WHERE analysis_id = ? AND step = 0",
+                         [pid])
+    assert len(starts) == 2 and starts.x.between(-1, 1).all() and starts.y.between(-1, 1).all()
+    before = _files(store)
+    with pytest.raises(ConfigError, match="outside"):
+        run_analysis(store, rid, "paths", "last", {"start": [3.0, 0.0]})
+    assert _files(store) == before
+
+
 def test_interpolation_endpoints_are_checkpoint_losses(trained):
     store, rid = trained
     aid = run_analysis(store, rid, "interpolation", "last",

@@ -157,3 +157,11 @@ def test_quick_grid_end_to_end(tmp_path):
                                  "attention", "attention-hessian", "paths-analytic"}
     vits = store.query("SELECT count(*) AS n FROM runs WHERE arch = 'vit'")["n"].iloc[0]
     assert (done["kind"] == "attention").sum() == vits  # attention only where it applies
+    # Acceptance 3 on every quick-grid surface: centred inside the grid or failed with a reason.
+    fits = store.query("SELECT * FROM gauss_fit")
+    assert len(fits) == len(runs)
+    ok = fits[fits.status == "ok"]
+    assert (ok.x0.between(ok.x_min, ok.x_max) & ok.y0.between(ok.y_min, ok.y_max)).all()
+    failed = fits[fits.status != "ok"]
+    assert (failed.status == "failed").all() and failed.reason.str.len().gt(0).all()
+    assert failed[["A", "x0", "y0", "s1", "s2", "offset"]].isna().all().all()

@@ -255,8 +255,11 @@ def test_attention_maps_are_row_stochastic(options):
     torch.testing.assert_close(model.head(pooled), model(x))
 
 
-def window_patches(grid, row, col, radius):
-    return torch.tensor([[abs(r - row) <= radius and abs(c - col) <= radius
+def window_patches(grid, row, col, w):
+    """The w x w neighbourhood of (row, col), shifted inside the grid at its borders."""
+    w = min(w, grid)
+    r0, c0 = (min(max(i - (w - 1) // 2, 0), grid - w) for i in (row, col))
+    return torch.tensor([[r0 <= r < r0 + w and c0 <= c < c0 + w
                           for c in range(grid)] for r in range(grid)])
 
 
@@ -275,7 +278,7 @@ def test_window_limits_first_block_receptive_field(attention, window, record):
         # |gradient| summed over each 2x2 patch (and channel, batch) -> (4, 4) patch grid
         per_patch = x.grad.abs().sum((0, 1)).reshape(4, 2, 4, 2).sum((1, 3))
         inside = (torch.ones(4, 4, dtype=torch.bool) if window is None
-                  else window_patches(4, row, col, window // 2))
+                  else window_patches(4, row, col, window))
         assert (per_patch[~inside] == 0).all()
         assert (per_patch[inside] > 0).all()
 

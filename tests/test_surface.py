@@ -173,8 +173,9 @@ def test_interpolation_matches_independent_losses(kind):
     X, Y, batches = data(kind)
     w1, w2 = parameters_to_vector(model.parameters()), parameters_to_vector(other.parameters())
     alphas = [-0.5, 0.0, 0.5, 1.0, 1.5]
-    df = interpolate_1d(model, get_weights(model), get_weights(other), alphas, batches)
-    assert list(df.columns) == ["alpha", "loss", "acc"]
+    df = interpolate_1d(model, get_weights(model), get_weights(other), alphas, batches,
+                        bn="fixed")  # the reference keeps the model's statistics
+    assert list(df.columns) == ["alpha", "loss", "acc", "bn", "bn_var_clamped"]
     for row in df.itertuples():
         loss, acc = direct(model, ((1 - row.alpha) * w1 + row.alpha * w2).detach(), X, Y)
         assert row.loss == pytest.approx(loss, abs=1e-5)

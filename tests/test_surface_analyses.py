@@ -11,6 +11,7 @@ import torch
 from landscape_lib.analyses.grid_stats.gaussfit import fit_gaussian, gaussian
 from landscape_lib.analyses.grid_stats.topology import bottleneck_distance, sublevel_persistence
 from landscape_lib.analyses.grid_stats.wavelets import (coefficients_to_pywt,
+                                                        inverse_unbalanced_haar2,
                                                         wavelet_decomposition, wavelet_energy)
 from landscape_lib.analyses.paths import (SURFACES, compare_optimizers, gaussian_surface,
                                           optimizer_path, surface_grid)
@@ -28,12 +29,21 @@ def well(X, Y, x0, y0, depth, s=0.5):
 
 # --- wavelets ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("wavelet, shape", [("haar", (32, 32)), ("db2", (41, 37))])
-def test_wavelet_decomposition_reconstructs_the_grid(wavelet, shape):
+@pytest.mark.parametrize("wavelet, shape, mode", [("haar", (32, 32), "unbalanced-haar"),
+                                                   ("haar", (21, 19), "unbalanced-haar"),
+                                                   ("db2", (41, 37), "zero"),
+                                                   ("db2", (32, 24), "periodization")])
+def test_wavelet_decomposition_reconstructs_the_grid(wavelet, shape, mode):
+    """The stored coefficients rebuild the grid exactly with the mode they report."""
     Z = np.random.default_rng(0).normal(size=shape)
-    coeffs = coefficients_to_pywt(wavelet_decomposition(Z, wavelet, levels=2))
-    back = pywt.waverec2(coeffs, wavelet)[:shape[0], :shape[1]]
+    dec = wavelet_decomposition(Z, wavelet, levels=2)
+    assert set(dec["mode"]) == {mode}
+    coeffs = coefficients_to_pywt(dec)
+    back = inverse_unbalanced_haar2(coeffs, shape) if mode == "unbalanced-haar" \
+        else pywt.waverec2(coeffs, wavelet, mode=mode)[:shape[0], :shape[1]]
     np.testing.assert_allclose(back, Z, atol=1e-10)
+    if shape == (32, 32):  # sides divisible by 2**levels: pywt's own Haar inverse agrees
+        np.testing.assert_allclose(pywt.waverec2(coeffs, "haar"), Z, atol=1e-10)
 
 
 @pytest.mark.parametrize("shape, levels", [((64, 64), None), ((48, 40), 3)])
@@ -140,10 +150,14 @@ def test_gaussian_fit_recovers_known_parameters(truth):
     np.testing.assert_allclose(f(xy).numpy(), want + truth["offset"], atol=1e-6)
 
 
-def test_gaussian_fit_r2_drops_on_a_non_gaussian_surface_and_shapes_are_checked():
+def test_gaussian_fit_refuses_a_non_gaussian_surface_and_shapes_are_checked():
+    """A saddle is no Gaussian: its centre sits at the border's median height, so the fit is
+    stored as failed with that reason instead of a poor fit passed off as one."""
     xs = np.linspace(-2, 2, 21)
     X, Y = np.meshgrid(xs, xs)
-    assert fit_gaussian(xs, xs, X ** 2 - Y ** 2)["r2"] < 0.9
+    fit = fit_gaussian(xs, xs, X ** 2 - Y ** 2)
+    assert fit["status"] == "failed" and fit["reason"].startswith("flat")
+    assert fit["r2"] is None and all(fit[k] is None for k in ("A", "x0", "s1"))
     with pytest.raises(ConfigError):
         fit_gaussian(xs[:-1], xs, X)
 

@@ -53,10 +53,10 @@ def _flat(state, model):
 def test_epoch_rows_complete(trained):
     df = trained["epochs"]
     assert df["epoch"].tolist() == [0, 1, 2, 3]
-    metrics = ["train_loss", "train_acc", "val_loss", "val_acc", "grad_norm", "weight_norm",
-               "param_change", "loss_improvement", "lr", "epoch_time", "wall_time",
-               "images_per_s", "peak_mem_mb", "avg_cond", "avg_spectral_norm",
-               "avg_eff_rank_ratio"]
+    metrics = ["train_loss", "train_acc", "val_loss", "val_acc", "train_loss_running",
+               "train_acc_running", "grad_norm", "weight_norm", "param_change",
+               "loss_improvement", "lr", "epoch_time", "wall_time", "images_per_s",
+               "peak_mem_mb", "avg_cond", "avg_spectral_norm", "avg_eff_rank_ratio"]
     assert df.loc[df.epoch > 0, metrics].notna().all().all()
     assert (df["mem_kind"] == "rss").all()
     assert not df["diverged"].any()
@@ -65,10 +65,16 @@ def test_epoch_rows_complete(trained):
 def test_train_loss_grad_norm_and_update(trained):
     model, states, (x, y) = trained["model"], trained["states"], trained["train"]
     df = trained["epochs"].set_index("epoch")
-    for e in (1, 2, 3):
-        loss, grad, acc = _loss_grad(model, states[e - 1], x, y)
+    for e in (0, 1, 2, 3):  # train_loss: eval mode at the epoch's own weights, every epoch
+        loss, _, acc = _loss_grad(model, states[e], x, y)  # 128 examples: the whole set
         assert df.loc[e, "train_loss"] == pytest.approx(loss, rel=1e-5)
         assert df.loc[e, "train_acc"] == pytest.approx(acc)
+    assert np.isnan(df.loc[0, "train_loss_running"])
+    for e in (1, 2, 3):
+        # one full-batch step per epoch: the running average is the loss at its start
+        loss, grad, acc = _loss_grad(model, states[e - 1], x, y)
+        assert df.loc[e, "train_loss_running"] == pytest.approx(loss, rel=1e-5)
+        assert df.loc[e, "train_acc_running"] == pytest.approx(acc)
         assert df.loc[e, "grad_norm"] == pytest.approx(grad.norm().item(), rel=1e-5)
         # plain SGD: w_e = w_{e-1} - lr * g
         w_prev, w = _flat(states[e - 1], model), _flat(states[e], model)

@@ -23,6 +23,12 @@ from ..train.build import build_data, build_model
 from ..train.checkpoints import load_checkpoint
 
 ProgressFn = Callable[[float, str], None]
+# The loss an analysis differentiates: "ce" = plain mean cross-entropy (what train_loss and
+# val_loss report), "train" = the run's training objective (cross-entropy with its label
+# smoothing). Label smoothing leaves the Hessian's Gauss-Newton part unchanged (the logit
+# Hessian of cross-entropy, diag(p) - p p^T, does not depend on the targets) and changes only
+# its functional part.
+ANALYSIS_LOSSES = ("ce", "train")
 
 
 @dataclass
@@ -68,6 +74,12 @@ class AnalysisContext:
         n = min(int(samples), self.data.num_examples(split))
         x, y = self.data.subset(split, n, seed)
         return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, n, batch_size)]
+
+    def loss_fn(self, which: str = "ce") -> nn.Module:
+        """The analysed loss (`ANALYSIS_LOSSES`): plain cross-entropy, or the training one."""
+        check_choice("loss", which, ANALYSIS_LOSSES)
+        smoothing = self.cfg.label_smoothing if which == "train" and self.cfg else 0.0
+        return nn.CrossEntropyLoss(label_smoothing=smoothing)
 
     def trajectory(self) -> tuple[list[int], torch.Tensor, str]:
         """The per-epoch weight vectors (full or sketched) as an (E, D) matrix."""

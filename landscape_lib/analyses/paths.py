@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 from ..optim import create_optimizer, get_spec, optimizer_step
 from ..registry import Registry
-from .grid_stats.gaussfit import PARAMS, gaussian
+from .grid_stats.gaussfit import FIT_OK, PARAMS, gaussian
 
 SURFACES = Registry("test surface")
 PATH_COLUMNS = ["step", "x", "y", "z", "diverged"]
@@ -33,6 +33,37 @@ def gaussian_surface(params: dict):
 
     gaussian_fit.params = dict(params)
     return gaussian_fit
+
+
+def path_start(fit: dict, start=None) -> tuple[float, float]:
+    """Where every optimizer path on a fitted surface starts: inside the fitted grid.
+
+    ``fit``: a `fit_gaussian` result or its stored `gauss_fit` row. Default start: one width
+    from the centre along each axis, towards the side of the grid with more room, clipped to
+    the grid, x = clip(x0 +- s1, x_min, x_max) (likewise y): where a Gaussian's slope is
+    steepest, so every optimizer has something to descend, and never the centre itself. A
+    given ``start`` must lie inside the grid. A failed fit has no surface to run on: ConfigError
+    naming its reason (`paths-analytic` still runs the optimizers on test surfaces).
+    """
+    if fit.get("status") != FIT_OK:
+        reason = fit.get("reason") if fit.get("status") else \
+            "stored before fits had a status; run the surface analysis again"
+        raise ConfigError(f"the Gaussian fit failed ({reason}): there is no fitted surface to "
+                          "run optimizers on (paths-analytic runs them on test surfaces)")
+    box = [float(fit[k]) for k in ("x_min", "x_max", "y_min", "y_max")]
+    if start:
+        x, y = map(float, start)
+        if not (box[0] <= x <= box[1] and box[2] <= y <= box[3]):
+            raise ConfigError(f"start {list(start)} lies outside the fitted grid "
+                              f"[{box[0]:g}, {box[1]:g}] x [{box[2]:g}, {box[3]:g}]")
+        return x, y
+
+    def axis(centre, width, lo, hi):
+        step = width if hi - centre >= centre - lo else -width
+        return float(np.clip(centre + step, lo, hi))
+
+    return (axis(float(fit["x0"]), float(fit["s1"]), box[0], box[1]),
+            axis(float(fit["y0"]), float(fit["s2"]), box[2], box[3]))
 
 
 def himmelblau(xy: torch.Tensor) -> torch.Tensor:

@@ -73,8 +73,9 @@ _PATHS = {"optimizers": [], "steps": 200, "lr": 0.01}
 
 register(Analysis(
     "hessian", "curvature:run_hessian", description="Hessian spectrum: top/bottom eigenvalues, "
-    "trace, density (SLQ), negative share, per-layer top eigenvalue and trace",
-    defaults={"samples": 512, **_SAMPLE, "top_k": 5, "bottom_k": 1, "tol": 1e-3,
+    "trace, density (SLQ), negative share, per-layer top eigenvalue and trace; of the plain "
+    "cross-entropy (loss='ce') or the training loss with its label smoothing (loss='train')",
+    defaults={"samples": 512, **_SAMPLE, "loss": "ce", "top_k": 5, "bottom_k": 1, "tol": 1e-3,
               "trace_samples": 50, "density_vectors": 3, "density_steps": 60, "per_layer": True,
               "layer_trace_samples": 20, "engine": "default", "seed": 0},
     tables=("hessian_eigs", "hessian_summary", "hessian_density")))
@@ -89,10 +90,11 @@ register(Analysis(
     check="surfaces:check_surface"))
 register(Analysis(
     "interpolation", "surfaces:run_interpolation", description="1-D linear interpolation "
-    "(1-a) w_from + a w_epoch between two checkpoints (of this run or another)",
+    "(1-a) w_from + a w_epoch between two checkpoints (of this run or another); BatchNorm "
+    "statistics interpolated too (bn='auto' for nets with BN), recomputed or fixed",
     defaults={"from_epoch": "first", "other_run": "", "alpha_min": -0.25, "alpha_max": 1.25,
-              "points": 31, "samples": 1024, **_SAMPLE},
-    tables=("interpolation",)))
+              "points": 31, "samples": 1024, **_SAMPLE, "bn": "auto", "bn_samples": 512},
+    tables=("interpolation",), check="surfaces:check_interpolation"))
 register(Analysis(
     "trajectory", "studies:run_trajectory", description="PCA and t-SNE embeddings of the "
     "per-epoch weights (coloured by epoch)", defaults={"seed": 0}, tables=("trajectory",)))
@@ -110,8 +112,8 @@ register(Analysis(
     tables=("attention_hessian", "attention_hessian_hist"), needs_run=False))
 register(Analysis(
     "paths", "studies:run_paths", description="optimizer paths (every registry optimizer) on "
-    "the Gaussian fit of the run's surface", defaults={**_PATHS, "start": []},
-    tables=("optimizer_paths",)))
+    "the Gaussian fit of the run's surface, from a start inside its grid",
+    defaults={**_PATHS, "start": []}, tables=("optimizer_paths",), check="studies:check_paths"))
 register(Analysis(
     "paths-analytic", "studies:run_paths_analytic", description="optimizer paths on analytic "
     "test surfaces (Himmelblau, saddle, Rosenbrock)",

@@ -120,21 +120,28 @@ class DeviceData:
                 x = augment_batch(x, generator, self.pad)
             yield self._normalize(x), y_all[idx]
 
-    def eval_batches(self, split: str, batch_size: int
+    def eval_batches(self, split: str, batch_size: int, indices: torch.Tensor | None = None
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Every example of `split` once, in stored order, without augmentation."""
+        """Every example of `split` once, in stored order, without augmentation; or only
+        those at `indices` (in that order), each batch gathered from the stored uint8 images
+        (nothing normalised is held between batches)."""
         x_all, y_all = self._x[self._check_split(split)], self._y[split]
-        for start in range(0, x_all.shape[0], batch_size):
-            yield (self._normalize(self._scale(x_all[start:start + batch_size])),
-                   y_all[start:start + batch_size])
+        n = x_all.shape[0] if indices is None else len(indices)
+        for start in range(0, n, batch_size):
+            part = slice(start, start + batch_size) if indices is None \
+                else indices[start:start + batch_size]
+            yield self._normalize(self._scale(x_all[part])), y_all[part]
+
+    def sample_indices(self, split: str, n: int, seed: int = 0) -> torch.Tensor:
+        """Indices (on the device) of a fixed sample of `n` examples of `split` (all, shuffled,
+        when n >= size): the first n of a permutation drawn from `seed` on a CPU generator, so
+        the same on every device, and a larger n extends a smaller one."""
+        gen = torch.Generator().manual_seed(seed)
+        size = self.num_examples(split)
+        return torch.randperm(size, generator=gen)[:max(0, n)].to(self.device)
 
     def subset(self, split: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """A fixed normalised sample of `n` examples of `split` (all when n >= size), for analyses.
-
-        The choice depends only on `seed` and the split's size (a CPU generator), so it is the
-        same on every device.
-        """
-        x_all, y_all = self._x[self._check_split(split)], self._y[split]
-        gen = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(x_all.shape[0], generator=gen)[:max(0, n)].to(self.device)
-        return self._normalize(self._scale(x_all[idx])), y_all[idx]
+        """A fixed normalised sample of `n` examples of `split` (`sample_indices`), for
+        analyses."""
+        idx = self.sample_indices(split, n, seed)
+        return self._normalize(self._scale(self._x[split][idx])), self._y[split][idx]

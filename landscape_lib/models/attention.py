@@ -24,18 +24,41 @@ class AttentionResult(NamedTuple):
     weights: Tensor | None = None  # (B, heads, T, T) row-stochastic weights (explicit path only)
 
 
+def window_starts(grid: int, window: int) -> Tensor:
+    """First key index along one axis of each query index 0..grid-1: the query's window is
+    keys start(i) .. start(i) + w - 1 with w = min(window, grid) and
+    start(i) = clamp(i - floor((w - 1) / 2), 0, grid - w) (see `window_mask`)."""
+    if grid < 1 or window < 1:
+        raise ValueError(f"grid={grid} and window={window} must be positive integers")
+    w = min(int(window), int(grid))
+    return (torch.arange(grid) - (w - 1) // 2).clamp(0, grid - w)
+
+
+def axis_window(grid: int, window: int) -> Tensor:
+    """(grid, grid) bool: [query, key] True when the key lies in the query's window."""
+    w = min(int(window), int(grid))
+    start, keys = window_starts(grid, window), torch.arange(grid)
+    return (keys[None, :] >= start[:, None]) & (keys[None, :] < start[:, None] + w)
+
+
 def window_mask(grid: int, window: int, cls_token: bool = False) -> Tensor:
     """Boolean (T, T) mask of a sliding window on a grid x grid token map; True = may attend.
+    Tokens are row-major; T = grid**2 (+1 with a cls token at index 0).
 
-    Window ``w`` lets a token attend to every token at most ``w // 2`` rows and ``w // 2``
-    columns away, a (2 * (w // 2) + 1)^2 neighbourhood clipped at the borders (so w=2 and w=3
-    both give 3x3). A cls token (index 0) is global: it attends to all tokens and all attend to it.
+    Neighbourhood attention (Hassani et al., "Neighborhood Attention Transformer", CVPR 2023;
+    NATTEN): every query attends to exactly min(w, grid) rows x min(w, grid) columns of keys, a
+    window that slides with the query, like a w x w convolution kernel, and is shifted back
+    inside the grid at the borders instead of being clipped. Along each axis the window is
+    `window_starts` .. + w - 1: centred on the query for odd w; for even w one more key after
+    the query than before it (the alignment of ``Conv2d(kernel_size=w, padding="same")``).
+    w >= grid is global attention. So every token has w^2 keys, w = 1 is "attend to yourself",
+    and sizes up to the grid all differ: on the 8 x 8 grid of patch 4 on CIFAR, the default
+    schedule's 2, 4 and 8 are 2 x 2, 4 x 4 and 8 x 8 (= global) neighbourhoods. Sizes above the
+    grid all mean global (on the 4 x 4 grid of patch 8, 4 and 8 coincide). A cls token is
+    global: it attends to all tokens and all attend to it.
     """
-    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-    rows, cols = rows.flatten(), cols.flatten()
-    radius = window // 2
-    near = ((rows[:, None] - rows[None, :]).abs() <= radius) & \
-           ((cols[:, None] - cols[None, :]).abs() <= radius)
+    rows = axis_window(grid, window)
+    near = (rows[:, None, :, None] & rows[None, :, None, :]).reshape(grid * grid, grid * grid)
     if cls_token:
         near = F.pad(near, (1, 0, 1, 0), value=True)
     return near

@@ -14,6 +14,9 @@ ACTIVATIONS = {
     "leaky_relu": nn.LeakyReLU,
     "elu": nn.ELU,
     "silu": nn.SiLU,
+    # docs/studies.md E (the chapter's MLP): one learned negative slope per layer, 0.25 at
+    # start (PyTorch's default; the initializers touch Linear/Conv weights only).
+    "prelu": nn.PReLU,
 }
 
 

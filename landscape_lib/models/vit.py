@@ -3,7 +3,8 @@
 - patch size (A), patchify or convolutional stem (ViT_P / ViT_C, Xiao et al. 2021, B),
 - Pre-LN or Post-LN blocks and RealFormer residual attention (He et al. 2020, C),
 - softmax or linear attention (Katharopoulos et al. 2020, D),
-- local sliding-window attention per block on the 2-D token grid (A),
+- local sliding-window (neighbourhood) attention per block on the 2-D token grid (A): window w
+  = the w x w tokens around each token, shifted inside the grid at its borders,
 - mean-pooled tokens (default; windows stay strictly local) or a cls token (which is global:
   it attends to and is attended by every token, whatever the window).
 Positional embeddings are learned.
@@ -23,7 +24,9 @@ from .base import MODELS, model_options
 STEMS = ("patchify", "conv")
 POOLS = ("mean", "cls")
 # docs/studies.md A: window sizes of the local ViT's 8 blocks (the receptive field widens with
-# depth).
+# depth). A size w is a w x w neighbourhood that slides with each token (`attention.window_mask`):
+# on the 8 x 8 patch grid of patch 4 on CIFAR, 2 x 2, 4 x 4 and 8 x 8 (= global); on the 4 x 4
+# grid of patch 8, 4 and 8 are both global.
 DEFAULT_WINDOWS = (2, 2, 4, 4, 4, 8, 8, 8)
 
 

@@ -25,7 +25,7 @@ from ..locations import store_root
 from .atomic import atomic_path
 from .files import part_path, write_part
 from .keys import KeyReader, delete_part, remove_run
-from .parts import retry_read
+from .parts import part_columns, retry_read
 from .reader import StoreReader, shared_reader
 from .schema import SCHEMA_VERSION, STUDY, TABLES, columns
 
@@ -70,10 +70,11 @@ class Store:
         return self
 
     def _write_empty_parts(self) -> None:
-        # A zero-row typed part per table: the schema readers of older versions bind to.
+        # A zero-row typed part per table: the table's schema as a file. It is rewritten when
+        # the schema gained columns (a store written by an older version).
         for table in TABLES:
             path = part_path(self.tables_dir, table, "_schema", "empty")
-            if not path.exists():
+            if part_columns(path) != list(columns(table)):
                 write_part(path, table, [])
 
     def check_version(self) -> None:

@@ -83,6 +83,14 @@ def read_parquet(source, columns=None) -> pa.Table:
     return pq.ParquetFile(source).read(columns=columns, use_threads=False)
 
 
+def part_columns(path) -> list[str] | None:
+    """A part file's column names from its footer (None: missing or unreadable)."""
+    try:
+        return pq.read_schema(path).names
+    except (OSError, pa.ArrowInvalid):
+        return None
+
+
 def is_tombstone(tbl: pa.Table) -> bool:
     return (tbl.schema.metadata or {}).get(b"landscape") == TOMBSTONE[b"landscape"]
 

@@ -52,6 +52,27 @@ LATEST_GAUSS_FIT = ("SELECT g.* FROM gauss_fit g JOIN analyses a USING (analysis
                     "ORDER BY a.started_at DESC LIMIT 1")
 
 
+# The runs a learning-rate choice is made from (`comparisons.best_lr_settings`), of one study.
+# Parameter: the study name.
+RUNS_FOR_LR_SELECTION = ("SELECT study, dataset, model_label, optimizer, lr, weight_decay, seed, "
+                         "status, final_val_acc, best_val_acc, final_val_loss FROM runs "
+                         "WHERE study = ? ORDER BY run_id")
+LR_METRICS = ("final_val_acc", "best_val_acc", "final_val_loss")
+
+
+def optimizers_at_best_lr(store, study: str = "E-optimizers",
+                          metric: str = "final_val_acc") -> pd.DataFrame:
+    """Each optimizer at its best learning rate in `study`, per data set and model: one row
+    per (study, dataset, model_label, optimizer) with best_lr, weight_decay, the metric's mean
+    over seeds, se, n, n_diverged, lrs_tried and at_edge (rules: `comparisons`)."""
+    if metric not in LR_METRICS:
+        raise StoreError(f"learning rates are chosen on one of {', '.join(LR_METRICS)}, "
+                         f"not '{metric}'")
+    from .comparisons import best_lr_settings  # pandas: not imported by the `runs` command
+    runs = store.query(RUNS_FOR_LR_SELECTION, [study])
+    return best_lr_settings(runs, metric, higher_is_better=metric != "final_val_loss")
+
+
 def surface_seed_spread(store, run_ids: list[str]) -> pd.DataFrame:
     return store.query(SURFACE_SEED_SPREAD, [list(run_ids)])
 

@@ -6,7 +6,11 @@ written at different times always line up. Bump SCHEMA_VERSION when a column cha
 """
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+# 2: epochs.train_loss is the eval-mode loss on a fixed training sample at every epoch (the
+#    running average moved to train_loss_running); wavelet energies partition the grid's energy
+#    (share, mode); persistence marks its essential class; gauss_fit has status, reason and its
+#    box; interpolation says how BN statistics were treated (bn, bn_var_clamped).
+SCHEMA_VERSION = 2
 
 # Values of `runs.status`: a run is written "running" and ends in one of the others. Finished
 # and diverged runs are done (a divergence is a result); the others resume when run again.
@@ -38,11 +42,13 @@ TABLES: dict[str, dict[str, str]] = {
         "final_val_loss": "DOUBLE", "final_val_acc": "DOUBLE", "best_val_acc": "DOUBLE",
         "generalization_gap": "DOUBLE", "total_time": "DOUBLE", "schema_version": "INTEGER",
     },
-    # One row per run and epoch (epoch 0 = at initialisation, before any step).
+    # One row per run and epoch (epoch 0 = at initialisation, before any step). train_* are the
+    # eval-mode loss and accuracy on a fixed training sample at every epoch; *_running the
+    # running average of the training objective over the epoch's steps (train.engine's doc).
     "epochs": {
         "run_id": "VARCHAR", "epoch": "INTEGER",
         "train_loss": "DOUBLE", "train_acc": "DOUBLE", "val_loss": "DOUBLE", "val_acc": "DOUBLE",
-        "grad_norm": "DOUBLE", "weight_norm": "DOUBLE", "param_change": "DOUBLE",
+        "train_loss_running": "DOUBLE", "train_acc_running": "DOUBLE", "grad_norm": "DOUBLE", "weight_norm": "DOUBLE", "param_change": "DOUBLE",
         "loss_improvement": "DOUBLE", "lr": "DOUBLE", "epoch_time": "DOUBLE", "wall_time": "DOUBLE",
         "images_per_s": "DOUBLE", "peak_mem_mb": "DOUBLE", "mem_kind": "VARCHAR",
         "avg_cond": "DOUBLE", "avg_spectral_norm": "DOUBLE", "avg_eff_rank_ratio": "DOUBLE",
@@ -87,6 +93,7 @@ TABLES: dict[str, dict[str, str]] = {
     },
     "interpolation": {
         **_PROVENANCE, "epoch_b": "INTEGER", "alpha": "DOUBLE", "loss": "DOUBLE", "acc": "DOUBLE",
+        "bn": "VARCHAR", "bn_var_clamped": "INTEGER",
     },
     "trajectory": {
         **_PROVENANCE, "method": "VARCHAR", "point_epoch": "INTEGER", "x": "DOUBLE", "y": "DOUBLE",
@@ -94,15 +101,17 @@ TABLES: dict[str, dict[str, str]] = {
     },
     "wavelets": {
         **_PROVENANCE, "source_id": "VARCHAR", "level": "INTEGER", "kind": "VARCHAR",
-        "energy": "DOUBLE",
+        "energy": "DOUBLE", "share": "DOUBLE", "mode": "VARCHAR",
     },
     "persistence": {
         **_PROVENANCE, "source_id": "VARCHAR", "dim": "INTEGER", "birth": "DOUBLE",
-        "death": "DOUBLE", "lifetime": "DOUBLE",
+        "death": "DOUBLE", "lifetime": "DOUBLE", "essential": "BOOLEAN",
     },
     "gauss_fit": {
         **_PROVENANCE, "source_id": "VARCHAR", "A": "DOUBLE", "x0": "DOUBLE", "y0": "DOUBLE",
         "s1": "DOUBLE", "s2": "DOUBLE", "offset": "DOUBLE", "r2": "DOUBLE",
+        "status": "VARCHAR", "reason": "VARCHAR", "x_min": "DOUBLE", "x_max": "DOUBLE",
+        "y_min": "DOUBLE", "y_max": "DOUBLE",
     },
     "optimizer_paths": {
         **_PROVENANCE, "surface": "VARCHAR", "optimizer": "VARCHAR", "step": "INTEGER",

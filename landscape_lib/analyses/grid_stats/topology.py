@@ -7,22 +7,39 @@ local minimum and dies when it merges with a deeper basin at a saddle, so its li
 basin's depth below the lowest pass to a deeper one. Dimension 1 features are loops (rings of
 low loss around a bump).
 
-The deepest basin never dies (its death is +inf in gudhi); we replace that infinite death by
-max(Z), so its lifetime is the surface's full range max(Z) - min(Z) and every row is finite.
+Essential classes. A grid's sublevel filtration has exactly one class that never dies: the
+deepest basin (dimension 0, born at min(Z)); the grid is contractible, so dimension 1 has none.
+Rows keep a finite ``death = max(Z)`` for it (plots and the lifetime column stay finite) and
+``essential = True``; `diagram_points` turns such a row back into (birth, +inf) before any
+distance is computed.
+
+Bottleneck distance, the standard one (Cohen-Steiner, Edelsbrunner and Harer 2007;
+Edelsbrunner and Harer, "Computational Topology", VIII.2): essential points are matched only
+with essential points of the same dimension, at cost |birth - birth'|; finite points with
+finite points or with the diagonal; +inf when the numbers of essential points differ. Computed
+by ``gudhi.hera.bottleneck_distance`` (Hera, Kerber, Morozov and Nigmetov 2017; exact with
+``delta = 0``), not ``gudhi.bottleneck_distance``: in gudhi 3.13 the latter is wrong on some
+diagrams and not symmetric (fixed upstream by GUDHI/gudhi-devel PR #1367, after 3.13; the
+counterexample is in tests/test_topology.py). Hera refuses points on the diagonal
+(birth == death); they never change the distance and are dropped first.
 """
 from __future__ import annotations
 
 import gudhi
+import gudhi.hera
 import numpy as np
 import pandas as pd
 
 from ...errors import ConfigError
 
+COLUMNS = ["dim", "birth", "death", "lifetime", "essential"]
+
 
 def sublevel_persistence(Z, min_persistence: float = 0.0) -> pd.DataFrame:
-    """Persistence pairs (dim, birth, death, lifetime) of dims 0 and 1, longest-lived first.
+    """Pairs (dim, birth, death, lifetime, essential) of dims 0 and 1, longest-lived first.
 
-    Pairs with lifetime <= min_persistence are left out (0 drops only zero-length pairs from ties).
+    Pairs with lifetime <= min_persistence are left out (0 drops only zero-length pairs from
+    ties). Essential classes never die: their stored death is max(Z), ``essential`` True.
     """
     Z = np.asarray(Z, dtype=float)
     if Z.ndim != 2 or min(Z.shape) < 1:
@@ -33,21 +50,32 @@ def sublevel_persistence(Z, min_persistence: float = 0.0) -> pd.DataFrame:
     complex_.compute_persistence(min_persistence=min_persistence)
     frames = []
     for dim in (0, 1):
-        pairs = np.asarray(complex_.persistence_intervals_in_dimension(dim), dtype=float)
-        pairs = pairs.reshape(-1, 2)
-        death = np.where(np.isinf(pairs[:, 1]), Z.max(), pairs[:, 1])
+        pairs = np.asarray(complex_.persistence_intervals_in_dimension(dim), float).reshape(-1, 2)
+        essential = np.isinf(pairs[:, 1])
+        death = np.where(essential, Z.max(), pairs[:, 1])
         frames.append(pd.DataFrame({"dim": dim, "birth": pairs[:, 0], "death": death,
-                                    "lifetime": death - pairs[:, 0]}))
+                                    "lifetime": death - pairs[:, 0], "essential": essential}))
     out = pd.concat(frames, ignore_index=True)
     out["dim"] = out["dim"].astype(int)
     return out.sort_values(["dim", "lifetime"], ascending=[True, False], ignore_index=True)
 
 
-def _points(diagram, dim: int) -> np.ndarray:
-    """(m, 2) birth/death array from a `sublevel_persistence` frame or an array."""
+def diagram_points(diagram, dim: int) -> np.ndarray:
+    """(m, 2) birth/death array of one dimension; essential classes get death +inf.
+
+    ``diagram``: a `sublevel_persistence` frame (its ``essential`` column is honoured; a frame
+    without it is refused: its essential class cannot be told from a finite one) or an (m, 2)
+    array, where +inf deaths already mark essential classes.
+    """
     if isinstance(diagram, pd.DataFrame):
-        diagram = diagram.loc[diagram["dim"] == dim, ["birth", "death"]].to_numpy(float)
-    points = np.asarray(diagram, dtype=float)
+        if "essential" not in diagram:
+            raise ConfigError("persistence rows without an 'essential' column: essential "
+                              "classes cannot be told from finite ones (recompute them)")
+        part = diagram.loc[diagram["dim"] == dim]
+        points = part[["birth", "death"]].to_numpy(float, copy=True)
+        points[part["essential"].to_numpy(bool), 1] = np.inf
+    else:
+        points = np.asarray(diagram, dtype=float)
     if points.size == 0:
         return np.empty((0, 2))
     if points.ndim != 2 or points.shape[1] != 2:
@@ -56,10 +84,11 @@ def _points(diagram, dim: int) -> np.ndarray:
     return points
 
 
-def bottleneck_distance(diag_a, diag_b, dim: int = 0, e: float | None = None) -> float:
-    """Bottleneck distance between the dimension-`dim` parts of two persistence diagrams.
-
-    Diagrams are `sublevel_persistence` frames or (m, 2) birth/death arrays. `e` is gudhi's
-    additive approximation (None: as exact as double precision allows).
-    """
-    return float(gudhi.bottleneck_distance(_points(diag_a, dim), _points(diag_b, dim), e))
+def bottleneck_distance(diag_a, diag_b, dim: int = 0, delta: float = 0.0) -> float:
+    """Standard bottleneck distance between the dimension-``dim`` parts of two diagrams
+    (`sublevel_persistence` frames or (m, 2) arrays): essential classes are matched only with
+    each other, by birth (+inf if their numbers differ). ``delta``: Hera's relative error
+    (0: exact)."""
+    a, b = (p[p[:, 1] != p[:, 0]] for p in (diagram_points(diag_a, dim),
+                                           diagram_points(diag_b, dim)))
+    return float(gudhi.hera.bottleneck_distance(a, b, delta))

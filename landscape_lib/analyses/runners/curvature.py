@@ -4,20 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from ...store.schema import WHOLE_MODEL
 from ..context import AnalysisContext
 from ..hessian.analysis import hessian_analysis
 
-LOSS = nn.CrossEntropyLoss()
 EIGENVECTORS = "eigenvectors.pt"  # the artifact a surface with eigenvector directions reads
 
 
 def run_hessian(ctx: AnalysisContext, p: dict) -> None:
     batches = ctx.batches(p["split"], p["samples"], seed=p["data_seed"])
     ctx.report(0.05, "Hessian-vector products")
-    res = hessian_analysis(ctx.model, LOSS, batches, top_k=p["top_k"], bottom_k=p["bottom_k"],
+    res = hessian_analysis(ctx.model, ctx.loss_fn(p["loss"]), batches, top_k=p["top_k"], bottom_k=p["bottom_k"],
                            tol=p["tol"], trace_samples=p["trace_samples"],
                            density_vectors=p["density_vectors"], density_steps=p["density_steps"],
                            per_layer=p["per_layer"], layer_trace_samples=p["layer_trace_samples"],

@@ -10,7 +10,7 @@ from ...optim import OPTIMIZERS
 from ...store import queries
 from ..attention import attention_hessian_sweep, block_histograms, model_attention_jsd
 from ..context import AnalysisContext
-from ..paths import compare_optimizers, gaussian_surface
+from ..paths import compare_optimizers, gaussian_surface, path_start
 from ..trajectory import pca_embedding, tsne_embedding
 
 
@@ -51,16 +51,25 @@ def _default_optimizers() -> list[str]:
     return [e.name for e in OPTIMIZERS if e.name != "sophia"] + ["sam-sgd-momentum"]
 
 
-def run_paths(ctx: AnalysisContext, p: dict) -> None:
-    """Optimizer paths on a run's fitted surface (Gaussian fit of its latest surface)."""
+def _fit_and_start(ctx: AnalysisContext, p: dict) -> tuple[dict, tuple[float, float]]:
     fit = queries.latest_gauss_fit(ctx.store, ctx.run_id, ctx.epoch)
     if fit is None:
         raise ConfigError(f"paths need a surface (with its Gaussian fit) of run {ctx.run_id} at "
                           f"epoch {ctx.epoch} first")
-    surface = gaussian_surface(fit)
+    return fit, path_start(fit, p["start"])  # raises for a failed fit or a start off the grid
+
+
+def check_paths(ctx: AnalysisContext, p: dict) -> None:
+    _fit_and_start(ctx, p)
+
+
+def run_paths(ctx: AnalysisContext, p: dict) -> None:
+    """Optimizer paths on a run's fitted surface (Gaussian fit of its latest surface), from a
+    start inside the fitted grid (`paths.path_start`)."""
+    fit, start = _fit_and_start(ctx, p)
     names = p["optimizers"] or _default_optimizers()
-    start = p["start"] or [fit["x0"] + fit["s1"], fit["y0"] + fit["s2"]]
-    paths = compare_optimizers(surface, names, start=start, steps=p["steps"], lr=p["lr"])
+    paths = compare_optimizers(gaussian_surface(fit), names, start=start, steps=p["steps"],
+                               lr=p["lr"])
     ctx.write("optimizer_paths", paths.assign(surface="gaussian-fit"))
 
 

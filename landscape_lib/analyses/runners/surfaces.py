@@ -10,13 +10,14 @@ from torch import nn
 from ...errors import ConfigError, check_choice
 from ...store import queries
 from ..context import AnalysisContext, find_run, resolve_epoch
-from ..grid_stats.gaussfit import PARAMS, fit_gaussian
+from ..grid_stats.gaussfit import FIT_OK, fit_gaussian
 from ..grid_stats.summary import surface_summary
 from ..grid_stats.topology import sublevel_persistence
 from ..grid_stats.wavelets import wavelet_energy
 from ..surface.directions import (eigenvector_directions, get_weights, pca_directions,
                                   random_directions)
-from ..surface.grids import interpolate_1d, surface_2d
+from ..surface.batchnorm import BN_MODES, bn_statistics, resolve_bn
+from ..surface.grids import SURFACE_BN_MODES, interpolate_1d, surface_2d
 from .curvature import EIGENVECTORS
 
 DIRECTIONS = ("random", "eigen", "pca")
@@ -60,6 +61,7 @@ def _directions(ctx: AnalysisContext, p: dict):
 
 def check_surface(ctx: AnalysisContext, p: dict) -> None:
     check_choice("directions", p["directions"], DIRECTIONS)
+    check_choice("bn", p["bn"], SURFACE_BN_MODES)
     if p["grid"] < 3 or p["grid"] > 401:
         raise ConfigError(f"grid must be between 3 and 401 points per side, not {p['grid']}")
     if p["span"] <= 0:
@@ -119,26 +121,39 @@ def _grid(rows: list[dict], key: str, nx: int, ny: int) -> np.ndarray:
 
 
 def _surface_analyses(ctx: AnalysisContext, xs, ys, loss: np.ndarray) -> None:
-    """Wavelets, persistent homology and the Gaussian fit of a finished loss grid."""
+    """Wavelets, persistent homology and the Gaussian fit of a finished loss grid.
+
+    The fit sees the raw grid (it leaves non-finite points out) and always writes one row: a
+    fit that fails is stored with status 'failed' and its reason, not as NaN parameters."""
+    source = {"source_id": ctx.analysis_id}
+    fit = fit_gaussian(xs, ys, loss)
+    ctx.write("gauss_fit", [{**source, **fit}])
+    if fit["status"] != FIT_OK:
+        ctx.report(0.99, f"no Gaussian fit: {fit['reason']}")
     finite = np.isfinite(loss)
     if not finite.all():  # a diverged region: cap it so the analyses still see the basin
         loss = np.where(finite, loss, np.nanmax(np.where(finite, loss, np.nan)))
-    source = {"source_id": ctx.analysis_id}
     ctx.write("wavelets", wavelet_energy(loss).assign(**source))
     ctx.write("persistence", sublevel_persistence(loss).assign(**source))
-    try:
-        fit = fit_gaussian(xs, ys, loss)
-        ctx.write("gauss_fit", [{**source, **{k: fit[k] for k in (*PARAMS, "r2")}}])
-    except (RuntimeError, ValueError) as exc:  # no Gaussian-like basin: say so, keep the rest
-        ctx.report(0.99, f"no Gaussian fit: {exc}")
+
+
+def check_interpolation(ctx: AnalysisContext, p: dict) -> None:
+    check_choice("bn", p["bn"], ("auto", *BN_MODES))
 
 
 def run_interpolation(ctx: AnalysisContext, p: dict) -> None:
+    """Loss along (1 - a) w_from + a w_epoch; BN statistics as `p["bn"]` says (the rows store
+    the mode used: "auto" is "interpolate" for nets with BN, "fixed" otherwise)."""
     other_id = find_run(ctx.store, p["other_run"])["run_id"] if p["other_run"] else ctx.run_id
     from_epoch = resolve_epoch(ctx.store, other_id, p["from_epoch"])
-    w1 = get_weights(ctx.model_at(from_epoch, other_id))
-    w2 = get_weights(ctx.model)
+    start = ctx.model_at(from_epoch, other_id)
+    model = ctx.model
+    bn = resolve_bn(model, p["bn"])
     alphas = np.linspace(p["alpha_min"], p["alpha_max"], p["points"])
     batches = ctx.batches(p["split"], p["samples"], seed=p["data_seed"])
-    df = interpolate_1d(ctx.model, w1, w2, alphas, batches)
-    ctx.write("interpolation", df[["alpha", "loss", "acc"]].assign(epoch_b=from_epoch))
+    df = interpolate_1d(model, get_weights(start), get_weights(model), alphas, batches, bn=bn,
+                        stats1=bn_statistics(start), stats2=bn_statistics(model),
+                        bn_batches=ctx.batches("train", p["bn_samples"], seed=1)
+                        if bn == "recompute" else None)
+    ctx.write("interpolation", df[["alpha", "loss", "acc", "bn", "bn_var_clamped"]]
+              .assign(epoch_b=from_epoch))

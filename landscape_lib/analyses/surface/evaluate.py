@@ -21,12 +21,16 @@ lose their batching rule on channels-last inputs.
 ``bench/bench_surface.py`` times both engines against the reference loop
 (``grids.surface_2d_loop``).
 
-BatchNorm (``bn``, recorded in the result):
-- ``"fixed"`` (default): every point uses the centre model's running statistics (model.eval()).
+BatchNorm (``bn``, recorded in the result; see ``batchnorm``):
+- ``"fixed"`` (default): every point uses the model's running statistics (model.eval()).
   Cheap, but far from the centre the stored statistics no longer match the moved weights.
+- ``"interpolate"``: the statistics are points too, ``coords @ bn_directions`` (one flat
+  statistics vector per direction, in `batchnorm.stat_buffers` order), like the weights;
+  negative variances are clamped at 0 and counted (``info["bn_var_clamped"]`` per point).
 - ``"recompute"``: at every point the running statistics are reset and recomputed as a plain
   average (``momentum=None``) over ``bn_batches`` (train batches; default ``batches``) in train
-  mode, then the point is evaluated in eval mode. The model's own statistics are restored after.
+  mode, then the point is evaluated in eval mode.
+The last two take the loop engine. The model's own statistics are restored after.
 """
 from __future__ import annotations
 
@@ -43,18 +47,12 @@ from tqdm.auto import tqdm
 
 from ...errors import ConfigError, check_choice
 from ...params import eval_mode
+from .batchnorm import BN_MODES, bn_layers, stat_buffers, write_statistics
 from .memory import PRECISIONS, plan_chunk
 
-BN_MODES = ("fixed", "recompute")
 METHODS = ("auto", "vmap", "loop")
 
 RowCallback = Callable[[int, np.ndarray, np.ndarray], None]
-
-
-def bn_layers(model: nn.Module) -> list[nn.Module]:
-    """BatchNorm layers that keep running statistics (the only ones "recompute" can change)."""
-    return [m for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
 @contextlib.contextmanager
@@ -115,13 +113,17 @@ def _recompute_bn(model: nn.Module, bn_data, precision: str, channels_last: bool
         m.eval()
 
 
-def _loop_chunk(model, fwd, params, base, D, coords, data, bn_data, precision, channels_last):
-    """Evaluate the points ``coords`` one after another; returns (loss sums, correct) tensors."""
-    losses, correct = [], []
+def _loop_chunk(model, fwd, params, base, D, coords, data, bn_data, precision, channels_last,
+                stats=None):
+    """Evaluate the points ``coords`` one after another; returns (loss sums, correct, clamped
+    variances) tensors. ``stats``: (BN buffers, their flat directions) for bn="interpolate"."""
+    losses, correct, clamped = [], [], []
     for c in coords:
         w = D.T @ c if base is None else torch.addmv(base, D.T, c)
         for p, t in zip(params, torch.split(w, [p.numel() for p in params])):
             p.copy_(t.view_as(p))
+        if stats is not None:
+            clamped.append(write_statistics(stats[0], c @ stats[1]))
         if bn_data is not None:
             _recompute_bn(model, bn_data, precision, channels_last)
         loss_sum = torch.zeros((), device=w.device, dtype=_sum_dtype(w))
@@ -133,7 +135,7 @@ def _loop_chunk(model, fwd, params, base, D, coords, data, bn_data, precision, c
                 hits += (logits.argmax(-1) == y).sum()
         losses.append(loss_sum)
         correct.append(hits)
-    return torch.stack(losses), torch.stack(correct)
+    return torch.stack(losses), torch.stack(correct), (torch.stack(clamped) if clamped else None)
 
 
 def _widen(logits: Tensor) -> Tensor:
@@ -181,14 +183,15 @@ def _vmap_chunk(fn, chunk, base, D, coords, data, precision, pad):
 # 238x faster than the loop). Convolutions become grouped convs and attention kernels lack
 # batching rules on CUDA, so nets with those use the loop engine (with big batches) instead.
 VMAP_FRIENDLY = (nn.Linear, nn.Flatten, nn.Identity, nn.Dropout, nn.ReLU, nn.GELU, nn.Tanh,
-                 nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.Sequential, nn.ModuleList)
+                 nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.PReLU, nn.Sequential,
+                 nn.ModuleList)
 
 
-def _choose_method(method: str, recompute: bool, model: nn.Module | None = None) -> str:
-    if recompute:
+def _choose_method(method: str, moving_bn: bool, model: nn.Module | None = None) -> str:
+    if moving_bn:  # BN statistics that change from point to point (recompute, interpolate)
         if method == "vmap":
-            raise ConfigError("method='vmap' cannot recompute BatchNorm statistics; "
-                              "use method='loop' or 'auto', or bn='fixed'")
+            raise ConfigError("method='vmap' cannot recompute or interpolate BatchNorm "
+                              "statistics; use method='loop' or 'auto', or bn='fixed'")
         return "loop"
     if method != "auto":
         return method
@@ -197,7 +200,8 @@ def _choose_method(method: str, recompute: bool, model: nn.Module | None = None)
 
 
 def evaluate_points(model: nn.Module, base, directions: Tensor, coords, batches, *,
-                    bn: str = "fixed", bn_batches=None, precision: str = "fp32",
+                    bn: str = "fixed", bn_batches=None, bn_directions: Tensor | None = None,
+                    precision: str = "fp32",
                     method: str = "auto", points_per_chunk: int | None = None,
                     channels_last: bool = False, compile: bool = False,
                     progress: bool = False, desc: str = "points"
@@ -205,8 +209,10 @@ def evaluate_points(model: nn.Module, base, directions: Tensor, coords, batches,
     """Evaluate the points ``base + coords @ directions`` chunk by chunk.
 
     ``base`` (P,) or None, ``directions`` (k, P) flat tensors on the model's device, ``coords``
-    (n, k). Yields ``(first point index, loss (c,), acc (c,), info)`` per chunk, in order, with
-    ``info = dict(method, points_per_chunk, bn, precision)``. The memory check runs (and may raise
+    (n, k); ``bn_directions`` (k, Nb): the flat BN statistics of each direction, needed by
+    ``bn="interpolate"``. Yields ``(first point index, loss (c,), acc (c,), info)`` per chunk,
+    in order, with ``info = dict(method, points_per_chunk, bn, precision)`` (plus
+    ``bn_var_clamped`` (c,) under "interpolate"). The memory check runs (and may raise
     ConfigError) before the first point is evaluated.
     """
     check_choice("bn", bn, BN_MODES)
@@ -214,12 +220,15 @@ def evaluate_points(model: nn.Module, base, directions: Tensor, coords, batches,
     check_choice("method", method, METHODS)
     device = directions.device
     data = _to_device(batches, device)
-    recompute = bn == "recompute" and bool(bn_layers(model))
+    has_bn = bool(bn_layers(model))
+    recompute = bn == "recompute" and has_bn
     bn_data = _to_device(bn_batches if bn_batches is not None else data, device) \
         if recompute else None
+    stats = _interpolated_stats(model, bn_directions, directions) \
+        if bn == "interpolate" and has_bn else None
     coords = torch.as_tensor(np.asarray(coords, dtype=np.float64)).to(device, directions.dtype)
     n_points, n_samples = coords.shape[0], sum(len(y) for _, y in data)
-    engine = _choose_method(method, recompute, model)
+    engine = _choose_method(method, recompute or stats is not None, model)
     chunk = plan_chunk(model, data, bn_data or [], n_points, engine, precision, points_per_chunk)
     if engine == "vmap" and method == "auto" and not _vmappable(model, data, base, directions):
         engine = "loop"  # an op without a batching rule: fall back to the plain loop
@@ -242,12 +251,24 @@ def evaluate_points(model: nn.Module, base, directions: Tensor, coords, batches,
                 loss_sum, hits = _vmap_chunk(fn, chunk, base, directions, part, data,
                                              precision, pad=compile)
             else:
-                loss_sum, hits = _loop_chunk(model, fwd, params, base, directions, part, data,
-                                             bn_data, precision, channels_last)
+                loss_sum, hits, clamped = _loop_chunk(model, fwd, params, base, directions,
+                                                      part, data, bn_data, precision,
+                                                      channels_last, stats)
             bar.update(len(part))
+            extra = {} if stats is None else {"bn_var_clamped": clamped.cpu().numpy()}
             yield (start, (loss_sum.double() / n_samples).cpu().numpy(),
-                   (hits.double() / n_samples).cpu().numpy(), info)
+                   (hits.double() / n_samples).cpu().numpy(), {**info, **extra})
         bar.close()
+
+
+def _interpolated_stats(model: nn.Module, bn_directions, directions: Tensor):
+    """(BN buffers, flat statistics per direction) for bn="interpolate"."""
+    buffers = stat_buffers(model)
+    size = sum(b.numel() for _, b in buffers)
+    if bn_directions is None or tuple(bn_directions.shape) != (directions.shape[0], size):
+        raise ConfigError(f"bn='interpolate' needs the BN statistics of every direction: "
+                          f"bn_directions of shape ({directions.shape[0]}, {size})")
+    return buffers, bn_directions.to(directions.device, directions.dtype)
 
 
 def _vmappable(model, data, base, directions) -> bool:

@@ -16,29 +16,49 @@ from tqdm.auto import tqdm
 
 from ...errors import ConfigError, check_choice
 from .directions import to_flat, unflatten
-from .evaluate import BN_MODES, RowCallback, bn_layers, evaluate_points, preserved
+from .batchnorm import bn_layers, flat_statistics, resolve_bn
+from .evaluate import RowCallback, evaluate_points, preserved
+
+SURFACE_BN_MODES = ("fixed", "recompute")  # "interpolate" needs two ends: interpolations only
 
 
-def interpolate_1d(model: nn.Module, w1, w2, alphas, batches, *, bn: str = "fixed",
-                   bn_batches=None, precision: str = "fp32", method: str = "auto",
+def interpolate_1d(model: nn.Module, w1, w2, alphas, batches, *, bn: str = "auto",
+                   stats1: dict | None = None, stats2: dict | None = None, bn_batches=None,
+                   precision: str = "fp32", method: str = "auto",
                    points_per_chunk: int | None = None, channels_last: bool = False,
                    compile: bool = False, progress: bool = False) -> pd.DataFrame:
     """Loss and accuracy along ``w(a) = (1 - a) w1 + a w2`` (``a`` may leave [0, 1]).
 
-    ``w1``, ``w2``: weight vectors (lists in ``model.parameters()`` order, or flat). With
-    ``bn="fixed"`` every point uses the model's current BatchNorm statistics.
-    Returns a DataFrame with columns alpha, loss, acc.
+    ``w1``, ``w2``: weight vectors (lists in ``model.parameters()`` order, or flat). ``bn``
+    (see ``batchnorm``): "auto" = "interpolate" for nets with BN running statistics, else
+    "fixed"; "interpolate" needs the two checkpoints' statistics ``stats1``, ``stats2``
+    (`batchnorm.bn_statistics`); "recompute" re-estimates them on ``bn_batches`` at every
+    point; "fixed" uses the model's own at every point. The model is left as it was found.
+    Returns a DataFrame with columns alpha, loss, acc, bn (the mode used) and bn_var_clamped
+    (variances clamped at 0 at that point; only extrapolation beyond [0, 1] can need it).
     """
+    bn = resolve_bn(model, bn)
     alphas = np.asarray(alphas, dtype=np.float64).reshape(-1)
     D = torch.stack([to_flat(w1, model), to_flat(w2, model)])
     coords = np.stack([1.0 - alphas, alphas], axis=1)
+    bn_directions = None
+    if bn == "interpolate" and bn_layers(model):
+        if stats1 is None or stats2 is None:
+            raise ConfigError("bn='interpolate' needs the BN statistics of both checkpoints "
+                              "(stats1, stats2: batchnorm.bn_statistics of each)")
+        bn_directions = torch.stack([flat_statistics(model, stats1),
+                                     flat_statistics(model, stats2)])
     loss, acc = np.empty(len(alphas)), np.empty(len(alphas))
-    for start, l, a, _ in evaluate_points(
-            model, None, D, coords, batches, bn=bn, bn_batches=bn_batches, precision=precision,
-            method=method, points_per_chunk=points_per_chunk, channels_last=channels_last,
-            compile=compile, progress=progress, desc="interpolation"):
+    clamped = np.zeros(len(alphas), dtype=np.int64)
+    for start, l, a, info in evaluate_points(
+            model, None, D, coords, batches, bn=bn, bn_batches=bn_batches,
+            bn_directions=bn_directions, precision=precision, method=method,
+            points_per_chunk=points_per_chunk, channels_last=channels_last, compile=compile,
+            progress=progress, desc="interpolation"):
         loss[start:start + len(l)], acc[start:start + len(a)] = l, a
-    return pd.DataFrame({"alpha": alphas, "loss": loss, "acc": acc})
+        clamped[start:start + len(l)] = info.get("bn_var_clamped", 0)
+    return pd.DataFrame({"alpha": alphas, "loss": loss, "acc": acc, "bn": bn,
+                         "bn_var_clamped": clamped})
 
 
 def surface_2d(model: nn.Module, center, d1, d2, xs, ys, batches, *, bn: str = "fixed",
@@ -59,6 +79,7 @@ def surface_2d(model: nn.Module, center, d1, d2, xs, ys, batches, *, bn: str = "
     Returns ``dict(loss (ny, nx), acc (ny, nx), xs, ys, bn, precision, method,
     points_per_chunk)``.
     """
+    check_choice("bn", bn, SURFACE_BN_MODES)
     xs = np.asarray(xs, dtype=np.float64).reshape(-1)
     ys = np.asarray(ys, dtype=np.float64).reshape(-1)
     nx, ny = len(xs), len(ys)
@@ -97,7 +118,7 @@ def surface_2d_loop(model: nn.Module, center, d1, d2, xs, ys, batches, *, bn: st
 
     Returns ``dict(loss (ny, nx), acc (ny, nx), xs, ys, bn)``.
     """
-    check_choice("bn", bn, BN_MODES)
+    check_choice("bn", bn, SURFACE_BN_MODES)
     xs = np.asarray(xs, dtype=np.float64).reshape(-1)
     ys = np.asarray(ys, dtype=np.float64).reshape(-1)
     device = next(model.parameters()).device
