@@ -76,33 +76,29 @@ def compact(root: str) -> dict:
 
 
 def reader(root: str) -> dict:
-    from landscape_lib.store import Store, StoreReader
+    from landscape_lib.store import Store, StoreReader, queries
     res, t0 = {"store": root, "load": load()}, time.perf_counter()
     r = StoreReader(root)
     for table in ("runs", "epochs", "hessian_summary", "analyses", "surface_summary"):
         r.table(table)
     res["first load of 5 tables (s)"] = round(time.perf_counter() - t0, 2)
-    ids = r.query("SELECT run_id FROM runs WHERE status = 'finished' ORDER BY run_id "
-                  "LIMIT 50")["run_id"].tolist()
-    queries = {"runs": ("SELECT * FROM runs ORDER BY run_id", []),
-               "epoch curves of 10 runs": ("SELECT * FROM epochs WHERE list_contains(?, run_id)",
-                                           [ids[:10]]),
-               "factor aggregates": ("SELECT init, optimizer, avg(final_val_acc), count(*) "
-                                     "FROM runs GROUP BY ALL", []),
-               "hessian summary of 50 runs": ("SELECT * FROM hessian_summary WHERE "
-                                              "list_contains(?, run_id)", [ids])}
-    for name, (sql, params) in queries.items():
+    ids = queries.run_list(r, {"status": ["finished"]})["run_id"].tolist()[:50]
+    calls = {"runs": lambda: queries.run_list(r, {}),
+             "epoch curves of 10 runs": lambda: queries.table_rows(r, "epochs", ids[:10]),
+             "hessian summary of 50 runs": lambda: queries.table_rows(r, "hessian_summary", ids),
+             "surface seed spread of 50 runs": lambda: queries.surface_seed_spread(r, ids)}
+    for name, call in calls.items():
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
-            r.query(sql, params)
+            call()
             times.append(time.perf_counter() - t0)
         res[f"{name} warm (s)"] = round(min(times), 3)
     t0 = time.perf_counter()
     r.refresh()
     res["refresh, nothing changed (s)"] = round(time.perf_counter() - t0, 3)
     store = Store(root)
-    rid = r.query("SELECT run_id FROM runs WHERE status = 'running' LIMIT 1")["run_id"]
+    rid = queries.run_list(r, {"status": ["running"]})["run_id"]
     if len(rid):
         ep = store.read("epochs", rid.iloc[0])
         store.write("epochs", rid.iloc[0], ep)  # the same rows again: a new file version

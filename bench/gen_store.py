@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from landscape_lib.store import TABLES, Store
+from landscape_lib.store import TABLES, Store, queries
 
 TEMPLATES = Path(__file__).resolve().parent / "store_templates"
 
@@ -49,8 +49,8 @@ def save_templates(probe: Path) -> None:
     TEMPLATES.mkdir(exist_ok=True)
     for arch in ("resnet18", "vit"):
         for table in TABLES:
-            df = store.query(f'SELECT * FROM "{table}" WHERE starts_with(run_id, ?) '
-                             "ORDER BY ALL", [arch])
+            df = queries.table_rows(store, table)
+            df = df[df["run_id"].str.startswith(arch)]
             if len(df):
                 df.to_parquet(TEMPLATES / f"{arch}.{table}.parquet")
 
