@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pytest
 
 from conftest import REPO
 from landscape_lib.store import TABLES, Store
@@ -84,3 +86,19 @@ def run_compact(root, max_files=6, crash=None, kill_after=None) -> int:
         except subprocess.TimeoutExpired:
             p.send_signal(signal.SIGKILL)
     return p.wait()
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """A 12-run store (3 running) and its reference rows, written once per test module."""
+    root = tmp_path_factory.mktemp("written") / "store"
+    make_store(root)
+    return root, reference_rows(root)
+
+
+@pytest.fixture
+def small(written, tmp_path):
+    """A fresh copy of `written` for one test: (root, reference rows)."""
+    root, before = written
+    shutil.copytree(root, tmp_path / "store")
+    return tmp_path / "store", before

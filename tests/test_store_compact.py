@@ -3,7 +3,6 @@ after it and after a crash at any of its steps; writers and `train-all -j 2` car
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,22 +17,8 @@ from landscape_lib.store import TABLES, Store, StoreReader
 from landscape_lib.store import manifest as mf
 from landscape_lib.store.compact import compact, done_keys
 from landscape_lib.store.layout import list_table
-from store_fixtures import assert_same, make_store, reader_rows, reference_rows, run_compact
-
-
-@pytest.fixture(scope="module")
-def written(tmp_path_factory):
-    root = tmp_path_factory.mktemp("written") / "store"
-    make_store(root)
-    return root, reference_rows(root)
-
-
-@pytest.fixture
-def small(written, tmp_path):
-    """A fresh copy of a 12-run store (written once per module: ~15 s)."""
-    root, before = written
-    shutil.copytree(root, tmp_path / "store")
-    return tmp_path / "store", before
+from store_fixtures import small, written  # noqa: F401 - fixtures
+from store_fixtures import assert_same, reader_rows, run_compact
 
 
 def loose_done_parts(root, done) -> int:

@@ -15,21 +15,8 @@ from landscape_lib.errors import StoreError
 from landscape_lib.store import Store, StoreReader, retry_read
 from landscape_lib.store.layout import list_table
 from landscape_lib.store.parts import transient
-from store_fixtures import canon, make_store, reference_rows
-
-
-@pytest.fixture(scope="module")
-def written(tmp_path_factory):
-    root = tmp_path_factory.mktemp("robust") / "store"
-    make_store(root, runs=8, epochs=4)
-    return root, reference_rows(root)
-
-
-@pytest.fixture
-def small(written, tmp_path):
-    root, before = written
-    shutil.copytree(root, tmp_path / "store")
-    return tmp_path / "store", before
+from store_fixtures import small, written  # noqa: F401 - fixtures
+from store_fixtures import canon, make_store
 
 
 def _epochs_part(root: Path) -> Path:
@@ -48,7 +35,7 @@ def test_corrupt_part_is_skipped_and_named(small, damage):
     expected = before["epochs"][before["epochs"].run_id != part.parent.name]
     assert canon(r.query("SELECT * FROM epochs")) == canon(expected)
     assert str(part) in r.problems
-    assert len(r.query("SELECT * FROM runs")) == 8  # other tables unaffected
+    assert len(r.query("SELECT * FROM runs")) == 12  # other tables unaffected
     out = cli("export", "epochs", "--store", root)  # the rows, and a warning naming the file
     assert out.returncode == 0 and len(out.stdout.splitlines()) == 1 + len(expected)
     assert f"warning: skipped {part}" in out.stderr and "Traceback" not in out.stderr
