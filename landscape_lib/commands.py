@@ -53,7 +53,20 @@ def train_all(args) -> int:
     counts = run_grid(configs, store, jobs=jobs, data_root=args.data_root, device=args.device,
                       progress=not args.no_progress)
     _report(counts, store)
+    _compact_if_large(store)
     return 0 if FAILED not in counts else 1
+
+
+AUTO_COMPACT = 500  # loose `runs` parts (one per run) from which train-all compacts at its end
+
+
+def _compact_if_large(store: Store) -> None:
+    """Fold done runs' parts once the store holds many loose ones (see `compact`)."""
+    from .store.layout import list_table
+    if len(list_table(store.tables_dir, "runs").parts) >= AUTO_COMPACT:
+        reports = store.compact()
+        n = sum(r.compacted_parts for r in reports)
+        print(f"compacted {n} part files of done runs", file=sys.stderr)
 
 
 def check_data(configs, data_root) -> None:

@@ -155,3 +155,19 @@ def test_reader_polls_during_train_all_and_compaction(tmp_path):
     assert set(r.query("SELECT status FROM runs")["status"]) == {"finished"}
     assert loose_done_parts(root, done_keys(r.table("runs"))) == 0
     print(f"{polls[0]} polls, {len(seeds)} grids, 0 errors")
+
+
+def test_train_all_compacts_once_the_store_is_large(small, monkeypatch):
+    from landscape_lib import commands
+    root, before = small
+    old = time.time() - 3600  # parts untouched for an hour
+    for p in (Path(root) / "tables").rglob("*.parquet"):
+        os.utime(p, (old, old))
+    done = done_keys(StoreReader(root).table("runs"))
+    monkeypatch.setattr(commands, "AUTO_COMPACT", 100)
+    commands._compact_if_large(Store(root))
+    assert loose_done_parts(root, done) > 9 * 15  # 12 runs: below the threshold
+    monkeypatch.setattr(commands, "AUTO_COMPACT", 12)
+    commands._compact_if_large(Store(root))
+    assert loose_done_parts(root, done) == 0
+    assert_same(reader_rows(root), before)
