@@ -9,9 +9,10 @@ JOBS   ?= auto
 EPOCHS ?=
 PORT   ?= 8501
 HOST   ?= 127.0.0.1
-TRAIN_FLAGS = $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(STORE),--store $(STORE))
+TRAIN_FLAGS = $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(STORE),--store $(STORE)) \
+              $(if $(BACKEND),--backend $(BACKEND)) $(if $(ADDRESS),--address $(ADDRESS))
 
-.PHONY: install demo quick train-all analyze-all dashboard test test-gpu browser bench bench-gpu clean-store
+.PHONY: install demo quick train-all analyze-all dashboard test test-gpu browser bench bench-gpu bench-multi-gpu clean-store
 
 install: $(STAMP)
 
@@ -45,7 +46,7 @@ browser:
 	  || echo "chromium not installed: the browser test will be skipped"
 
 test: install browser
-	$(BIN)/python -m pytest -q -n 2 --timeout 600 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --timeout 600 tests
 
 # The tests marked gpu alone (fused optimizers, compile and CUDA graphs, channels-last, forward
 # HVPs, bf16 surfaces), on a machine with a CUDA GPU; they import no dashboard package.
@@ -55,6 +56,8 @@ test-gpu: install
 bench: install
 	$(BIN)/python bench/bench_hessian.py --quick
 	$(BIN)/python bench/bench_hvp.py --quick
+	$(BIN)/python bench/bench_hessian_analysis.py --quick
+	$(BIN)/python bench/bench_hessian_multi.py --quick
 	$(BIN)/python bench/bench_surface.py --quick
 	$(BIN)/python bench/bench_training.py --quick
 	$(BIN)/python bench/bench_dashboard.py --runs 200 --epochs 50
@@ -70,8 +73,15 @@ bench-gpu:
 	$(BENCH_PY) bench/bench_hessian.py --data-folder $(CIFAR) --tf32 --repeats 2
 	$(BENCH_PY) bench/bench_hessian.py --data-folder $(CIFAR) --tf32 --repeats 2 --checkpoint \
 	  "$$(ls $(BENCH_STORE)/artifacts/resnet18-*/checkpoints/epoch_0004.pt | head -n 1)"
-	$(BENCH_PY) bench/bench_hvp.py --tf32
+	$(BENCH_PY) bench/bench_hvp.py --data-folder $(CIFAR) --checkpoint \
+	  "$$(ls $(BENCH_STORE)/artifacts/resnet18-*/checkpoints/epoch_0004.pt | head -n 1)"
+	$(BENCH_PY) bench/bench_hessian_analysis.py --data-folder $(CIFAR) --store $(BENCH_STORE)
 	$(BENCH_PY) bench/bench_surface.py --compile
+
+# Issue 13's Hessian on several GPUs (needs 2 GPUs, about 5 min on H200s).
+bench-multi-gpu:
+	$(if $(CIFAR),,$(error set CIFAR=/path/to/cifar10-jpeg (a folder holding train/ and test/)))
+	$(BENCH_PY) bench/bench_hessian_multi.py --data-folder $(CIFAR) --gpus 2 --store $(BENCH_STORE)
 
 clean-store:
 	rm -rf runs/store

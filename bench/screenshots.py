@@ -25,7 +25,7 @@ def shoot(store_root: str, out: Path, width: int = 1500, only=()) -> list[Path]:
                                   "surf_scale": "per panel"}),
         "training": ("training", {"compare": tables.seed_groups(store_root, 3)}),
         "curvature": ("curvature", {"study": study}),
-        "paired": ("optimizers", {}),
+        "paired": ("optimizers", {"optimizer_view": "Paired comparison"}),
         "report": ("report", {"report_study": study}),
     }
     written = []
@@ -37,8 +37,6 @@ def shoot(store_root: str, out: Path, width: int = 1500, only=()) -> list[Path]:
                 continue
             page.goto(f"{url}/{path}?{urlencode(params, doseq=True)}")
             wait_rendered(page)
-            if name == "paired":  # scroll to the paired table
-                page.get_by_text("Paired comparison").first.scroll_into_view_if_needed()
             page.wait_for_timeout(1000)  # let WebGL finish drawing
             target = out / f"{name}.png"
             page.screenshot(path=str(target), full_page=False)

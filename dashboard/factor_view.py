@@ -7,6 +7,8 @@ group by any config keys instead. Every aggregate shows n; see dashboard.stats f
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import streamlit as st
 
 from dashboard import charts, stats
@@ -70,8 +72,12 @@ def factor_table(root, filters, keys, quantities, conv_fraction) -> None:
 
 
 def curves(root, filters, keys, metrics) -> None:
-    df = runs_data.group_curves(root, filters, keys, tuple(metrics))
-    for i, metric in enumerate(metrics):
+    """Per-epoch mean and 95% interval per group, one chart per chosen metric (two by
+    default: each chart is drawn by the browser)."""
+    chosen = st.pills("Metrics", metrics, default=metrics[:2], selection_mode="multi",
+                      key=f"{keys[0]}_curves", bind="query-params") or metrics[:1]
+    df = runs_data.group_curves(root, filters, keys, tuple(chosen))
+    for i, metric in enumerate(chosen):
         if i % 2 == 0:
             row = st.columns(2)  # one row per pair of charts, the legend under the second
         part = df[["group", "epoch", "runs"] + [c for c in df if c.startswith(f"{metric}_")]]
@@ -79,7 +85,7 @@ def curves(root, filters, keys, metrics) -> None:
         with row[i % 2]:
             chart = charts.lines(part, "epoch", metric, "group", band=(f"{metric}_lo",
                                  f"{metric}_hi"), title=f"{metric}: mean and 95% CI",
-                                 y_title=metric, show_legend=i % 2 == 1 or i == len(metrics) - 1,
+                                 y_title=metric, show_legend=i % 2 == 1 or i == len(chosen) - 1,
                                  single_points="runs")
             charts.show(chart, part, f"{keys[0]}_{metric}", key=f"csv_{keys[0]}_{metric}")
 
@@ -111,25 +117,49 @@ def paired(root, filters, factor: str, groups: tuple[str, ...]) -> None:
         | {"p_value": st.column_config.NumberColumn(format="%.2g")})
 
 
-def show(factor: str, quantities: list[str], curve_metrics: list[str], *, conv: bool = False
-         ) -> tuple:
-    """Draw a factor page; return (root, filters of the shown study, group keys)."""
+TABLE, CURVES, PAIRED = "Table", "Curves over epochs", "Paired comparison"
+
+
+class View(NamedTuple):
+    """What a page's own view is drawn from: the store, the filters narrowed to the shown
+    study, those runs and the group keys (the factor first)."""
+    root: str
+    filters: core.Filters
+    runs: object
+    keys: tuple[str, ...]
+
+
+def show(factor: str, quantities: list[str], curve_metrics: list[str], *, conv: bool = False,
+         first: dict[str, Callable] | None = None, last: dict[str, Callable] | None = None
+         ) -> None:
+    """Draw a factor page: the study and the grouping, then one view at a time (only the open
+    one is drawn, so the browser draws its charts only): the page's own `first` views, the
+    table per level and group, curves over epochs, the paired comparison, the page's `last`
+    views ({label: function(View)})."""
     root, filters, _ = core.context()
     runs = runs_data.runs(root, filters)
     if runs.empty:
-        st.info("No run matches the filters in the sidebar.")
+        st.info("No runs match the filters.")
         st.stop()
     filters = choose_study(factor, filters, runs)
     runs = runs_data.runs(root, filters)
     keys = choose_groups(factor, runs)
     st.caption(f"{len(runs)} runs in {runs[factor].nunique()} levels of the "
                f"{runs_data.LABELS[factor]}; n per row below.")
-    fraction = 0.9
-    if conv:
-        fraction = st.slider("Convergence: first epoch whose val accuracy reaches this fraction "
-                             "of the run's best", 0.5, 1.0, 0.9, 0.05, key=f"{factor}_conv",
-                             persist_state="session")
-    factor_table(root, filters, keys, quantities, fraction)
-    curves(root, filters, keys, curve_metrics)
-    paired(root, filters, factor, keys)
-    return root, filters, keys
+    own = {**(first or {}), **(last or {})}
+    views = [*(first or {}), TABLE, CURVES, PAIRED, *(last or {})]
+    view = st.segmented_control("View", views, default=views[0], key=f"{factor}_view",
+                                bind="query-params") or views[0]
+    if view in own:
+        own[view](View(root, filters, runs, keys))
+    elif view == TABLE:
+        fraction = 0.9
+        if conv:
+            fraction = st.slider("Convergence: first epoch whose val accuracy reaches this "
+                                 "fraction of the run's best", 0.5, 1.0, 0.9, 0.05,
+                                 key=f"{factor}_conv", persist_state="session")
+        factor_table(root, filters, keys, quantities, fraction)
+    elif view == CURVES:
+        curves(root, filters, keys, curve_metrics)
+    else:
+        paired(root, filters, factor, keys)

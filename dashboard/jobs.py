@@ -34,7 +34,7 @@ PREFIX = "landscape-job-"
 # analysis -> parameter -> (min, max). Parameters not listed keep the analysis' own checks.
 LIMITS = {
     "hessian": {"samples": (8, 4096), "top_k": (1, 20), "bottom_k": (0, 5),
-                "trace_samples": (1, 200), "layer_trace_samples": (1, 50),
+                "trace_samples": (1, 200), "layer_steps": (1, 50),
                 "density_vectors": (1, 8), "density_steps": (4, 200)},
     "surface": {"grid": (3, 61), "span": (0.01, 10.0), "samples": (8, 4096),
                 "bn_samples": (8, 4096)},

@@ -30,7 +30,7 @@ from .data import tables
 TINY = {"dataset": "digits", "epochs": 3, "batch_size": 128, "arch": "mlp",
         "arch_options": {"hidden": [16]}, "optimizer": "adam", "lr": 3e-3}
 VIT = {"arch": "vit", "arch_options": {"patch_size": 4, "dim": 16, "depth": 2, "heads": 2}}
-HESSIAN = {"samples": 64, "top_k": 3, "tol": 1e-2, "trace_samples": 4, "layer_trace_samples": 2,
+HESSIAN = {"samples": 64, "top_k": 3, "tol": 1e-2, "trace_samples": 4, "layer_steps": 2,
            "density_vectors": 1, "density_steps": 12, "per_layer": False}
 SURFACE = {"samples": 64, "grid": 7, "span": 1.0}
 FOLDER = "tinyshapes"  # the folder data set's name, as its runs are labelled

@@ -22,6 +22,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-component-update", "--disable-sync"]
 
 
+_PIDS: dict[str, int] = {}  # URL of a running server -> its process id
+
+
+def server_pid(url: str) -> int:
+    """The process id of the server `serve` started at `url` (to read its CPU time)."""
+    return _PIDS[url]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,8 +65,10 @@ def serve(store_root: str | os.PathLike, timeout: float = 60.0):
                 raise RuntimeError(f"the Streamlit server did not start; see {log.name}:\n"
                                    + Path(log.name).read_text()[-2000:])
             time.sleep(0.3)
+        _PIDS[url] = proc.pid
         yield url
     finally:
+        _PIDS.pop(url, None)
         proc.terminate()
         try:
             proc.wait(timeout=10)
@@ -113,26 +123,8 @@ def page_urls(url: str, query: str = "") -> dict[str, str]:
     return {name: f"{url}/{name}{'?' + query if query else ''}" for name, *_ in PAGES}
 
 
-def tree_cpu_seconds(root_pid: int | None = None) -> float:
-    """CPU seconds (user + system) used so far by the live descendants of `root_pid` (default:
-    this process): the dashboard server and the browser's processes. Unlike wall time, this
-    barely changes when other jobs share the machine."""
-    root_pid = root_pid or os.getpid()
-    parents, ticks = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry)] = int(fields[1])
-        ticks[int(entry)] = int(fields[11]) + int(fields[12])
-    seen, todo = set(), [root_pid]
-    while todo:
-        pid = todo.pop()
-        children = [p for p, parent in parents.items() if parent == pid and p not in seen]
-        seen.update(children)
-        todo += children
-    return sum(ticks[p] for p in seen) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) the process `pid` has used so far."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

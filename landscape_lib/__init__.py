@@ -2,5 +2,5 @@
 
 Modules by layer, each importing only from its own layer and those before it (checked by
 tests/test_layout.py): errors, locations < registry < params, store < data, models, inits,
-optim < config < grid < train < analyses < pipeline < commands < cli.
+optim < config < grid < train < analyses < pipeline < scale < commands < cli.
 """

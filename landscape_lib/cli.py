@@ -24,6 +24,32 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _amount(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _backend_args(p: argparse.ArgumentParser) -> None:
+    """`--backend` and the Ray backend's options (checked before anything is written)."""
+    g = p.add_argument_group("backend (README: Several machines and GPUs)")
+    g.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: processes on this machine (default); ray: one Ray task per run "
+                        "on a Ray cluster")
+    g.add_argument("--address", help="Ray cluster: auto or host:port (default: $RAY_ADDRESS, "
+                                     "else a new Ray instance on this machine)")
+    g.add_argument("--gpus-per-run", type=_amount, metavar="N",
+                   help="GPUs per run, a fraction shares one (default: from the model's size)")
+    g.add_argument("--cpus-per-run", type=_amount, metavar="N",
+                   help="CPUs (and PyTorch threads) per run (default 1)")
+    g.add_argument("--max-retries", type=int, metavar="N",
+                   help="retries of a run whose worker or node dies (default 3)")
+    g.add_argument("--lock-wait", type=_amount, metavar="SECONDS",
+                   help="how long a retried run waits for the lock a dead node left on the "
+                        "shared filesystem (default 150)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m landscape_lib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a field in every run")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     _run_args(p)
+    _backend_args(p)
 
     p = sub.add_parser("list", help="list registry entries")
     p.add_argument("what", nargs="?", default="all",
@@ -78,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="key=value",
                    help="analysis parameter, e.g. samples=256 grid=21")
     p.add_argument("--progress-file", help="write JSON-lines progress here (for the dashboard)")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="processes, one per GPU, for the Hessian (gloo processes on a CPU)")
     _run_args(p)
 
     p = sub.add_parser("analyze-all", help="run the [analyses] of a grid file on its runs")
@@ -85,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="the same override used for train-all")
     p.add_argument("--study", action="append")
     _run_args(p)
+    _backend_args(p)
     return parser
 
 

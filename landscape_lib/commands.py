@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import tomllib
@@ -12,7 +13,7 @@ from tqdm.auto import tqdm
 from .config import RunConfig, parse_overrides
 from .errors import ConfigError
 from .store import Store, queries
-from .store.schema import ANALYSIS_DONE, ANALYSIS_FAILED, FAILED
+from .store.schema import ANALYSIS_DONE, ANALYSIS_FAILED, DONE_STATUSES, FAILED
 
 
 def train(args) -> int:
@@ -36,6 +37,7 @@ def train(args) -> int:
 def train_all(args) -> int:
     from .grid import load_grid
     from .pipeline import pending, resolve_jobs, run_grid
+    ray = ray_options(args)
     overrides = parse_overrides(args.set)
     if args.epochs:
         overrides["epochs"] = args.epochs
@@ -47,14 +49,56 @@ def train_all(args) -> int:
         return 0
     check_data(configs, args.data_root)
     store = Store(args.store).ensure()
-    jobs = resolve_jobs(args.jobs)
-    print(f"{len(configs)} runs in {args.grid}, {len(pending(configs, store))} to train, "
-          f"{jobs} worker(s); store: {store.root}", file=sys.stderr)
-    counts = run_grid(configs, store, jobs=jobs, data_root=args.data_root, device=args.device,
-                      progress=not args.no_progress)
+    todo = len(pending(configs, store))
+    if ray is not None:
+        from .scale.ray_backend import run_grid_ray
+        where = ray.address or os.environ.get("RAY_ADDRESS") or "a new Ray instance here"
+        print(f"{len(configs)} runs in {args.grid}, {todo} to train on Ray ({where}); "
+              f"store: {store.root}", file=sys.stderr)
+        counts = run_grid_ray(configs, store, ray)
+    else:
+        jobs = resolve_jobs(args.jobs)
+        print(f"{len(configs)} runs in {args.grid}, {todo} to train, {jobs} worker(s); "
+              f"store: {store.root}", file=sys.stderr)
+        counts = run_grid(configs, store, jobs=jobs, data_root=args.data_root,
+                          device=args.device, progress=not args.no_progress)
     _report(counts, store)
     _compact_if_large(store)
-    return 0 if FAILED not in counts else 1
+    left = unfinished(counts)
+    if left:
+        print(f"{left} run(s) left unfinished: re-run the same command to resume them",
+              file=sys.stderr)
+    return 1 if left else 0
+
+
+def unfinished(counts: dict[str, int]) -> int:
+    """Runs a grid left without a final result (failed, busy, lost after retries...)."""
+    from .scale.tasks import SKIPPED
+    return sum(n for status, n in counts.items() if status not in (SKIPPED, *DONE_STATUSES))
+
+
+# Options of the Ray backend (`cli._backend_args`), by attribute, with their flags.
+RAY_FLAGS = {"address": "--address", "gpus_per_run": "--gpus-per-run",
+             "cpus_per_run": "--cpus-per-run", "max_retries": "--max-retries",
+             "lock_wait": "--lock-wait"}
+
+
+def ray_options(args):
+    """The Ray backend's options, checked (None for the local backend), before anything is
+    written and before Ray is imported."""
+    given = {key: getattr(args, key) for key in RAY_FLAGS if getattr(args, key, None) is not None}
+    if getattr(args, "backend", "local") != "ray":
+        if given:
+            raise ConfigError(f"{', '.join(RAY_FLAGS[k] for k in given)} needs --backend ray")
+        return None
+    if str(getattr(args, "jobs", "auto")) != "auto":
+        raise ConfigError("-j is the local backend's; on Ray each run is a task "
+                          "(--gpus-per-run, --cpus-per-run)")
+    from .scale.ray_backend import RayOptions
+    if "lock_wait" in given:
+        given["lock_wait_s"] = given.pop("lock_wait")
+    return RayOptions(data_root=args.data_root, device=args.device,
+                      progress=not args.no_progress, **given).check()
 
 
 AUTO_COMPACT = 500  # loose `runs` parts (one per run) from which train-all compacts at its end
@@ -199,12 +243,12 @@ def analyze(args) -> int:
         raise ConfigError(f"no analysis in '{args.what}' takes parameter(s) {sorted(unused)}")
     for kind in kinds:  # every check of every analysis passes before the first one runs
         prepare(store, args.run, kind, args.epoch, own[kind], device=args.device,
-                data_root=args.data_root)
+                data_root=args.data_root, gpus=args.gpus)
     for kind in kinds:
         report = ProgressWriter(args.progress_file, not args.no_progress, kind)
         try:
             aid = run_analysis(store, args.run, kind, args.epoch, own[kind], device=args.device,
-                               data_root=args.data_root, report=report)
+                               data_root=args.data_root, report=report, gpus=args.gpus)
         finally:
             report.close()
         print(aid)
@@ -214,11 +258,16 @@ def analyze(args) -> int:
 def analyze_all(args) -> int:
     from .grid import load_grid
     from .pipeline import analyze_all as run_all
+    ray = ray_options(args)
     overrides = {"epochs": args.epochs} if args.epochs else {}
-    store = Store(args.store).ensure()
     configs = load_grid(args.grid, overrides=overrides, studies=args.study)
-    total = run_all(configs, store, device=args.device, data_root=args.data_root,
-                    progress=not args.no_progress)
+    store = Store(args.store).ensure()
+    if ray is not None:
+        from .scale.ray_backend import analyze_all_ray
+        total = analyze_all_ray(configs, store, ray)
+    else:
+        total = run_all(configs, store, device=args.device, data_root=args.data_root,
+                        progress=not args.no_progress)
     print(f"analyses: {total[ANALYSIS_DONE]} done or stored, {total[ANALYSIS_FAILED]} failed",
           file=sys.stderr)
     return 0 if not total[ANALYSIS_FAILED] else 1

@@ -53,6 +53,15 @@ def tiny_config(**overrides):
     return RunConfig.from_dict(base)
 
 
+def trained_store(tmp_path_factory, **overrides):
+    """(store, run id): a fresh store holding one finished `tiny_config(**overrides)` run."""
+    from landscape_lib.store import Store
+    from landscape_lib.train.engine import train_run
+    store = Store(tmp_path_factory.mktemp("store") / "store").ensure()
+    cfg = tiny_config(**overrides)
+    assert train_run(cfg, store, progress=False) == "finished"
+    return store, cfg.run_id()
+
 def cli(*args, env=None, timeout=300):
     """Run `python -m landscape_lib ...` (this checkout's) in a subprocess; CompletedProcess."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import cli, tiny_config
+from conftest import cli, tiny_config, trained_store
 from landscape_lib.analyses import provenance
 from landscape_lib.analyses.provenance import run_analysis
 from landscape_lib.data import DeviceData, load_dataset
@@ -22,10 +22,7 @@ CFG = dict(arch_options={"hidden": [8]}, epochs=3, trajectory="full", optimizer=
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    store = Store(tmp_path_factory.mktemp("a") / "store").ensure()
-    cfg = tiny_config(**CFG)
-    assert train_run(cfg, store, progress=False) == "finished"
-    return store, cfg.run_id()
+    return trained_store(tmp_path_factory, **CFG)
 
 
 def _files(store):
@@ -163,12 +160,12 @@ def test_interrupted_surface_resumes_where_it_stopped(trained, monkeypatch):
     assert len(store.read("surface_points", rid, part=ctx.analysis_id)) == 10
 
     import landscape_lib.analyses.runners.surfaces as surface
-    original = surface.surface_2d
+    original = surface.surface_2d_multi
 
     def spy(*args, start_row=0, **kw):
         calls.append(start_row)
         return original(*args, start_row=start_row, **kw)
-    monkeypatch.setattr(surface, "surface_2d", spy)
+    monkeypatch.setattr(surface, "surface_2d_multi", spy)
     run_analysis(store, rid, "surface", "last", params)
     assert calls == [2]
     pts = store.read("surface_points", rid, part=ctx.analysis_id)

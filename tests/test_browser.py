@@ -48,6 +48,13 @@ def download(page, name: str) -> bytes:
     return Path(info.value.path()).read_bytes()
 
 
+def view(page, label: str) -> None:
+    """Open a page's view (its segmented control) and wait until it is drawn."""
+    page.get_by_test_id("stButtonGroup").get_by_text(label, exact=True).click()
+    page.wait_for_timeout(200)
+    wait_rendered(page)
+
+
 def main_errors(page) -> list[str]:
     return [e.inner_text() for e in page.query_selector_all('[data-testid="stException"]')]
 
@@ -73,11 +80,16 @@ def test_study_filter_group_by_paired_and_downloads(browser_page):
     page.goto(f"{url}/optimizers?study=optimizers")
     wait_rendered(page)
     assert page.get_by_test_id("stSidebar").get_by_text("optimizers", exact=True).count() >= 1
-    assert page.get_by_text("Paired comparison").count() == 1
     assert page.get_by_text("Group by (besides the factor)").count() == 1
     table = pd.read_csv(io.BytesIO(download(page, "CSV")))
     want = store.query("SELECT count(*) AS n FROM runs WHERE study = 'optimizers'")["n"][0]
     assert table["runs"].sum() == want
+    view(page, "Paired comparison")  # one view at a time: the open one only is drawn
+    assert "optimizer_view=Paired" in page.url
+    paired = pd.read_csv(io.BytesIO(download(page, "CSV")))
+    assert set(paired["optimizer"]) == {"sam-adam", "sgd"} and paired["estimate"].notna().all()
+    view(page, "Curves over epochs")
+    assert page.get_by_test_id("stVegaLiteChart").count() == 2  # two metrics by default
     png = download(page, "PNG")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
@@ -113,7 +125,7 @@ def test_lab_reattaches_after_reload_without_a_second_process(browser_page):
     wait_rendered(page)
     extra = page.get_by_label("More parameters", exact=False)
     # Slow enough to be caught running (tens of seconds on a CPU), within the Lab's limits.
-    extra.fill("samples=4096 top_k=20 tol=1e-9 trace_samples=200 layer_trace_samples=50 "
+    extra.fill("samples=4096 top_k=20 tol=1e-9 trace_samples=200 layer_steps=50 "
                "density_vectors=8 density_steps=200 per_layer=true")
     extra.press("Enter")
     wait_rendered(page)

@@ -58,15 +58,14 @@ def app(monkeypatch, root, page: str | None = None, **params) -> AppTest:
     for key, value in params.items():
         if not isinstance(value, list):
             at.query_params[key] = value
+    if page:  # opened directly (its url_path is its file name): one script run, not two
+        at.switch_page(f"app_pages/{page}.py")
     at.run()
-    for key, value in params.items():
-        if isinstance(value, list) and key == "compare":
-            at.multiselect(key=key).set_value(value).run()
-    if page:
-        at.switch_page(f"app_pages/{page}.py").run()
-    for key, value in params.items():
-        if isinstance(value, list) and key != "compare":
-            at.multiselect(key=key).set_value(value).run()
+    for key, value in params.items():  # the sidebar's compare first: page widgets follow it
+        if isinstance(value, list):
+            at.multiselect(key=key).set_value(value)
+    if any(isinstance(value, list) for value in params.values()):
+        at.run()
     assert not problems(at), problems(at)
     return at
 
@@ -145,14 +144,42 @@ def test_factor_page_defaults_to_its_study_with_intervals_over_seeds(
     at.multiselect(key="optimizer_group").set_value(["model_label", "seed"]).run()
     table = csv_of(at, downloads, "csv_optimizer_table")
     assert (table["runs"] == 1).all() and table["final_val_acc_lo"].isna().all()
+    # Only the open view is drawn: the curves are not on the page until chosen.
+    assert not any(b.proto.id.endswith("csv_optimizer_val_acc") for b in at.get("download_button"))
+    at.segmented_control(key="optimizer_view").set_value("Curves over epochs").run()
+    assert not any(b.proto.id.endswith("csv_optimizer_table") for b in at.get("download_button"))
     curve = csv_of(at, downloads, "csv_optimizer_val_acc")
     assert (curve["runs"] == 1).all() and curve["val_acc"].notna().all()
+
+
+def test_optimizers_at_their_best_learning_rate(monkeypatch, store_root, downloads):
+    """The view holds the library's choice (queries.optimizers_at_best_lr on the Store) and
+    each mean's 95% interval over its seeds as SciPy's t quantile gives it."""
+    from landscape_lib.store import queries
+    at = app(monkeypatch, store_root, "optimizers", optimizer_view="At best learning rate")
+    shown = csv_of(at, downloads, "csv_best_lr").set_index(["model_label", "optimizer"])
+    store = Store(store_root)
+    want = queries.optimizers_at_best_lr(store, "optimizers").set_index(["model_label",
+                                                                          "optimizer"])
+    assert len(shown) == len(want) == 6
+    runs = store.query("SELECT * FROM runs WHERE study = 'optimizers'")
+    for (model, opt), row in want.iterrows():
+        got = shown.loc[(model, opt)]
+        assert (got["best_lr"], got["final_val_acc"], got["n"]) == pytest.approx(
+            (row["best_lr"], row["final_val_acc"], row["n"]))
+        mine = runs[(runs["model_label"] == model) & (runs["optimizer"] == opt)
+                    & (runs["lr"] == row["best_lr"])]["final_val_acc"]
+        _, lo, hi = t_interval(mine)
+        assert (got["lo"], got["hi"]) == pytest.approx((max(lo, 0), min(hi, 1)))
+    sweep = csv_of(at, downloads, "csv_lr_sweep")
+    assert sweep["best"].sum() == len(want)
 
 
 def test_paired_comparison_within_matched_configurations(monkeypatch, store_root, downloads):
     """SAM-Adam and SGD against Adam within each model: difference of accuracy and ratio of
     lambda_max over the seeds they share, as SciPy's paired t-test computes them."""
-    at = app(monkeypatch, store_root, "optimizers", optimizer_baseline="adam")
+    at = app(monkeypatch, store_root, "optimizers", optimizer_baseline="adam",
+             optimizer_view="Paired comparison")
     paired = csv_of(at, downloads, "csv_paired_optimizer")
     store = Store(store_root)
     runs = store.query("""SELECT r.run_id, r.optimizer, r.model_label, r.seed, r.final_val_acc,
@@ -213,6 +240,8 @@ def test_runs_page_columns_diff_parallel_and_scatter(monkeypatch, store_root, do
     assert set(parallel["run_id"]) == set(store.query(
         "SELECT run_id FROM runs WHERE study = 'optimizers'")["run_id"])
     assert parallel["position"].between(0, 1).all()
+    at.segmented_control(key="runs_view").set_value(
+        "Final metric against a hyperparameter").run()
     scatter = csv_of(at, downloads, "csv_hp_scatter")
     assert len(scatter) == 12
 

@@ -5,8 +5,7 @@ with `python -m pytest -m gpu`, which collects only this module).
 - torch.compile and CUDA graphs (compile_mode "reduce-overhead", with the fall-back of closure
   optimizers such as SAM): a compiled run's losses equal the eager run's;
 - channels-last training equals contiguous training;
-- the Hessian operator's forward mode (forward-over-reverse) equals the cached graph's
-  products, and `auto` times both on CUDA, keeps one and answers like them;
+- (the Hessian operator's CUDA modes and several GPUs: test_gpu_hessian.py);
 - bf16 surfaces stay within BF16_TOLERANCE (relative) of fp32, and the channels-last loop
   engine within 1e-5 of the contiguous one.
 
@@ -20,7 +19,6 @@ import torch
 from torch import nn
 
 from conftest import tiny_config
-from landscape_lib.analyses.hessian.operator import HessianOperator
 from landscape_lib.analyses.surface.directions import get_weights, random_directions
 from landscape_lib.analyses.surface.grids import surface_2d
 from landscape_lib.models import create_model
@@ -36,7 +34,6 @@ CUDA = torch.device("cuda")
 CE = nn.CrossEntropyLoss()
 BF16_TOLERANCE = 2e-2   # max relative difference of a bf16 surface's loss from fp32
 TRAIN_TOLERANCE = 2e-2  # relative difference of per-epoch losses between two CUDA runs
-HVP_TOLERANCE = 1e-4    # relative norm difference of two float32 HVP computations
 
 
 @pytest.fixture(autouse=True)
@@ -110,37 +107,6 @@ def test_channels_last_training_matches_contiguous(tmp_path):
     contiguous = epoch_losses(cnn_config(channels_last=False), tmp_path / "contiguous")
     channels_last = epoch_losses(cnn_config(channels_last=True), tmp_path / "channels_last")
     np.testing.assert_allclose(channels_last, contiguous, rtol=TRAIN_TOLERANCE)
-
-
-# ---------------------------------------------------------------------- Hessian products
-@pytest.fixture
-def cnn_problem():
-    torch.manual_seed(0)
-    model = create_model("cnn", in_channels=3, image_size=8, num_classes=4, widths=(4, 8))
-    model = model.to(CUDA).eval()
-    batches = [(torch.randn(32, 3, 8, 8, device=CUDA), torch.randint(0, 4, (32,), device=CUDA))]
-    V = torch.randn(sum(p.numel() for p in model.parameters()), 3, device=CUDA)
-    cached = HessianOperator(model, CE, batches, mode="cached") @ V
-    return model, batches, V, cached
-
-
-@pytest.mark.parametrize("chunk_size", [1, 3])
-def test_forward_mode_hvp_equals_the_cached_graph(cnn_problem, chunk_size):
-    model, batches, V, cached = cnn_problem
-    op = HessianOperator(model, CE, batches, mode="forward", chunk_size=chunk_size)
-    out = op @ V
-    assert op.mode == "forward"  # no fall-back to double backward on CUDA
-    assert rel(out, cached) < HVP_TOLERANCE
-
-
-def test_auto_mode_times_both_modes_on_cuda_and_answers_like_them(cnn_problem):
-    model, batches, V, cached = cnn_problem
-    op = HessianOperator(model, CE, batches)
-    out = op @ V
-    assert set(op.mode_seconds) == {"forward", "cached"}
-    assert op.mode == min(op.mode_seconds, key=op.mode_seconds.get)
-    assert op.n_products == V.shape[1] + 3  # the trial products are counted
-    assert rel(out, cached) < HVP_TOLERANCE
 
 
 # ---------------------------------------------------------------------- surfaces

@@ -59,28 +59,35 @@ def test_auto_mode_is_chosen_by_device():
     assert hessian_ops._resolve_mode("reverse", torch.device("cuda")) == "reverse"
 
 
-@pytest.mark.parametrize("faster", ["forward", "cached"])
-def test_auto_mode_keeps_the_faster_measured_mode(monkeypatch, mlp_problem, faster):
-    """On CUDA, "auto" times both modes on the first product; here the clock is rigged."""
+@pytest.mark.parametrize("faster", ["forward", "forward x4", "cached"])
+def test_auto_mode_keeps_the_fastest_measured_candidate(monkeypatch, mlp_problem, faster):
+    """On CUDA, "auto" times every candidate on the first product; here (CPU, where CUDA graphs
+    cannot be captured: those candidates fail and are dropped) the clock is rigged."""
     model, batches, H, _ = mlp_problem
     monkeypatch.setattr(hessian_ops, "_resolve_mode", lambda m, d: m)  # CPU acts like CUDA
-    timed = hessian_ops.HessianOperator._timed
+    timed = hessian_ops.HessianOperator._time
 
-    def rigged(self, mode, V):
-        out, _ = timed(self, mode, V)
-        return out, 1.0 if mode == faster else 2.0
+    def rigged(self, W):
+        timed(self, W)
+        label = hessian_ops._label(self.mode, self.chunk_size)
+        return 1.0 * W.shape[1] if label == faster else 2.0 * W.shape[1]
 
-    monkeypatch.setattr(hessian_ops.HessianOperator, "_timed", rigged)
+    monkeypatch.setattr(hessian_ops.HessianOperator, "_time", rigged)
     op = HessianOperator(model, CE, batches)
     assert op.mode == "auto"
     V = torch.randn(H.shape[0], 3, generator=torch.Generator().manual_seed(3),
                     dtype=torch.float64)
     torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-12)
-    assert op.mode == faster and set(op.mode_seconds) == {"forward", "cached"}
-    assert (op._graphs is not None) == (faster == "cached")  # the loser's memory is freed
-    assert op.n_products == 3 + 3  # three columns answered, three trial products
+    assert hessian_ops._label(op.mode, op.chunk_size) == faster
+    labels = [hessian_ops._label(m, c) for m, c in hessian_ops.AUTO_CANDIDATES]
+    assert list(op.trials) == labels
+    assert all(str(op.trials[k]).startswith("failed: ConfigError") for k in labels if "graph" in k)
+    assert sorted(v for v in op.trials.values() if not isinstance(v, str)) == [1e3, 2e3, 2e3]
+    assert (op._graphs is not None) == (faster == "cached")  # the losers' memory is freed
+    assert op.trial_products == 2 * (1 + 4 + 1)  # two calls of each candidate that ran
+    assert op.n_products == 3 + op.trial_products
     torch.testing.assert_close(op @ V[:, 0], H @ V[:, 0], rtol=1e-9, atol=1e-12)
-    assert op.n_products == 7
+    assert op.n_products == 4 + op.trial_products
 
 
 class _Cube(torch.autograd.Function):
@@ -98,7 +105,7 @@ class _Cube(torch.autograd.Function):
 
 
 @pytest.mark.parametrize("mode, fallback, products", [("forward", "reverse", 3),
-                                                     ("auto", "cached", 3 + 1)])
+                                                     ("auto", "cached", 3 + 2)])
 def test_forward_mode_falls_back_to_double_backward(monkeypatch, mode, fallback, products):
     monkeypatch.setattr(hessian_ops, "_resolve_mode", lambda m, d: m)  # "auto" as on CUDA
     w0 = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)

@@ -11,8 +11,9 @@ from landscape_lib.analyses.hessian.lanczos import top_eigenpairs
 from landscape_lib.analyses.hessian.layers import per_layer_spectrum
 from landscape_lib.analyses.hessian.operator import HessianOperator
 from landscape_lib.analyses.hessian.pyhessian_adapter import pyhessian_engine
+from landscape_lib.analyses.hessian.shares import spectral_shares
 from landscape_lib.analyses.hessian.spectrum import (
-    broadened_density, hutchinson_trace, negative_share, slq_density, slq_nodes)
+    broadened_density, deflated_trace, hutchinson_trace, slq_density, slq_nodes)
 from landscape_lib.errors import ConfigError
 
 
@@ -82,16 +83,40 @@ def test_full_lanczos_nodes_are_the_eigenvalues():
     assert np.trapezoid(density, grid) == pytest.approx(1.0, abs=1e-9)
 
 
-def test_negative_share_estimates_fraction_of_negative_eigenvalues():
-    spectrum = np.r_[np.linspace(-3, -0.1, 20), np.linspace(0.1, 5, 40)]
+def test_spectral_shares_estimate_the_fractions_below_and_near_the_threshold():
+    spectrum = np.r_[np.linspace(-3, -0.1, 20), np.linspace(-0.04, 0.04, 10),
+                     np.linspace(0.1, 5, 30)]
     A = spd_with_spectrum(spectrum, seed=2)
     nodes, weights = slq_nodes(A, n_vectors=100, n_steps=60, seed=0)
-    # each vector's share is ~Beta(10, 20): sd 0.085; the mean of 100 has sd 0.0085
-    assert negative_share(nodes, weights) == pytest.approx(1 / 3, abs=0.035)
-    assert negative_share(nodes, weights, threshold=10.0) == 0.0
+    sh = spectral_shares(nodes, weights, lam_max=5.0, eps=0.01)  # threshold 0.05
+    # each probe's share is ~Beta(10, 20): sd 0.085; the mean of 100 has sd 0.0085
+    assert sh.neg_share == pytest.approx(1 / 3, abs=0.035)
+    assert sh.near_zero_share == pytest.approx(1 / 6, abs=0.035)
+    assert 0.004 < sh.neg_share_se < 0.015 and sh.threshold == 0.05 and sh.n_probes == 100
+    assert sh.neg_bracket[0] <= sh.neg_share <= sh.neg_bracket[1]
+    assert spectral_shares(nodes, weights, lam_max=5.0, eps=2.0).neg_share == 0.0
+    with pytest.raises(ConfigError, match="neg_eps"):
+        spectral_shares(nodes, weights, 5.0, eps=-1)
 
 
-def test_per_layer_top_eigenvalue_is_that_of_the_diagonal_block(mlp_problem):
+def test_deflated_trace_is_exact_with_unit_probes_and_unbiased_with_random_ones(mlp_problem):
+    model, batches, H, evals = mlp_problem
+    op = HessianOperator(model, CE, batches)
+    top, vecs = top_eigenpairs(op, 3, tol=1e-10)
+    exact, se, _ = deflated_trace(op, vecs, top.numpy(), n_samples=H.shape[0])
+    assert exact == pytest.approx(torch.trace(H).item(), rel=1e-10) and se == 0
+    # Deflated: the variance is that of H - U Theta U^T, far below plain Hutchinson's.
+    est, se, _ = deflated_trace(op, vecs, top.numpy(), n_samples=40, seed=1)
+    R = H - vecs @ torch.diag(top) @ vecs.T
+    off = R - torch.diag(torch.diag(R))
+    expected_se = float(torch.sqrt(2 * (off ** 2).sum()) / np.sqrt(40))
+    assert 0.6 < se / expected_se < 1.4
+    assert abs(est - torch.trace(H).item()) < 4 * expected_se
+
+
+def test_per_layer_separate_way_is_the_diagonal_blocks(mlp_problem):
+    """Each layer's own Lanczos (tight tol) and unit probes: the dense blocks' top eigenvalues
+    and traces."""
     model, batches, H, _ = mlp_problem
     table = per_layer_spectrum(model, CE, batches, k=2, trace_samples=1000, tol=1e-9)
     assert list(table["layer"]) == ["0", "2"]
@@ -101,29 +126,60 @@ def test_per_layer_top_eigenvalue_is_that_of_the_diagonal_block(mlp_problem):
         block = H[start:start + n, start:start + n]
         start += n
         block_evals = torch.linalg.eigvalsh(block).flip(0)
-        assert rel_err(row.top_eig, block_evals[0].item()) < 1e-4
-        assert rel_err(row.eig_2, block_evals[1].item()) < 1e-4
-        assert rel_err(row.trace, torch.trace(block).item()) < 1e-4  # exact: samples >= n
+        assert rel_err(row.top_eig, block_evals[0].item()) < 1e-8
+        assert rel_err(row.eig_2, block_evals[1].item()) < 1e-8
+        assert row.top_eig_converged and row.top_eig_residual < 1e-8 * row.top_eig
+        assert rel_err(row.trace, torch.trace(block).item()) < 1e-10 and row.trace_se == 0
     assert start == H.shape[0]
+
+
+@pytest.mark.parametrize("method", ["shared", "separate"])
+@pytest.mark.parametrize("problem", ["mlp", "bn-cnn"])
+def test_per_layer_table_is_exact_on_dense_blocks(mlp_problem, method, problem):
+    """Unit probes (trace_samples >= P) and Krylov spaces as large as the blocks: both ways
+    give every dense block's trace and top eigenvalue (an MLP, and a conv net with BN)."""
+    if problem == "mlp":
+        model, batches, H, _ = mlp_problem
+    else:  # 81 parameters: conv 20, BN 4, linear 57
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(),
+                              nn.Linear(2 * 3 * 3, 3)).double()
+        model[1].running_mean.uniform_(-0.5, 0.5)
+        model[1].running_var.uniform_(0.5, 2)
+        x, y = torch.randn(16, 1, 5, 5, dtype=torch.float64), torch.randint(0, 3, (16,))
+        batches = [(x[:10], y[:10]), (x[10:], y[10:])]
+        H = dense_block_reference(model, x, y)
+    res = hessian_analysis(model, CE, batches, trace_samples=H.shape[0], layer_method=method,
+                           layer_steps=H.shape[0], layer_tol=1e-10, top_k=2, tol=1e-10,
+                           density_vectors=1, density_steps=8, bottom_k=0)
+    start = 0
+    for row in res.per_layer.itertuples():
+        block = H[start:start + row.n_params, start:start + row.n_params]
+        start += row.n_params
+        assert row.trace == pytest.approx(torch.trace(block).item(), rel=1e-9, abs=1e-12)
+        top = torch.linalg.eigvalsh(block)[-1].item()
+        assert row.top_eig == pytest.approx(top, rel=1e-7, abs=1e-12)
+        assert row.trace_se == 0 and row.top_eig_converged
+    assert start == H.shape[0]
+    assert res.costs["part"].tolist() == ["top", "trace", "density", "per-layer"]
 
 
 def test_hessian_analysis_on_tiny_model(mlp_problem):
     model, batches, H, evals = mlp_problem
-    res = hessian_analysis(model, CE, batches, top_k=3, bottom_k=1, tol=1e-8,
-                           trace_samples=1000, layer_trace_samples=5, density_vectors=2,
-                           density_steps=20)
+    res = hessian_analysis(model, CE, batches, top_k=3, bottom_k=1, tol=1e-8, bottom_tol=1e-8,
+                           trace_samples=1000, density_vectors=2, density_steps=20)
     assert rel_err(res.top_eigenvalues, evals.flip(0)[:3].numpy()) < 1e-4
     assert rel_err(res.bottom_eigenvalues, evals[:1].numpy()) < 1e-4
     assert res.eig_ratio == pytest.approx(abs(evals[0] / evals[-1]).item(), rel=1e-4)
-    assert res.trace == pytest.approx(torch.trace(H).item(), rel=1e-4)
+    assert res.trace == pytest.approx(torch.trace(H).item(), rel=1e-8)
     assert res.top_eigenvectors.shape == (3, H.shape[0])
     y = res.top_eigenvectors.T
     torch.testing.assert_close(H @ y, y * torch.as_tensor(res.top_eigenvalues),
                                atol=1e-6, rtol=1e-5)
     assert len(res.per_layer) == 2 and res.n_params == H.shape[0] and res.n_samples == 12
-    assert res.n_products > 0 and res.engine == "default"
-    assert 0 <= res.negative_share <= 1
-    assert set(res.scalars()) >= {"eig_top_1", "eig_bottom_1", "eig_ratio", "trace"}
+    assert res.n_products == res.costs["n_products"].sum() > 0 and res.engine == "default"
+    assert 0 <= res.shares.neg_share <= 1
+    assert set(res.summary()) >= {"top_eig", "lam_min", "lam_min_residual", "neg_eps"}
 
 
 # ------------------------------------------------------------------------------- PyHessian
@@ -135,6 +191,21 @@ def small_cnn():
     model[1].running_var.uniform_(0.5, 2)
     x, y = torch.randn(16, 1, 6, 6), torch.randint(0, 4, (16,))
     return model, x, y
+
+
+def dense_block_reference(model, x, y):
+    """Dense Hessian of the eval-mode model's mean loss (autograd.functional, float64)."""
+    from torch.func import functional_call
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss_of(theta):
+        pieces = torch.split(theta, [s.numel() for s in shapes])
+        return CE(functional_call(model, {n: t.view(s) for n, t, s in zip(names, pieces,
+                                                                            shapes)}, (x,)), y)
+    model.eval()
+    return torch.autograd.functional.hessian(loss_of, flat)
 
 
 def test_pyhessian_agrees_with_default_engine_on_small_cnn():

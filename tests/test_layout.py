@@ -25,6 +25,7 @@ LAYERS = [
     ["train"],
     ["analyses"],
     ["pipeline"],
+    ["scale"],
     ["commands"],
     ["cli"],
     ["__main__"],

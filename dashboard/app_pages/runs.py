@@ -73,8 +73,12 @@ done = runs[runs["final_val_acc"].notna()]
 varying = runs_data.distinct_keys(done, runs_data.varying_keys(done, exclude=()))
 metric_choices = runs_data.METRIC_COLUMNS[:6]
 numeric = [k for k in varying if pd.to_numeric(done[k], errors="coerce").notna().all()]
-if len(done) >= 2 and varying:
-    st.subheader("Parallel coordinates")
+
+
+def parallel() -> None:
+    if len(done) < 2 or not varying:
+        st.info("Parallel coordinates need two finished runs that differ in a config key.")
+        return
     c1, c2 = st.columns([3, 1])
     axes = c1.multiselect("Config keys", list(runs_data.KEYS), default=varying[:6],
                           key="par_axes", bind="query-params",
@@ -85,8 +89,11 @@ if len(done) >= 2 and varying:
         chart, long = charts.parallel(sample, axes, metric)
         charts.show(chart, long, "parallel_coordinates", key="csv_parallel")
 
-if len(done) >= 2 and numeric:
-    st.subheader("Final metric against a hyperparameter")
+
+def against_hyperparameter() -> None:
+    if len(done) < 2 or not numeric:
+        st.info("No numeric hyperparameter varies among the finished runs.")
+        return
     c1, c2, c3 = st.columns(3)
     x = c1.selectbox("Hyperparameter", numeric, key="hp_x", bind="query-params",
                      format_func=lambda k: runs_data.LABELS[k])
@@ -102,21 +109,31 @@ if len(done) >= 2 and numeric:
                            tooltip=["run_id", x, y, color], x_title=runs_data.LABELS[x])
     charts.show(chart, df, f"{y}_vs_{x}", key="csv_hp_scatter")
 
-st.subheader("Run details")
-ids = compare or runs["run_id"].head(runs_data.MAX_TABLE_ROWS).tolist()
-run_id = st.selectbox("Run", ids, key="runs_detail", persist_state="session")
-row = runs[runs["run_id"] == run_id]
-if row.empty:
-    row = runs_data.runs_by_id(root, (run_id,))
-row = row.iloc[0]
-if isinstance(row.get("error"), str) and row["error"].strip():
-    st.error(f"{row['status']}: {row['error']}")
-left, right = st.columns(2)
-with left:
-    st.caption("Configuration")
-    config = row.get("config_json")
-    st.json(config if isinstance(config, str) and config else "{}")
-with right:
-    st.caption("Summary")
-    st.json(row.drop(labels=["config_json"], errors="ignore").dropna()
-            .to_json(date_format="iso", default_handler=str))
+
+def details() -> None:
+    ids = compare or runs["run_id"].head(runs_data.MAX_TABLE_ROWS).tolist()
+    run_id = st.selectbox("Run", ids, key="runs_detail", persist_state="session")
+    row = runs[runs["run_id"] == run_id]
+    if row.empty:
+        row = runs_data.runs_by_id(root, (run_id,))
+    row = row.iloc[0]
+    if isinstance(row.get("error"), str) and row["error"].strip():
+        st.error(f"{row['status']}: {row['error']}")
+    left, right = st.columns(2)
+    with left:
+        st.caption("Configuration")
+        config = row.get("config_json")
+        st.json(config if isinstance(config, str) and config else "{}")
+    with right:
+        st.caption("Summary")
+        st.json(row.drop(labels=["config_json"], errors="ignore").dropna()
+                .to_json(date_format="iso", default_handler=str))
+
+
+# One view at a time: the browser draws only the open one's chart.
+VIEWS = {"Parallel coordinates": parallel, "Final metric against a hyperparameter":
+         against_hyperparameter, "Run details": details}
+view = st.segmented_control("View", list(VIEWS), default="Parallel coordinates",
+                            key="runs_view", bind="query-params") or "Parallel coordinates"
+st.subheader(view)
+VIEWS[view]()

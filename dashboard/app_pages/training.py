@@ -15,8 +15,9 @@ if filtered.empty and not compare:
     st.info("No run matches the filters in the sidebar.")
     st.stop()
 
+# Two charts by default (one row): every chart is drawn by the browser; add more here.
 metrics = st.multiselect("Metrics", runs_data.EPOCH_METRICS, key="train_metrics",
-                         bind="query-params", default=["train_loss", "val_loss", "val_acc"])
+                         bind="query-params", default=["train_loss", "val_acc"])
 keys = [k for k in runs_data.KEYS if k != "seed"]
 pool = runs_data.runs_by_id(root, tuple(compare)) if compare else filtered
 varying = runs_data.distinct_keys(pool, runs_data.varying_keys(pool))

@@ -44,6 +44,15 @@ class AnalysisContext:
     # Set by an analysis that can say more than its `engine` parameter (e.g. the HVP mode the
     # operator ended up with); stored in the provenance row's `engine` column.
     engine: str | None = None
+    # Processes (one per GPU) an analysis may spread over (the Hessian does); not a parameter:
+    # its result does not depend on it.
+    gpus: int = 1
+    # Where an analysis may spread its work (a surface's rows): `device` alone unless given.
+    # Not an analysis parameter: the same result, so the same analysis id, on any number.
+    devices: list[torch.device] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.devices = [torch.device(d) for d in self.devices] or [self.device]
 
     # ------------------------------------------------------------------ inputs
     def new_model(self) -> nn.Module:
@@ -69,9 +78,11 @@ class AnalysisContext:
         return build_data(self.cfg, self.device, self.data_root)
 
     def batches(self, split: str, samples: int, *, seed: int = 0, batch_size: int = 512):
-        """A fixed, seeded sample of `samples` examples of `split`, in device batches."""
+        """A fixed, seeded sample of `samples` examples of `split` (0: all of them), in device
+        batches."""
         check_choice("split", split, SPLITS)
-        n = min(int(samples), self.data.num_examples(split))
+        total = self.data.num_examples(split)
+        n = total if int(samples) == 0 else min(int(samples), total)
         x, y = self.data.subset(split, n, seed)
         return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, n, batch_size)]
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from ..errors import ConfigError, LandscapeError
 from ..store import TABLES, Store
 from ..store.schema import ANALYSIS_DONE, ANALYSIS_FAILED, ANALYSIS_RUNNING, STUDY
-from ..train.environment import package_versions, resolve_device
+from ..train.environment import package_versions, resolve_device, resolve_devices
 from .context import AnalysisContext, find_run, resolve_epoch, run_config
 from .registry import ANALYSES, resolve_params
 
@@ -28,8 +28,14 @@ def analysis_id(run_id: str | None, epoch: int | None, kind: str, params: dict) 
 
 
 def prepare(store: Store, run: str | None, kind: str, epoch="last", params: dict | None = None,
-            *, device=None, data_root=None, report=None) -> tuple[AnalysisContext, dict]:
-    """Resolve and check everything; writes nothing."""
+            *, device=None, data_root=None, report=None, gpus: int = 1,
+            devices=None) -> tuple[AnalysisContext, dict]:
+    """Resolve and check everything; writes nothing. `devices`: where the analysis may spread
+    its work (default: every visible GPU for device auto or cuda, else `device`; a surface's
+    rows). `gpus`: processes (one per GPU) an analysis that runs in several may use (the
+    Hessian). Neither is part of the id."""
+    if int(gpus) < 1:
+        raise ConfigError(f"gpus={gpus!r} must be at least 1")
     spec = ANALYSES.get(kind)
     params = resolve_params(kind, params or {})
     if spec.needs_run:
@@ -41,7 +47,8 @@ def prepare(store: Store, run: str | None, kind: str, epoch="last", params: dict
     else:
         run_id, cfg, epoch = None, None, None
     ctx = AnalysisContext(store, run_id, cfg, epoch, resolve_device(device),
-                          data_root=data_root, report=report or (lambda f, m: None))
+                          data_root=data_root, report=report or (lambda f, m: None),
+                          gpus=int(gpus), devices=list(devices or resolve_devices(device)))
     ctx.analysis_id = analysis_id(run_id, epoch, kind, params)
     check = spec.checker()
     if check:
@@ -55,11 +62,12 @@ def stored_status(ctx: AnalysisContext) -> str | None:
 
 
 def run_analysis(store: Store, run: str | None, kind: str, epoch="last", params=None, *,
-                 device=None, data_root=None, report=None, force=False) -> str:
+                 device=None, data_root=None, report=None, force=False, gpus: int = 1,
+                 devices=None) -> str:
     """Run one analysis (or find it stored); returns its analysis id."""
     store.ensure()
     ctx, params = prepare(store, run, kind, epoch, params, device=device, data_root=data_root,
-                          report=report)
+                          report=report, gpus=gpus, devices=devices)
     if not force and stored_status(ctx) == ANALYSIS_DONE:
         ctx.report(1.0, "stored result")
         return ctx.analysis_id

@@ -15,6 +15,7 @@ from typing import Callable
 
 from ..errors import ConfigError
 from ..registry import Registry
+from .hessian import settings as hessian_settings
 
 ANALYSES = Registry("analysis", options=lambda entry: entry.obj.defaults)
 
@@ -72,13 +73,13 @@ _SAMPLE = {"split": "train", "data_seed": 0}  # which examples an analysis evalu
 _PATHS = {"optimizers": [], "steps": 200, "lr": 0.01}
 
 register(Analysis(
-    "hessian", "curvature:run_hessian", description="Hessian spectrum: top/bottom eigenvalues, "
-    "trace, density (SLQ), negative share, per-layer top eigenvalue and trace; of the plain "
+    "hessian", "curvature:run_hessian", description="Hessian spectrum: top eigenvalues and "
+    "lambda_min with residual bounds, trace, density (SLQ), negative and near-zero shares, "
+    "per-layer top eigenvalue and trace; products and seconds per part; of the plain "
     "cross-entropy (loss='ce') or the training loss with its label smoothing (loss='train')",
-    defaults={"samples": 512, **_SAMPLE, "loss": "ce", "top_k": 5, "bottom_k": 1, "tol": 1e-3,
-              "trace_samples": 50, "density_vectors": 3, "density_steps": 60, "per_layer": True,
-              "layer_trace_samples": 20, "engine": "default", "seed": 0},
-    tables=("hessian_eigs", "hessian_summary", "hessian_density")))
+    defaults=hessian_settings.defaults(),
+    tables=("hessian_eigs", "hessian_summary", "hessian_density", "analysis_costs"),
+    check="curvature:check_hessian"))
 register(Analysis(
     "surface", "surfaces:run_surface", description="2-D loss/accuracy grid around a checkpoint "
     "along random filter-normalised, top-Hessian-eigenvector or trajectory-PCA directions, with "

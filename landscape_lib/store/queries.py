@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import StoreError
-from .schema import ANALYSIS_DONE, TABLES
+from .schema import ANALYSIS_DONE, TABLES, WHOLE_MODEL
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,6 +71,31 @@ def optimizers_at_best_lr(store, study: str = "E-optimizers",
     from .comparisons import best_lr_settings  # pandas: not imported by the `runs` command
     runs = store.query(RUNS_FOR_LR_SELECTION, [study])
     return best_lr_settings(runs, metric, higher_is_better=metric != "final_val_loss")
+
+
+# Per run of a study, its newest finished Hessian analysis (whole network) beside its accuracy:
+# the convexity evidence of issue 10 (lambda_min with its residual against the lowest SLQ Ritz
+# node, which it cannot exceed). Parameters: the whole-model layer name, the done status, the
+# study name.
+HESSIAN_STUDY_TABLE = """
+    WITH h AS (
+        SELECT s.*, row_number() OVER (PARTITION BY s.run_id
+                                       ORDER BY a.started_at DESC, s.epoch DESC) AS newest
+        FROM hessian_summary s JOIN analyses a USING (analysis_id)
+        WHERE s.layer = ? AND a.status = ?)
+    SELECT r.run_id, r.model_label, r.optimizer, r.seed, r.status, h.epoch,
+           r.final_val_acc AS accuracy, h.top_eig AS lambda_max, h.lam_min,
+           h.lam_min_residual, h.lam_min_converged, abs(h.lam_min / h.top_eig) AS convexity_ratio,
+           h.neg_share, h.neg_share_se, h.near_zero_share, h.neg_eps, h.lowest_ritz,
+           h.lam_min <= h.lowest_ritz AS lam_min_below_ritz, h.lam_min_consistent,
+           h.n_products
+    FROM runs r LEFT JOIN h ON h.run_id = r.run_id AND h.newest = 1
+    WHERE r.study = ? ORDER BY r.model_label, r.optimizer, r.seed, r.run_id"""
+
+
+def hessian_study_table(store, study: str) -> pd.DataFrame:
+    """`HESSIAN_STUDY_TABLE` of one study (runs without a finished Hessian: NULL columns)."""
+    return store.query(HESSIAN_STUDY_TABLE, [WHOLE_MODEL, ANALYSIS_DONE, study])
 
 
 def surface_seed_spread(store, run_ids: list[str]) -> pd.DataFrame:

@@ -82,6 +82,9 @@ TABLES: dict[str, dict[str, str]] = {
         "near_zero_share": "DOUBLE",
     },
     "hessian_density": {**_PROVENANCE, "x": "DOUBLE", "density": "DOUBLE"},
+    # What each part of an analysis cost (e.g. top, trace, density, bottom, per-layer).
+    "analysis_costs": {**_PROVENANCE, "part": "VARCHAR", "n_products": "INTEGER",
+                       "seconds": "DOUBLE"},
     "surface_points": {
         **_PROVENANCE, "i": "INTEGER", "j": "INTEGER", "x": "DOUBLE", "y": "DOUBLE",
         "loss": "DOUBLE", "acc": "DOUBLE",

@@ -48,6 +48,15 @@ def resolve_device(preference: str | None = None) -> torch.device:
     return torch.device(pref)
 
 
+def resolve_devices(preference: str | None = None) -> list[torch.device]:
+    """The devices one analysis may spread its work over: every visible GPU for `auto` (with
+    a GPU) or `cuda`, else the one device `preference` names (`cuda:1`, `cpu`)."""
+    device = resolve_device(preference)
+    if device.type == "cuda" and device.index is None:
+        return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    return [device]
+
+
 def set_tf32(on: bool) -> None:
     """TF32 for matmuls and cuDNN convolutions (both off = true float32)."""
     torch.backends.cuda.matmul.allow_tf32 = on

@@ -1,6 +1,30 @@
-"""``hessian_analysis``: every curvature estimate of a model's loss, in one ``HessianResult``."""
+"""The Hessian analysis: every curvature estimate of a model's loss, each with its error bound,
+and the products and seconds of each part (``HessianResult.costs``, the ``analysis_costs`` rows).
+
+``analyse(op, model, settings)`` runs the parts on any operator with ``@`` (a
+``HessianOperator``, a ``ShardedOperator`` over several processes, a dense tensor when
+``per_layer`` is off), in this order, each reusing what the previous ones found:
+
+1. ``top``: top-k eigenpairs, the stopping rule on each Ritz value's own residual, then the
+   residuals measured with the full operator (k products);
+2. ``trace``: Hutchinson with the top-k part counted exactly; the same products give every
+   layer's trace (``spectrum.deflated_trace``);
+3. ``density``: SLQ nodes -> broadened density, the negative and near-zero shares with their
+   standard errors over the probes (``shares``), the lowest Ritz node and its vector;
+4. ``bottom``: lambda_min by Lanczos on the compression to the top eigenvectors' complement,
+   started from the lowest SLQ Ritz vector, stopping on its own residual with the floor
+   ``neg_eps * lambda_max``, its residual measured with the full operator; checked against the
+   lowest SLQ node (a Ritz value, so lambda_min <= it: ``lam_min_consistent``);
+5. ``per-layer``: every layer's top eigenvalue, all layers' Lanczos in lockstep from low-rank
+   starts (``layers.block_top_eigenvalues``), or the separate way (``layer_method``).
+
+``hessian_analysis(model, loss_fn, batches, settings)`` builds the operator (``hvp_mode``), sets
+TF32 for the analysis and runs ``analyse``; every default is in ``settings.HessianSettings``.
+"""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -11,106 +35,248 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import ConfigError, check_choice
-from .lanczos import top_eigenpairs
-from .layers import per_layer_spectrum
-from .operator import HessianOperator
+from ...train.environment import sync
+from .lanczos import Eigen, device_dtype, extreme_eigenpairs, seeded_generator, verify
+from .layers import (block_top_eigenvalues, lowrank_block_starts, module_blocks,
+                     per_layer_spectrum)
+from .operator import HVP_MODES, HessianOperator
 from .pyhessian_adapter import pyhessian_spectrum
-from .spectrum import broadened_density, hutchinson_trace, negative_share, slq_nodes
+from .settings import ENGINES, LAYER_METHODS, HessianSettings
+from .shares import Shares, spectral_shares
+from .spectrum import SLQResult, broadened_density, deflated_trace, slq
 
-ANALYSIS_ENGINES = ("default", "pyhessian")
+TRACE_BLOCK = 8  # Hutchinson probes per multi-column product
+PARTS = ("top", "trace", "density", "bottom", "per-layer")
+_POSITIVE = ("top_k", "trace_samples", "density_vectors", "density_steps", "layer_steps",
+             "bottom_max_steps")
+_NON_NEGATIVE = ("samples", "bottom_k", "hvp_chunk", "neg_eps", "tol", "bottom_tol",
+                 "layer_tol")
+
+
+def settings(**overrides) -> HessianSettings:
+    """``HessianSettings`` with overrides, checked: an unknown name or a bad value raises
+    ConfigError naming what is allowed."""
+    known = [f.name for f in dataclasses.fields(HessianSettings)]
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown Hessian setting(s) {', '.join(unknown)}; known: "
+                          + ", ".join(known))
+    s = HessianSettings(**overrides)
+    check_choice("layer_method", s.layer_method, LAYER_METHODS)
+    check_choice("engine", s.engine, ENGINES)
+    check_choice("hvp_mode", s.hvp_mode, HVP_MODES)
+    for name in _POSITIVE:
+        if getattr(s, name) < 1:
+            raise ConfigError(f"{name}={getattr(s, name)!r} must be at least 1")
+    for name in _NON_NEGATIVE:
+        if not getattr(s, name) >= 0:
+            raise ConfigError(f"{name}={getattr(s, name)!r} must be >= 0")
+    return s
 
 
 @dataclass
 class HessianResult:
-    """Everything ``hessian_analysis`` measured (eigenvalues as float64 NumPy arrays)."""
-    top_eigenvalues: np.ndarray          # (top_k,) descending
-    top_eigenvectors: Tensor             # (top_k, P) on CPU, unit norm, parameter order
-    bottom_eigenvalues: np.ndarray       # (bottom_k,) ascending: most negative first
-    eig_ratio: float                     # |lambda_min / lambda_max| (convexity, docs/studies.md A)
+    """Everything the analysis measured (eigenvalues as float64 NumPy arrays)."""
+    settings: HessianSettings
+    top: Eigen                       # values descending, residuals, converged, vectors
+    bottom: Eigen | None             # values ascending (most negative first)
     trace: float
-    trace_std_err: float
+    trace_se: float
+    slq: SLQResult
+    shares: Shares
     density_grid: np.ndarray
-    density: np.ndarray                  # integrates to 1 on density_grid
-    ritz_nodes: np.ndarray               # (density_vectors, steps)
-    ritz_weights: np.ndarray
-    negative_share: float                # SLQ weight on negative Ritz nodes
+    density: np.ndarray              # integrates to 1 on density_grid
+    lam_min_consistent: bool | None  # lam_min <= lowest SLQ node + its residual
     per_layer: pd.DataFrame | None
+    costs: pd.DataFrame              # part, n_products, seconds
     param_names: list[str]
     n_params: int
     n_samples: int
-    n_products: int
-    seconds: float
     engine: str
     hvp_mode: str
     device: str
+    seconds: float
 
-    def scalars(self) -> dict[str, float]:
-        """Flat scalar summary (for a metrics table)."""
-        out = {f"eig_top_{i + 1}": float(v) for i, v in enumerate(self.top_eigenvalues)}
-        out.update({f"eig_bottom_{i + 1}": float(v) for i, v in enumerate(self.bottom_eigenvalues)})
-        out.update(eig_ratio=self.eig_ratio, trace=self.trace, trace_std_err=self.trace_std_err,
-                   negative_share=self.negative_share, n_params=self.n_params,
-                   n_products=self.n_products, seconds=self.seconds)
-        return out
+    @property
+    def top_eigenvalues(self) -> np.ndarray:
+        return self.top.values
+
+    @property
+    def top_eigenvectors(self) -> Tensor:
+        """(top_k, P) on the CPU, unit norm, parameter order."""
+        return self.top.vectors.T.detach().cpu()
+
+    @property
+    def bottom_eigenvalues(self) -> np.ndarray:
+        return self.bottom.values if self.bottom is not None else np.array([])
+
+    @property
+    def n_products(self) -> int:
+        return int(self.costs["n_products"].sum())
+
+    @property
+    def eig_ratio(self) -> float:
+        """|lambda_min / lambda_max| (the convexity ratio), NaN without the bottom."""
+        lam_max = float(self.top.values[0])
+        if self.bottom is None or not lam_max:
+            return float("nan")
+        return abs(float(self.bottom.values[0]) / lam_max)
+
+    def summary(self) -> dict:
+        """The whole-network ``hessian_summary`` columns."""
+        b = self.bottom
+        sh = self.shares
+        return {"n_params": self.n_params, "top_eig": float(self.top.values[0]),
+                "top_eig_residual": float(self.top.residuals[0]),
+                "top_eig_converged": bool(self.top.converged[0]),
+                "lam_min": float(b.values[0]) if b else None,
+                "lam_min_residual": float(b.residuals[0]) if b else None,
+                "lam_min_converged": bool(b.converged[0]) if b else None,
+                "lowest_ritz": self.slq.lowest_node, "lam_min_consistent": self.lam_min_consistent,
+                "convexity_ratio": self.eig_ratio if b else None,
+                "trace": self.trace, "trace_se": self.trace_se,
+                "neg_share": sh.neg_share, "neg_share_se": sh.neg_share_se, "neg_eps": sh.eps,
+                "near_zero_share": sh.near_zero_share, "n_products": self.n_products}
 
 
-def hessian_analysis(model: nn.Module, loss_fn: Callable, batches: Sequence, *, top_k: int = 5,
-                     bottom_k: int = 1, tol: float = 1e-3, trace_samples: int = 50,
-                     density_vectors: int = 3, density_steps: int = 60, per_layer: bool = True,
-                     layer_trace_samples: int = 20, engine: str = "default",
-                     eigen_engine: str = "lanczos", mode: str = "auto", seed: int = 0,
-                     progress: bool = False) -> HessianResult:
+class _Clock:
+    """Products (from the operator's counter, plus ``extra``) and seconds per part."""
+
+    def __init__(self, op, report: Callable[[float, str], None] | None):
+        self.op, self.rows, self.report = op, [], report or (lambda f, m: None)
+        self.device = device_dtype(op)[0]
+
+    @contextlib.contextmanager
+    def part(self, name: str):
+        self.report(PARTS.index(name) / len(PARTS), name)
+        sync(self.device)
+        t0, p0 = time.perf_counter(), int(getattr(self.op, "n_products", 0))
+        extra = {"products": 0}
+        yield extra
+        sync(self.device)
+        self.rows.append({"part": name, "seconds": time.perf_counter() - t0,
+                          "n_products": int(getattr(self.op, "n_products", 0)) - p0
+                          + int(extra["products"])})
+
+
+def _pyhessian_top(op, s, source, part) -> Eigen:
+    """Top eigenpairs from PyHessian, their residuals measured with ``op`` (k products)."""
+    res = pyhessian_spectrum(*source, s.top_k, s.tol, max_iter=100)
+    part["products"] += res.n_products
+    values, residuals, conv = verify(op, res.eigenvectors, s.tol)
+    order = np.argsort(values)[::-1]
+    return Eigen(values[order], res.eigenvectors[:, torch.as_tensor(order.copy())],
+                 residuals[order], conv[order], res.n_products + s.top_k, 0)
+
+
+def _per_layer(op, model, s, blocks, top, layer_traces, make_op, progress) -> pd.DataFrame:
+    if s.layer_method == "separate":
+        return per_layer_spectrum(model, None, None, 1, s.trace_samples, tol=s.layer_tol,
+                                  seed=s.seed, make_op=make_op, progress=progress)
+    gen = seeded_generator(device_dtype(op)[0], s.seed + 3)
+    start = lowrank_block_starts(blocks, top.vectors, top.values, gen)
+    tops = block_top_eigenvalues(op, blocks, start, steps=s.layer_steps, tol=s.layer_tol,
+                                 progress=progress)
+    return pd.DataFrame({
+        "layer": blocks.names, "module": blocks.modules, "n_params": blocks.sizes,
+        "top_eig": tops.values, "top_eig_residual": tops.residuals,
+        "top_eig_converged": tops.converged, "trace": layer_traces[0],
+        "trace_se": layer_traces[1], "n_products": tops.steps})
+
+
+def analyse(op, model: nn.Module | None = None, s: HessianSettings | None = None, *,
+            make_op: Callable | None = None, pyhessian: tuple | None = None,
+            report: Callable[[float, str], None] | None = None,
+            progress: bool = False) -> HessianResult:
+    """Run the parts (module docstring) on ``op``.
+
+    ``model`` (whose parameters ``op.param_names`` names) is needed for the per-layer table;
+    ``make_op(params)`` builds a layer's own operator for ``layer_method = "separate"``;
+    ``pyhessian = (model, loss_fn, batches)`` takes the top eigenpairs and the trace from
+    PyHessian (``engine = "pyhessian"``); ``report(fraction, part)`` is told each part.
+    """
+    s = s or HessianSettings()
+    t0 = time.perf_counter()
+    clock = _Clock(op, report)
+    blocks = None
+    if s.per_layer:
+        if model is None or (s.layer_method == "separate" and make_op is None):
+            raise ConfigError("per_layer needs the model (and make_op for the separate way)")
+        if s.layer_method == "shared":
+            blocks = module_blocks(model, op.param_names, device_dtype(op)[0])
+    with clock.part("top") as part:
+        top = (_pyhessian_top(op, s, pyhessian, part) if pyhessian else
+               extreme_eigenpairs(op, s.top_k, "LA", s.tol, seed=s.seed, progress=progress))
+    lam_max = float(top.values[0])
+    with clock.part("trace") as part:
+        trace, trace_se, layer_traces = deflated_trace(
+            op, top.vectors, top.values, s.trace_samples, s.seed + 7, block=TRACE_BLOCK,
+            blocks=blocks, progress=progress)
+        if pyhessian:  # the stored whole-network trace is PyHessian's (a cross-check)
+            ph = pyhessian_spectrum(*pyhessian, 1, 1.0, max_iter=1,
+                                    trace_samples=s.trace_samples)
+            trace, trace_se = ph.trace, ph.trace_std_err
+            part["products"] += ph.n_products
+    with clock.part("density"):
+        q = slq(op, s.density_vectors, s.density_steps, s.seed, progress=progress)
+        grid, density = broadened_density(q.nodes, q.weights)
+        shares = spectral_shares(q.nodes, q.weights, lam_max, s.neg_eps)
+    bottom, consistent = None, None
+    if s.bottom_k:
+        room = op.shape[0] - top.vectors.shape[1] > s.bottom_k  # deflation leaves enough
+        with clock.part("bottom"):
+            bottom = extreme_eigenpairs(
+                op, s.bottom_k, "SA", s.bottom_tol, floor=s.neg_eps * abs(lam_max),
+                deflate=top.vectors if room else None, start=q.lowest,
+                max_steps=s.bottom_max_steps, seed=s.seed + 1, progress=progress)
+        consistent = bool(bottom.values[0] <= q.lowest_node + bottom.residuals[0])
+    layers = None
+    if s.per_layer:
+        with clock.part("per-layer") as part:
+            layers = _per_layer(op, model, s, blocks, top, layer_traces, make_op, progress)
+            if s.layer_method == "separate":
+                part["products"] += int(layers["n_products"].sum())
+    return HessianResult(
+        s, top, bottom, trace, trace_se, q, shares, grid, density, consistent, layers,
+        pd.DataFrame(clock.rows), list(getattr(op, "param_names", [])), op.shape[0],
+        int(getattr(op, "n_samples", 0)), s.engine, str(getattr(op, "mode", "")),
+        str(device_dtype(op)[0]), time.perf_counter() - t0)
+
+
+@contextlib.contextmanager
+def tf32(on: bool):
+    """TF32 matmuls and cuDNN convolutions on (or off) for the block, restored after."""
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def make_operator(model: nn.Module, loss_fn: Callable, batches: Sequence, s: HessianSettings,
+                  params=None, mode: str | None = None, chunk: int | None = None
+                  ) -> HessianOperator:
+    """The operator of the settings' ``hvp_mode`` / ``hvp_chunk`` (or the given ones)."""
+    return HessianOperator(model, loss_fn, batches, params=params, mode=mode or s.hvp_mode,
+                           chunk_size=chunk or s.hvp_chunk or None)
+
+
+def hessian_analysis(model: nn.Module, loss_fn: Callable, batches: Sequence,
+                     s: HessianSettings | None = None, *, report=None, progress: bool = False,
+                     **overrides) -> HessianResult:
     """Curvature of the mean loss over ``batches`` at the model's current parameters.
 
-    The model is evaluated in eval mode (BatchNorm running stats). With ``engine="pyhessian"``
-    the top eigenpairs and the trace come from PyHessian; the bottom eigenvalues, the density
-    (PyHessian's needs the removed ``torch.eig``) and the per-layer table always come from the
-    operator here. Nothing is stored: the caller writes the result.
-
-    Cost in Hessian-vector products (each about two backward passes over all batches): the top
-    and bottom eigenpairs need tens each, the trace ``trace_samples``, the density
-    ``density_vectors * density_steps``, and the per-layer table per parameterized module
-    ~15-40 for its top eigenvalue plus ``layer_trace_samples`` (the bulk for deep networks:
-    ResNet-18 has 41 such modules; pass ``per_layer=False`` to skip it).
+    The model is evaluated in eval mode (BatchNorm running stats). ``s`` (default
+    ``HessianSettings()``) with ``overrides`` applied; nothing is stored: the caller writes the
+    result (``runners.curvature``).
     """
-    check_choice("engine", engine, ANALYSIS_ENGINES)
-    if top_k < 1 or bottom_k < 0:
-        raise ConfigError(f"top_k={top_k} must be >= 1 and bottom_k={bottom_k} >= 0")
-    t0 = time.perf_counter()
-    n_products = 0
-    if engine == "pyhessian":  # before the operator exists: one retained graph at a time
-        res = pyhessian_spectrum(model, loss_fn, batches, top_k, tol, max_iter=100,
-                                 trace_samples=trace_samples)
-        top_vecs, trace, trace_se = res.eigenvectors, res.trace, res.trace_std_err
-        n_products += res.n_products
-        top_vals = torch.as_tensor(res.eigenvalues.copy())
-    op = HessianOperator(model, loss_fn, batches, mode=mode)
-    if engine == "default":
-        top_vals, top_vecs = top_eigenpairs(op, top_k, tol, "LA", engine=eigen_engine, seed=seed,
-                                            progress=progress)
-        trace, trace_se = hutchinson_trace(op, trace_samples, seed, progress=progress)
-    lam_max = float(top_vals[0])
-    bottom = np.array([])
-    if bottom_k:
-        bottom_vals, _ = top_eigenpairs(op, bottom_k, tol, "SA", engine=eigen_engine,
-                                        scale=abs(lam_max), seed=seed + 1, progress=progress)
-        bottom = bottom_vals.numpy()
-    nodes, weights = slq_nodes(op, density_vectors, density_steps, seed, progress=progress)
-    grid, density = broadened_density(nodes, weights)
-    layers = None
-    if per_layer:
-        # The whole-network operator has settled "auto" by now: the layers reuse its choice.
-        layers = per_layer_spectrum(model, loss_fn, batches, k=1,
-                                    trace_samples=layer_trace_samples, tol=tol, seed=seed,
-                                    mode=op.mode if mode == "auto" else mode, progress=progress)
-        n_products += int(layers["n_products"].sum())
-    lam_min = float(bottom[0]) if len(bottom) else float("nan")
-    return HessianResult(
-        top_eigenvalues=top_vals.numpy(), top_eigenvectors=top_vecs.T.detach().cpu(),
-        bottom_eigenvalues=bottom, eig_ratio=abs(lam_min / lam_max) if lam_max else float("nan"),
-        trace=trace, trace_std_err=trace_se, density_grid=grid, density=density,
-        ritz_nodes=nodes, ritz_weights=weights, negative_share=negative_share(nodes, weights),
-        per_layer=layers, param_names=op.param_names, n_params=op.shape[0],
-        n_samples=op.n_samples, n_products=n_products + op.n_products,
-        seconds=time.perf_counter() - t0, engine=engine, hvp_mode=op.mode,
-        device=str(op.device))
+    s = settings(**{**dataclasses.asdict(s or HessianSettings()), **overrides})
+    with tf32(s.tf32):
+        op = make_operator(model, loss_fn, batches, s)
+
+        def layer_op(own):  # a layer's own operator, in the mode the whole one settled on
+            return make_operator(model, loss_fn, batches, s, own, op.mode, op.chunk_size)
+
+        return analyse(op, model, s, make_op=layer_op, report=report, progress=progress,
+                       pyhessian=(model, loss_fn, batches) if s.engine == "pyhessian" else None)

@@ -3,14 +3,17 @@
 Estimators here and in ``spectrum`` take anything with ``@`` and ``.shape`` (a
 ``HessianOperator`` or a dense symmetric tensor).
 
-- ``top_eigenpairs``: Lanczos with full reorthogonalisation on the operator's device
-  (``engine="lanczos"``, the default: in ``bench/bench_hessian.py`` it needs fewer products than
-  ARPACK and never copies vectors to the host) or SciPy's ARPACK ``eigsh``
-  (``engine="eigsh"``).
+- ``extreme_eigenpairs``: Lanczos with full reorthogonalisation on the operator's device, a
+  stopping rule on each Ritz value's own residual, optional deflation (``Deflated``) and warm
+  start, and residuals measured with the full operator (``verify``): an ``Eigen``.
+- ``top_eigenpairs``: ``(values, vectors)`` from the same Lanczos (``engine="lanczos"``, the
+  default: in ``bench/bench_hessian.py`` it needs fewer products than ARPACK and never copies
+  vectors to the host) or from SciPy's ARPACK ``eigsh`` (``engine="eigsh"``).
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -109,29 +112,125 @@ class Lanczos:
         return Y / Y.norm(dim=0, keepdim=True)
 
 
-def _lanczos_eigenpairs(op, k, tol, which, max_steps, scale, seed, progress):
+@dataclass
+class Eigen:
+    """Extreme eigenpairs with their residual bounds, most extreme first."""
+    values: np.ndarray       # (k,) float64; with check: Rayleigh quotients of the full operator
+    vectors: Tensor          # (P, k) unit vectors on the operator's device
+    residuals: np.ndarray    # (k,) ||A y - theta y|| (measured with the full operator on check)
+    converged: np.ndarray    # (k,) bool: residual <= tol * max(|theta|, floor)
+    n_products: int          # Lanczos steps + check products
+    steps: int               # Lanczos steps
+
+
+class Deflated:
+    """The compression ``(I - U U^T) op (I - U U^T)`` of ``op`` to span(U)'s complement.
+
+    Its eigenvalues on the complement interlace those of ``op`` (Cauchy), so a Ritz value of it
+    is still >= lambda_min(op); a Lanczos started in the complement never leaves it (every
+    product is projected twice).
+    """
+
+    def __init__(self, op, U: Tensor):
+        self.op = op
+        self.shape = tuple(op.shape)
+        self.device, self.dtype = device_dtype(op)
+        self.U = torch.linalg.qr(U.to(self.device, self.dtype))[0]
+
+    def project(self, V: Tensor) -> Tensor:
+        for _ in range(2):
+            V = V - self.U @ (self.U.T @ V)
+        return V
+
+    def __matmul__(self, V: Tensor) -> Tensor:
+        return self.project(self.op @ self.project(V))
+
+
+def verify(op, Y: Tensor, tol: float, floor: float = 0.0
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rayleigh quotients, residual norms ``||A y - theta y||`` and converged flags
+    (``residual <= tol * max(|theta|, floor)``) of the unit columns of ``Y`` under ``op``:
+    ``Y.shape[1]`` products."""
+    AY = op @ Y
+    theta = (Y * AY).sum(0)
+    res = (AY - Y * theta).norm(dim=0)
+    theta = theta.to("cpu", torch.float64).numpy()
+    res = res.to("cpu", torch.float64).numpy()
+    return theta, res, res <= tol * np.maximum(np.abs(theta), floor)
+
+
+def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
+    return np.arange(len(theta) - k, len(theta))[::-1] if which == "LA" else np.arange(k)
+
+
+def extreme_eigenpairs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, *,
+                       floor: float = 0.0, deflate: Tensor | None = None,
+                       start: Tensor | None = None, max_steps: int | None = None,
+                       seed: int = 0, check: bool = True, progress: bool = False) -> Eigen:
+    """The k extreme eigenpairs of a symmetric operator, each with its own residual bound.
+
+    Lanczos (full reorthogonalisation) stops when **every wanted Ritz value's residual is small
+    relative to that value**: ``||A y_i - theta_i y_i|| <= tol * max(|theta_i|, floor)``.
+    (A rule relative to |lambda_max| accepts a smallest Ritz value long before it has moved
+    from the bulk to lambda_min; ``floor`` only keeps the rule finite for a value near 0.)
+
+    Args:
+        op: anything with ``@`` and ``.shape`` (HessianOperator, dense tensor, sharded operator).
+        k: number of eigenpairs; ``which``: ``"LA"`` (descending) or ``"SA"`` (ascending).
+        tol, floor: the stopping rule above.
+        deflate: (P, j) vectors whose span is projected out (``Deflated``), e.g. the top
+            eigenvectors when the bottom is wanted: the span shrinks to [lambda_min, ~lambda_j+1].
+        start: start vector (P,) (a warm start), default a seeded Gaussian.
+        max_steps: cap on Lanczos steps; default ``min(P, max(150, 30 k))``.
+        check: multiply the Ritz vectors by the full ``op`` once more (k products): the values
+            become its Rayleigh quotients and the residuals are measured, not inferred from the
+            recurrence. Some eigenvalue lies within the residual of each value
+            (Krylov-Bogoliubov), so the residual bounds the error unless Lanczos missed an
+            eigenvalue beyond it altogether.
+    """
+    check_choice("which", which, WHICH)
     n = dimension(op)
+    if not 1 <= k <= n:
+        raise ConfigError(f"k={k} must be between 1 and the dimension {n}")
     device, dtype = device_dtype(op)
     gen = seeded_generator(device, seed)
-    start = torch.randn(n, 1, generator=gen, device=device, dtype=dtype)
-    lz = Lanczos(op, start, gen)
-    max_steps = min(n, max(k, max_steps or max(150, 30 * k)))
-    converged = False
-    for _ in tqdm(range(max_steps), desc=f"Lanczos {which}", disable=not progress, leave=False):
+    inner = Deflated(op, deflate) if deflate is not None and deflate.shape[1] else op
+    q = (torch.randn(n, generator=gen, device=device, dtype=dtype) if start is None
+         else start.reshape(-1).to(device, dtype).clone())
+    free = n
+    if isinstance(inner, Deflated):
+        q, free = inner.project(q[:, None])[:, 0], n - inner.U.shape[1]
+    lz = Lanczos(inner, q[:, None], gen)
+    max_steps = min(free, max(k, max_steps or max(150, 30 * k)))
+    bar = tqdm(total=max_steps, desc=f"Lanczos {which}", disable=not progress, leave=False)
+    done = False
+    while lz.steps < max_steps and not done:
         lz.step()
+        bar.update()
         if lz.steps < k:
             continue
         theta, S, beta = lz.ritz()
-        wanted = np.arange(len(theta) - k, len(theta))[::-1] if which == "LA" else np.arange(k)
-        residual = beta * np.abs(S[-1, wanted])
-        bound = tol * np.maximum(np.abs(theta[wanted]), scale or 0.0)
-        if lz.steps == n or np.all(residual <= bound):
-            converged = True
-            break
-    if not converged:
-        warnings.warn(f"Lanczos ({which}) did not reach tol={tol} in {max_steps} steps; "
-                      "returning the current Ritz values", RuntimeWarning, stacklevel=3)
-    return torch.as_tensor(theta[wanted].copy()), lz.ritz_vectors(S[:, wanted])
+        idx = _wanted(theta, k, which)
+        res = beta * np.abs(S[-1, idx])
+        done = lz.steps == free or bool(np.all(
+            res <= tol * np.maximum(np.abs(theta[idx]), floor)))
+    bar.close()
+    Y = lz.ritz_vectors(S[:, idx])
+    products = lz.steps
+    if check:
+        values, res, conv = verify(op, Y, tol, floor)
+        products += k
+    else:
+        values = theta[idx].copy()
+        conv = res <= tol * np.maximum(np.abs(values), floor)
+    order = np.argsort(values)[::-1] if which == "LA" else np.argsort(values)
+    if not conv.all():
+        warnings.warn(f"Lanczos ({which}) stopped after {lz.steps} steps with residuals "
+                      f"{np.array2string(res[order], precision=3)} above tol={tol} relative to "
+                      "the Ritz values", RuntimeWarning, stacklevel=2)
+    return Eigen(values=values[order], vectors=Y[:, torch.as_tensor(order.copy())],
+                 residuals=res[order], converged=conv[order], n_products=products,
+                 steps=lz.steps)
 
 
 def _eigsh_eigenpairs(op, k, tol, which, max_steps, scale, seed):
@@ -195,4 +294,6 @@ def top_eigenpairs(op, k: int = 5, tol: float = 1e-3, which: str = "LA", *,
         raise ConfigError(f"k={k} must be between 1 and the dimension {n}")
     if engine == "eigsh":
         return _eigsh_eigenpairs(op, k, tol, which, max_steps, scale, seed)
-    return _lanczos_eigenpairs(op, k, tol, which, max_steps, scale, seed, progress)
+    res = extreme_eigenpairs(op, k, which, tol, floor=scale or 0.0, max_steps=max_steps,
+                             seed=seed, check=False, progress=progress)
+    return torch.as_tensor(res.values), res.vectors

@@ -8,31 +8,28 @@ The model is evaluated in **eval mode** for every product (BatchNorm uses its ru
 dropout is off), so the operator is the Hessian of a fixed, deterministic function of the
 parameters; the model's train/eval mode is restored after each product.
 
-Three ways to compute an HVP, and a choice between them (``mode``):
+Ways to compute an HVP (``mode``):
 - ``"forward"``: forward-over-reverse with ``torch.func`` (``jvp`` of ``grad`` of a
-  ``functional_call``): one forward pass carrying a tangent, then its backward. Columns of
-  ``op @ V`` go one at a time, or ``chunk_size`` at once through ``vmap`` (memory grows with it).
+  ``functional_call``, ``products.ForwardProducts``): one forward pass carrying a tangent, then
+  its backward; ``chunk_size`` columns at once through ``vmap`` (memory grows with it).
+- ``"graph"``: the same product captured as CUDA graphs and replayed (CUDA only).
+- ``"compile"``: the same product through ``torch.compile`` (minutes of compilation).
 - ``"reverse"``: double-backward autograd, the graph rebuilt for every call of ``@``.
 - ``"cached"``: double-backward through a gradient graph built once per batch at construction
   and kept (PyHessian's trick): each product is a single backward pass, but the graphs of all
   batches stay in memory and the parameters must not change afterwards.
-- ``"auto"`` (default): on the CPU ``"cached"``; on CUDA the first product is computed both in
-  ``"forward"`` and ``"cached"`` mode (each twice, the second call timed) and the faster is kept
-  (``op.mode``; the timings in ``op.mode_seconds``; the 3 extra products count in
-  ``op.n_products``). Neither wins everywhere (``bench/bench_hvp.py``, H100, TF32, ms per
-  product):
-  - CIFAR ResNet-18, 512 images of 32x32: forward 82, cached 118, reverse 124 (float32 without
-    TF32: 218, 356, 376). Most of the double backward's time is in the convolutions'
-    double-backward kernels, which forward mode never calls.
-  - the quick grid's small models on 256 digits (8x8): forward 3 to 4 times slower than cached
-    (ResNet-18 width 8: 81 vs 22; ViT dim 32: 70 vs 28; CNN 15 vs 4), as kernel launches,
-    not arithmetic, bound them and forward mode launches more.
-  - CPU (small CNN, 64 images): cached 12.7, reverse 15.6, forward 49.
-  ``chunk_size=4`` brings forward mode to 64 ms per product on the ResNet-18 for multi-column
-  products (trace, density) at 2.8x the memory (29 GiB there), hence not the default.
-  Pick ``"forward"`` or ``"reverse"`` by hand when the batches' graphs do not fit in memory.
-  Should an operation lack a forward-mode derivative, ``"forward"`` falls back to double
-  backward: ``"cached"`` under ``"auto"``, ``"reverse"`` otherwise (``op.mode`` tells).
+- ``"auto"`` (default): on the CPU ``"cached"``. On CUDA the first product first times the
+  candidates ``AUTO_CANDIDATES`` (mode, columns per call), each twice on a block of that many
+  columns (the first call warms up, captures or builds), drops those whose memory exceeds
+  ``AUTO_MAX_GIB`` (model and data included) or that fail, and keeps the one with the fewest
+  milliseconds per column: ``op.mode``, ``op.chunk_size``; every timing in ``op.trials``
+  (label -> ms per column, or the reason it was dropped) and the trial products in
+  ``op.trial_products`` (also counted in ``op.n_products``). ``bench/bench_hvp.py`` measures
+  every mode (H100, ResNet-18 on 512 CIFAR images, TF32: forward 82, cached 118 ms per
+  product; small models on digits: forward 3-4x slower than cached, launch-bound).
+  Pick a mode by hand when the trials' memory is too much.
+Should an operation lack a forward-mode derivative, the forward modes fall back to double
+backward (``"reverse"``; ``op.mode`` tells); under ``"auto"`` such a candidate is dropped.
 """
 from __future__ import annotations
 
@@ -44,13 +41,18 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jvp, vmap
 
 from ...errors import ConfigError, check_choice
 from ...params import eval_mode, flatten, vector_to_params
 from ...train.environment import sync
+from .products import ForwardProducts
 
-HVP_MODES = ("auto", "forward", "reverse", "cached")
+HVP_MODES = ("auto", "forward", "graph", "compile", "reverse", "cached")
+FORWARD_MODES = ("forward", "graph", "compile")
+# The candidates "auto" times on CUDA: (mode, columns per call); all float32-exact.
+AUTO_CANDIDATES = (("forward", 1), ("graph", 1), ("forward", 4), ("graph", 4), ("cached", 1))
+AUTO_MAX_GIB = 20.0  # a candidate needing more GPU memory (model and data included) is dropped
+COMPILE_MODE = "default"  # torch.compile mode of mode "compile" (max-autotune: far longer)
 
 
 def scipy_operator(op) -> LinearOperator:
@@ -111,10 +113,21 @@ def _select_params(model: nn.Module, params) -> tuple[list[str], list[nn.Paramet
 
 def _resolve_mode(mode: str, device: torch.device) -> str:
     """``"auto"`` -> ``"cached"`` on the CPU; on CUDA it stays ``"auto"`` until the first
-    product measures which is faster (see the module docstring)."""
+    product times the candidates (see the module docstring)."""
     if mode != "auto":
         return mode
     return "auto" if device.type == "cuda" else "cached"
+
+
+def _label(mode: str, chunk: int) -> str:
+    return mode if chunk == 1 else f"{mode} x{chunk}"
+
+
+def _gib(device: torch.device, peak: bool = False) -> float:
+    if device.type != "cuda":
+        return 0.0
+    fn = torch.cuda.max_memory_allocated if peak else torch.cuda.memory_allocated
+    return fn(device) / 2**30
 
 
 class HessianOperator:
@@ -128,8 +141,10 @@ class HessianOperator:
         params: parameters (or their names) to differentiate; default all requiring grad.
             A subset (e.g. one layer's) gives that diagonal block of the Hessian.
         mode: how products are computed, one of ``HVP_MODES`` (see the module docstring).
-        chunk_size: forward mode only: columns of ``op @ V`` per ``vmap`` call (default 1, a
-            plain loop; more trades memory for fewer kernel launches).
+        chunk_size: forward modes: columns of ``op @ V`` per ``vmap`` call (default 1; under
+            ``"auto"`` the candidates' own, or only this one when given).
+        autocast: forward modes only: ``"bf16"`` evaluates the model in bfloat16 (inexact).
+        channels_last: forward modes only: convolutions in channels-last memory format.
 
     ``op @ v`` takes a 1-D vector (P,) or a matrix (P, m) of column vectors and returns the same
     shape on ``op.device``; ``op.n_products`` counts Hessian-vector products (columns).
@@ -137,11 +152,17 @@ class HessianOperator:
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
                  batches: Sequence[tuple[Tensor, Tensor]], params=None, mode: str = "auto",
-                 chunk_size: int = 1):
+                 chunk_size: int | None = None, *, autocast: str | None = None,
+                 channels_last: bool = False):
         check_choice("mode", mode, HVP_MODES)
         batches = list(batches)
         if not batches:
             raise ConfigError("batches is empty; give at least one (x, y) batch")
+        if (autocast or channels_last) and mode not in FORWARD_MODES:
+            raise ConfigError(f"autocast and channels_last need a forward mode "
+                              f"({', '.join(FORWARD_MODES)}), not mode={mode!r}")
+        if chunk_size is not None and int(chunk_size) < 1:
+            raise ConfigError(f"chunk_size={chunk_size!r} must be at least 1")
         self.model, self.loss_fn, self.batches = model, loss_fn, batches
         self.param_names, self.params = _select_params(model, params)
         sizes = torch.tensor([len(x) for x, _ in batches], dtype=torch.float64)
@@ -151,20 +172,33 @@ class HessianOperator:
         self.shape = (n, n)
         self.dtype = self.params[0].dtype
         self.device = self.params[0].device
-        if int(chunk_size) < 1:
-            raise ConfigError(f"chunk_size={chunk_size!r} must be at least 1")
-        self.chunk_size = int(chunk_size)
-        self.mode = _resolve_mode(mode, self.device)
-        self._fallback = "cached" if mode == "auto" else "reverse"
+        self.autocast, self.channels_last = autocast, channels_last
+        self._given_chunk = None if chunk_size is None else int(chunk_size)
         self.n_products = 0
-        self.mode_seconds: dict[str, float] = {}  # filled when "auto" measures the modes
-        self._graphs: list[tuple[Tensor, ...]] | None = None
-        if self.mode == "cached":
-            self._graphs = self._build_graphs()
+        self.trial_products = 0                     # products spent choosing under "auto"
+        self.trials: dict[str, float | str] = {}    # "auto": label -> ms per column or reason
+        self._trial_calls = 0
+        self._graphs: list[tuple[Tensor, ...]] | None = None   # "cached"
+        self._forward: ForwardProducts | None = None            # forward modes
+        self.mode, self.chunk_size = _resolve_mode(mode, self.device), self._given_chunk or 1
+        if self.mode != "auto":
+            self._setup(self.mode, self.chunk_size)
 
     def __repr__(self) -> str:
         return (f"HessianOperator(P={self.shape[0]}, samples={self.n_samples}, mode={self.mode}, "
-                f"device={self.device}, dtype={self.dtype})")
+                f"chunk={self.chunk_size}, device={self.device}, dtype={self.dtype})")
+
+    def _setup(self, mode: str, chunk: int) -> None:
+        """Build what a mode keeps: the gradient graphs (cached) or the product functions."""
+        self._graphs, self._forward = None, None
+        self.mode, self.chunk_size = mode, chunk
+        if mode == "cached":
+            self._graphs = self._build_graphs()
+        elif mode in FORWARD_MODES:
+            self._forward = ForwardProducts(
+                self.model, self.loss_fn, self.param_names, self.params, chunk=chunk,
+                graph=mode == "graph", compile=COMPILE_MODE if mode == "compile" else None,
+                autocast=self.autocast, channels_last=self.channels_last)
 
     # ----------------------------------------------------------------------------- products
     def __matmul__(self, v) -> Tensor:
@@ -174,6 +208,8 @@ class HessianOperator:
                               f"got shape {tuple(v.shape)}")
         V = v.reshape(self.shape[0], -1).to(self.device, self.dtype)
         with eval_mode(self.model), _math_attention():
+            if self.mode == "auto":
+                self._choose_mode()
             out = self._products(V)
         self.n_products += V.shape[1]
         return out[:, 0] if v.ndim == 1 else out
@@ -185,79 +221,80 @@ class HessianOperator:
         """Float64 SciPy LinearOperator moving vectors to and from ``self.device``."""
         return scipy_operator(self)
 
-    def _products(self, V: Tensor) -> Tensor:
-        if self.mode == "auto":
-            return self._choose_mode(V)
-        if self.mode == "forward":
+    def _products(self, V: Tensor, fallback: bool = True) -> Tensor:
+        if self._forward is not None:
             try:
-                return self._forward(V)
+                return self._forward_products(V)
+            except torch.cuda.OutOfMemoryError:
+                raise
             except (RuntimeError, NotImplementedError):
+                if not fallback:
+                    raise
                 # An op without a forward-mode (or batching) rule: use double backward instead.
-                self.mode = self._fallback
-                if self.mode == "cached":
-                    self._graphs = self._build_graphs()
-        graphs = self._graphs if self.mode == "cached" else None
-        return self._double_backward(V, graphs)
+                self._setup("reverse", 1)
+        return self._double_backward(V, self._graphs)
 
-    def _choose_mode(self, V: Tensor) -> Tensor:
-        """Answer the first column in forward and cached mode, keep the faster mode."""
-        first, answer = V[:, :1], None
-        for mode in ("forward", "cached"):
+    def _forward_products(self, V: Tensor) -> Tensor:
+        out = torch.zeros_like(V)
+        for i, ((x, y), w) in enumerate(zip(self.batches, self.weights)):
+            out.add_(self._forward(i, x, y, V), alpha=w)
+        return out
+
+    def _candidates(self) -> list[tuple[str, int]]:
+        given = self._given_chunk
+        return [(m, c) for m, c in AUTO_CANDIDATES if given is None or c == given or m == "cached"]
+
+    def _choose_mode(self) -> None:
+        """Time every candidate on a seeded block of its width; keep the fastest per column."""
+        gen = torch.Generator(device=self.device).manual_seed(0)
+        base, best = _gib(self.device), None
+        for mode, chunk in self._candidates():
+            label = _label(mode, chunk)
+            W = torch.randn(self.shape[0], chunk, generator=gen, device=self.device,
+                            dtype=self.dtype)
+            before = _gib(self.device)
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+            self._trial_calls = 0
             try:
-                if mode == "cached":
-                    self._graphs = self._build_graphs()
-                out, self.mode_seconds[mode] = self._timed(mode, first)
-            except (RuntimeError, NotImplementedError):  # no forward rule, or out of memory
-                if mode == "cached":
-                    self._graphs = None
-                continue
-            answer = out if answer is None else answer
-        if not self.mode_seconds:
-            raise RuntimeError("neither forward nor cached Hessian-vector products ran")
-        self.mode = min(self.mode_seconds, key=self.mode_seconds.get)
-        if self.mode != "cached":
-            self._graphs = None  # free the graph memory
-        self.n_products += 2 * len(self.mode_seconds) - 1  # trial products beyond the answer
-        if V.shape[1] == 1:
-            return answer
-        return torch.cat([answer, self._products(V[:, 1:])], dim=1)
+                self._setup(mode, chunk)
+                seconds = self._time(W)
+                need = base + _gib(self.device, peak=True) - before
+                if need > AUTO_MAX_GIB:
+                    self.trials[label] = f"dropped: {need:.1f} GiB > {AUTO_MAX_GIB:g} GiB"
+                elif best is None or seconds / chunk < best[0]:
+                    best = (seconds / chunk, mode, chunk, self._graphs, self._forward)
+                self.trials.setdefault(label, 1e3 * seconds / chunk)
+            except (RuntimeError, NotImplementedError, ConfigError) as err:
+                # no forward rule, out of memory, no CUDA graphs here: not a candidate
+                self.trials[label] = f"failed: {type(err).__name__}: {str(err)[:80]}"
+            finally:
+                self.trial_products += self._trial_columns(chunk)
+                self._graphs, self._forward = None, None
+        if best is None:
+            raise RuntimeError(f"no Hessian-vector product mode ran: {self.trials}")
+        _, mode, chunk, self._graphs, self._forward = best
+        self.mode, self.chunk_size = mode, chunk
+        self.n_products += self.trial_products
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
-    def _timed(self, mode: str, V: Tensor) -> tuple[Tensor, float]:
-        """Run one mode twice on V (the first call warms it up); seconds of the second."""
-        run = self._forward if mode == "forward" else (
-            lambda W: self._double_backward(W, self._graphs))
-        run(V)
+    def _trial_columns(self, chunk: int) -> int:
+        """Products a trial computed: its finished calls, and a graph's capture warm-ups."""
+        if self._forward is not None:
+            return round(self._forward.columns / len(self.batches))
+        return self._trial_calls * chunk
+
+    def _time(self, W: Tensor) -> float:
+        """Seconds of the second of two products on W (the first warms up, builds, captures)."""
+        self._products(W, fallback=False)
+        self._trial_calls += 1
         sync(self.device)
         t0 = time.perf_counter()
-        out = run(V)
+        self._products(W, fallback=False)
         sync(self.device)
-        return out, time.perf_counter() - t0
-
-    def _forward(self, V: Tensor) -> Tensor:
-        """Forward-over-reverse: jvp of the functional gradient, per column or vmapped."""
-        primals = tuple(p.detach() for p in self.params)
-        out = torch.zeros_like(V)
-        # Outer autograd is not needed (torch.func transforms ignore it); no_grad keeps the
-        # untouched parameters from recording a graph during per-layer products.
-        with torch.no_grad():
-            for (x, y), w in zip(self.batches, self.weights):
-                def loss(*ps, x=x, y=y):
-                    return self.loss_fn(functional_call(
-                        self.model, dict(zip(self.param_names, ps)), (x,)), y)
-
-                grad_fn = grad(loss, argnums=tuple(range(len(primals))))
-
-                def hvp(v: Tensor) -> Tensor:
-                    tangents = tuple(vector_to_params(v, primals))
-                    return flatten(jvp(grad_fn, primals, tangents)[1])
-
-                if self.chunk_size == 1:
-                    for c in range(V.shape[1]):
-                        out[:, c].add_(hvp(V[:, c]), alpha=w)
-                else:
-                    batched = vmap(hvp, in_dims=1, out_dims=1, chunk_size=self.chunk_size)
-                    out.add_(batched(V), alpha=w)
-        return out
+        self._trial_calls += 1
+        return time.perf_counter() - t0
 
     def _batch_gradient(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
         """Gradient of one batch's loss with its graph kept for a second differentiation."""

@@ -1,42 +1,109 @@
-"""The `hessian` analysis: the spectrum of a checkpoint's loss -> hessian_* tables."""
+"""The `hessian` analysis: the spectrum of a checkpoint's loss -> hessian_* tables and the
+products and seconds of each part -> analysis_costs.
+
+With ``ctx.gpus > 1`` (``analyze --gpus N``; not a parameter: the result does not depend on
+it) the analysis runs in N processes, one per GPU (gloo processes on the CPU), each holding its
+shard of the sample's batches (``hessian.distributed``); rank 0 writes the rows.
+"""
 from __future__ import annotations
+
+import dataclasses
+import os
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ...errors import ConfigError
 from ...store.schema import WHOLE_MODEL
 from ..context import AnalysisContext
-from ..hessian.analysis import hessian_analysis
+from ..hessian.analysis import (HessianResult, analyse, hessian_analysis, make_operator,
+                                settings, tf32)
 
 EIGENVECTORS = "eigenvectors.pt"  # the artifact a surface with eigenvector directions reads
+LAYER_COLUMNS = ("layer", "n_params", "top_eig", "top_eig_residual", "top_eig_converged",
+                 "trace", "trace_se", "n_products")
+
+
+def check_hessian(ctx: AnalysisContext, p: dict) -> None:
+    """Settings, and for several processes the devices and batches, before anything runs."""
+    s = settings(**p)
+    ctx.loss_fn(s.loss)  # a bad name fails here
+    if ctx.gpus > 1:
+        from ..hessian.distributed import default_backend
+        if default_backend() == "nccl" and torch.cuda.device_count() < ctx.gpus:
+            raise ConfigError(f"gpus={ctx.gpus} but {torch.cuda.device_count()} CUDA "
+                              "device(s) are visible")
+        n_batches = len(ctx.batches(s.split, s.samples, seed=s.data_seed))
+        if n_batches < ctx.gpus:
+            raise ConfigError(f"{n_batches} batch(es) of samples cannot be shared by "
+                              f"{ctx.gpus} processes: use more samples or fewer GPUs")
 
 
 def run_hessian(ctx: AnalysisContext, p: dict) -> None:
-    batches = ctx.batches(p["split"], p["samples"], seed=p["data_seed"])
-    ctx.report(0.05, "Hessian-vector products")
-    res = hessian_analysis(ctx.model, ctx.loss_fn(p["loss"]), batches, top_k=p["top_k"], bottom_k=p["bottom_k"],
-                           tol=p["tol"], trace_samples=p["trace_samples"],
-                           density_vectors=p["density_vectors"], density_steps=p["density_steps"],
-                           per_layer=p["per_layer"], layer_trace_samples=p["layer_trace_samples"],
-                           engine=p["engine"], seed=p["seed"])
-    ctx.engine = f"{res.engine} (hvp {res.hvp_mode})"
+    s = settings(**p)
+    if ctx.gpus > 1:
+        return run_sharded(ctx, s)
+    batches = ctx.batches(s.split, s.samples, seed=s.data_seed)
+    report = (lambda fraction, part: ctx.report(0.05 + 0.9 * fraction, part))
+    write(ctx, hessian_analysis(ctx.model, ctx.loss_fn(s.loss), batches, s, report=report))
+
+
+def write(ctx: AnalysisContext, res: HessianResult, processes: int = 1) -> None:
+    """The result's rows: eigenvalues, summary (whole network and per layer), density, costs."""
+    ctx.engine = f"{res.engine} (hvp {res.hvp_mode})" + (
+        f", {processes} processes" if processes > 1 else "")
     eigs = [{"which": "top", "k": i + 1, "eigenvalue": float(v)}
             for i, v in enumerate(res.top_eigenvalues)]
     eigs += [{"which": "bottom", "k": i + 1, "eigenvalue": float(v)}
              for i, v in enumerate(res.bottom_eigenvalues)]
     ctx.write("hessian_eigs", eigs)
-    lam_min = float(res.bottom_eigenvalues[0]) if len(res.bottom_eigenvalues) else None
-    summary = [{"layer": WHOLE_MODEL, "n_params": res.n_params,
-                "top_eig": float(res.top_eigenvalues[0]), "lam_min": lam_min,
-                "convexity_ratio": res.eig_ratio, "trace": res.trace,
-                "trace_se": res.trace_std_err, "neg_share": res.negative_share,
-                "n_products": res.n_products}]
+    summary = [{"layer": WHOLE_MODEL, **res.summary()}]
     if res.per_layer is not None:
-        for row in res.per_layer.to_dict("records"):
-            summary.append({"layer": row["layer"], "n_params": row["n_params"],
-                            "top_eig": row["top_eig"], "trace": row["trace"]})
+        summary += res.per_layer[list(LAYER_COLUMNS)].to_dict("records")
     ctx.write("hessian_summary", summary)
     ctx.write("hessian_density", pd.DataFrame({"x": np.asarray(res.density_grid, float),
                                                "density": np.asarray(res.density, float)}))
+    ctx.write("analysis_costs", res.costs[["part", "n_products", "seconds"]])
     torch.save(res.top_eigenvectors, ctx.artifact(EIGENVECTORS))
+
+
+# ------------------------------------------------------------------- several processes
+def run_sharded(ctx: AnalysisContext, s) -> None:
+    from ..hessian.distributed import default_backend, launch
+    backend = default_backend()
+    ctx.report(0.05, f"Hessian on {ctx.gpus} processes ({backend})")
+    fields = (ctx.store, ctx.run_id, ctx.cfg, ctx.epoch, ctx.analysis_id, ctx.data_root)
+    launch(_rank, ctx.gpus, backend, args=(fields, dataclasses.asdict(s), backend))
+    ctx.engine = _read_engine(ctx)
+
+
+def _rank(rank: int, world: int, fields: tuple, params: dict, backend: str) -> None:
+    from ..hessian.distributed import ShardedOperator, rank_device, shard
+    store, run_id, cfg, epoch, analysis_id, data_root = fields
+    device = rank_device(rank, backend)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    ctx = AnalysisContext(store, run_id, cfg, epoch, device, analysis_id, data_root)
+    s = settings(**params)
+    batches = ctx.batches(s.split, s.samples, seed=s.data_seed)
+    mine = batches[shard(len(batches), rank, world)]
+    model, loss = ctx.model, ctx.loss_fn(s.loss)
+    with tf32(s.tf32):
+        op = ShardedOperator(make_operator(model, loss, mine, s))
+
+        def layer_op(own):
+            return ShardedOperator(make_operator(model, loss, mine, s, own, op.mode,
+                                                 op.local.chunk_size))
+
+        res = analyse(op, model, s, make_op=layer_op)
+    if rank == 0:
+        write(ctx, res, processes=world)
+        ctx.artifact("engine.txt").write_text(ctx.engine)
+
+
+def _read_engine(ctx: AnalysisContext) -> str:
+    path = ctx.artifact("engine.txt")
+    engine = path.read_text()
+    path.unlink()
+    return engine

@@ -17,7 +17,8 @@ from ..grid_stats.wavelets import wavelet_energy
 from ..surface.directions import (eigenvector_directions, get_weights, pca_directions,
                                   random_directions)
 from ..surface.batchnorm import BN_MODES, bn_statistics, resolve_bn
-from ..surface.grids import SURFACE_BN_MODES, interpolate_1d, surface_2d
+from ..surface.devices import surface_2d_multi
+from ..surface.grids import SURFACE_BN_MODES, interpolate_1d
 from .curvature import EIGENVECTORS
 
 DIRECTIONS = ("random", "eigen", "pca")
@@ -84,10 +85,11 @@ def run_surface(ctx: AnalysisContext, p: dict) -> None:
         ctx.report((j + 1) / len(ys), f"row {j + 1}/{len(ys)}")
 
     start_row = len(rows) // len(xs)
-    surface_2d(model, get_weights(model), d1, d2, xs, ys, batches, bn=p["bn"],
-               bn_batches=ctx.batches("train", p["bn_samples"], seed=1) if p["bn"] == "recompute"
-               else None, precision=p["precision"], on_row=on_row, start_row=start_row,
-               channels_last=ctx.device.type == "cuda" and _has_conv(model))
+    surface_2d_multi(model, get_weights(model), d1, d2, xs, ys, batches, bn=p["bn"],
+                     bn_batches=ctx.batches("train", p["bn_samples"], seed=1)
+                     if p["bn"] == "recompute" else None, precision=p["precision"],
+                     on_row=on_row, start_row=start_row, devices=ctx.devices,
+                     channels_last=ctx.device.type == "cuda" and _has_conv(model))
     loss = _grid(rows, "loss", len(xs), len(ys))
     summary = surface_summary(xs, ys, loss)
     ctx.write("surface_summary", [{

@@ -1,0 +1,127 @@
+"""Benchmark: the default Hessian analysis of study A's ViT patch 4 and ResNet-18, before/after.
+
+Issue 14 acceptance 1 (targets on one H200, alone on the GPU: ViT patch 4 <= 20 s, ResNet-18
+<= 15 s; 512 samples, per-layer on). Study A's run of each model (``runs/grid.toml``, Adam,
+seed 0) is trained for ``--epochs`` epochs into ``--store`` (skipped when it is there already),
+then analysed through ``run_analysis`` (checkpoint loading, data, writing rows included) in one
+process:
+
+- ``before``: the old way of the per-layer table, each module its own Lanczos and its own
+  ``trace_samples`` Hutchinson probes (``layer_method="separate"``), every product one column
+  of forward-over-reverse (``hvp_mode="forward"``, the former default); the other parts are
+  today's (the old code measured in issue 14 on an H200: ViT patch 4 66 s for 1,852 products,
+  ResNet-18 81.5 s for 1,370, with a lambda_min that was wrong);
+- ``after``: the defaults (``HessianSettings``: per-layer traces from the whole-network probes,
+  all modules' Lanczos in lockstep, ``hvp_mode="auto"``), ``--repeats`` times (the first run
+  of a process includes CUDA/cuDNN warm-up and auto's trials, which belong to it).
+
+Printed per run and variant: wall seconds of ``run_analysis`` (loading and writing included) and
+the parts' own seconds, products, and products / seconds of each part
+(``analysis_costs``), lambda_max, lambda_min with its residual and ``lam_min_consistent``; then
+the ratio before / after measured in this run. ``--variants after`` skips the (slow) old way.
+
+    python bench/bench_hessian_analysis.py --data-folder DIR [--archs vit-p4,resnet18]
+        [--epochs 4] [--store DIR] [--variants before,after] [--repeats 2] [--json F]
+    python bench/bench_hessian_analysis.py --quick     # CPU smoke run, tiny models
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from study_runs import ARCHS, study_a, trained
+
+from landscape_lib.analyses.hessian.analysis import PARTS
+from landscape_lib.analyses.provenance import run_analysis
+from landscape_lib.store import Store
+from landscape_lib.store.queries import table_rows
+from landscape_lib.store.schema import WHOLE_MODEL
+
+TARGET_S = {"vit-p4": 20.0, "resnet18": 15.0}
+VARIANTS = {"before": {"layer_method": "separate", "hvp_mode": "forward", "hvp_chunk": 1},
+            "after": {}}
+QUICK = {"samples": 128, "trace_samples": 4, "density_vectors": 2, "density_steps": 12,
+         "layer_steps": 3, "bottom_max_steps": 20}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-folder", help="ImageFolder tree with train/ and test/ (CIFAR-10)")
+    p.add_argument("--data-root", help="decoded-image cache (default: the library's)")
+    p.add_argument("--archs", default=",".join(ARCHS), help=f"of {', '.join(ARCHS)}")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--store", help="keep the runs here (default: a temporary store)")
+    p.add_argument("--variants", default="before,after")
+    p.add_argument("--repeats", type=int, default=2, help="runs of 'after'")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training")
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", help="write every measured row here")
+    p.add_argument("--quick", action="store_true", help="CPU smoke run with tiny models")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.device, args.epochs, args.repeats = "cpu", 1, 1
+    return args
+
+
+def analyse(store, run_id, params, device, data_root) -> dict:
+    t0 = time.perf_counter()
+    aid = run_analysis(store, run_id, "hessian", "last", params, device=device,
+                       data_root=data_root, force=True)
+    wall = time.perf_counter() - t0
+
+    def rows(table):
+        df = table_rows(store, table, [run_id])
+        return df[df["analysis_id"] == aid]
+
+    costs, summary, analyses = rows("analysis_costs"), rows("hessian_summary"), rows("analyses")
+    whole = summary[summary.layer == WHOLE_MODEL].iloc[0]
+    engine = analyses["engine"].iloc[-1]
+    return {"wall_s": wall, "parts_s": float(costs["seconds"].sum()),
+            "products": int(costs["n_products"].sum()), "engine": engine,
+            "parts": {r.part: (int(r.n_products), round(float(r.seconds), 2))
+                      for r in costs.sort_values("part", key=lambda s: s.map(PARTS.index))
+                      .itertuples()},
+            "layers": int((summary.layer != WHOLE_MODEL).sum()),
+            "lambda_max": float(whole.top_eig), "lam_min": float(whole.lam_min),
+            "lam_min_residual": float(whole.lam_min_residual),
+            "lam_min_consistent": bool(whole.lam_min_consistent),
+            "neg_share": float(whole.neg_share)}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    store = Store(args.store or tempfile.mkdtemp(prefix="bench-hessian-")).ensure()
+    rows = []
+    for arch in args.archs.split(","):
+        cfg = study_a(arch, args.epochs, args.data_folder, args.quick, args.compile)
+        rid = trained(store, cfg, args.data_root, args.device)
+        for variant in args.variants.split(","):
+            params = {**(QUICK if args.quick else {}), **VARIANTS[variant]}
+            for i in range(args.repeats if variant == "after" else 1):
+                row = {"arch": arch, "variant": variant, "repeat": i,
+                       **analyse(store, rid, params, args.device, args.data_root)}
+                rows.append(row)
+                print(f"{arch:>8} {variant:>6} #{i}: {row['wall_s']:6.1f} s (parts "
+                      f"{row['parts_s']:.1f} s), "
+                      f"{row['products']:5d} products ({row['engine']}); lambda_max "
+                      f"{row['lambda_max']:.4g}, lambda_min {row['lam_min']:.4g} +- "
+                      f"{row['lam_min_residual']:.2g} (consistent {row['lam_min_consistent']}), "
+                      f"neg share {row['neg_share']:.3f}, {row['layers']} layers\n"
+                      f"{'':>17}parts (products, s): {row['parts']}", flush=True)
+                if args.json:
+                    Path(args.json).write_text(json.dumps(rows, indent=1))
+        times = {v: min(r["wall_s"] for r in rows if r["arch"] == arch and r["variant"] == v)
+                 for v in VARIANTS if any(r["arch"] == arch and r["variant"] == v for r in rows)}
+        if "after" in times:
+            line = (f"{arch}: after {times['after']:.1f} s (target {TARGET_S[arch]:g} s: "
+                    f"{'met' if times['after'] <= TARGET_S[arch] else 'NOT met'})")
+            if "before" in times:
+                line += f", before {times['before']:.1f} s: {times['before'] / times['after']:.1f}x"
+            print(line + "\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()

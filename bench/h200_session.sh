@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The GPU figures of issues 9, 10, 13 and 14, in three phases on one machine with 2 H200s
+# (the device tool's `nvidia-h200-x2`; each phase fits one 10-minute call, the phases run
+# back to back on the same warm machine: /tmp survives between them).
+#
+#   phase 1 (carry .whl/lib .cifar):   wheels, CIFAR-10 JPEG copy; GPU 0 alone: the default
+#            Hessian analysis before/after (bench_hessian_analysis); GPU 1 meanwhile:
+#            pytest -m gpu (one-GPU tests), then every product candidate (bench_hvp) at the
+#            ResNet-18 checkpoint that GPU 0's bench trained
+#   phase 2 (carry .whl/ray-bundle):   study A of runs/grid.toml (seed 0, 12 epochs, -j 4 over
+#            both GPUs) with the two-GPU tests beside it; then its curvature table and the
+#            grid-cost estimate from its timings
+#   phase 3:                           one Hessian over 50,000 images on 2 GPUs (and 5,000 on
+#            1 vs 2), a 41x41 surface on 1 vs 2 GPUs, 8 CIFAR runs on Ray (1 vs 2 GPUs)
+#
+#   bash bench/h200_session.sh 1      # results under $OUT (phase<N>.tgz plus the .txt logs)
+set -u
+PHASE=${1:?phase 1, 2 or 3}
+OUT=${OUT:-/tmp/h200-out}
+RES=/tmp/h200-res/phase$PHASE
+DATA=/tmp/cifar ROOT=/tmp/lsdata H=/tmp/hstore A=/tmp/studyA
+mkdir -p "$OUT" "$RES" /tmp/site "$DATA"
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
+pack() { tar -czf "$OUT/phase$PHASE.tgz" -C "$RES" . 2>/dev/null; }
+trap pack EXIT
+step() {  # step NAME SECONDS CMD...: its output in $RES/NAME.txt and on stdout
+  local name=$1 secs=$2; shift 2
+  echo "=== $name ($(date +%T), limit ${secs}s)"
+  timeout "$secs" "$@" > "$RES/$name.txt" 2>&1; local rc=$?
+  tail -n 40 "$RES/$name.txt"; echo "=== $name rc=$rc"
+}
+
+case $PHASE in
+1)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site .whl/lib/*.whl || exit 1
+  tar -xzf .cifar/cifar10-train.tar.gz -C $DATA && tar -xzf .cifar/cifar10-test.tar.gz -C $DATA || exit 1
+  nvidia-smi -L
+  ( export CUDA_VISIBLE_DEVICES=1   # GPU 1: the one-GPU tests, then the products at a checkpoint
+    timeout 240 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py tests/test_gpu_hessian.py \
+        > "$RES/pytest-gpu.txt" 2>&1; echo "rc=$?" >> "$RES/pytest-gpu.txt"
+    for _ in $(seq 1 60); do CKPT=$(find $H -path '*resnet18*' -name 'epoch_0004.pt' | head -n 1)
+      [ -n "$CKPT" ] && break; sleep 5; done
+    timeout 240 python3 bench/bench_hvp.py --data-folder $DATA --cache-root $ROOT \
+        ${CKPT:+--checkpoint "$CKPT"} --json "$RES/hvp.json" > "$RES/hvp.txt" 2>&1 ) &
+  export CUDA_VISIBLE_DEVICES=0     # GPU 0 alone: the default Hessian analysis, before/after
+  step hessian-analysis 430 python3 bench/bench_hessian_analysis.py --data-folder $DATA \
+      --data-root $ROOT --store $H --archs resnet18,vit-p4 --json "$RES/hessian-analysis.json"
+  wait; tail -n 25 "$RES/pytest-gpu.txt"; tail -n 30 "$RES/hvp.txt"
+  ;;
+2)
+  tar -xJf .whl/ray-bundle/site-ray-grid-cp312.tar.xz -C /tmp/site || exit 1
+  setsid python3 -m landscape_lib train-all runs/grid.toml --study A-vit-sam --epochs 12 \
+      --set seed=0 --set dataset=folder --set "dataset_options={path=\"$DATA\"}" \
+      --store $A --data-root $ROOT -j 4 --no-progress > "$RES/studyA.txt" 2>&1 < /dev/null &
+  TRAIN=$!
+  step pytest-gpu2 200 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu_devices.py
+  for _ in $(seq 1 90); do kill -0 $TRAIN 2>/dev/null || break; sleep 5; done
+  tail -n 20 "$RES/studyA.txt"
+  step curvature-table 60 python3 bench/curvature_table.py --store $A --study A-vit-sam \
+      --csv "$RES/studyA-curvature.csv"
+  step grid-cost 60 python3 bench/grid_cost.py estimate runs/grid.toml --from-store $A \
+      --alias folder=cifar10
+  ;;
+3)
+  step hessian-multi 290 python3 bench/bench_hessian_multi.py --data-folder $DATA \
+      --data-root $ROOT --store $H
+  step surface-gpus 160 python3 bench/bench_surface_gpus.py --data-folder $DATA \
+      --data-root $ROOT --json "$RES/surface.json"
+  step ray-grid 150 python3 bench/bench_ray_grid.py --data-folder $DATA --data-root $ROOT \
+      --variants BC --out /tmp/raygrid --logs "$RES/raygrid-logs" --json "$RES/raygrid.json"
+  ;;
+esac

@@ -1,0 +1,94 @@
+"""The Hessian operator's CUDA paths and several GPUs, each against its reference (marked gpu:
+skipped without CUDA; `python -m pytest -m gpu` runs them with test_gpu.py).
+
+- forward-over-reverse products, per column and vmapped, eager and as CUDA graphs, equal the
+  cached double-backward graph's products (float32, TF32 off);
+- `auto` times its candidates on CUDA, keeps the fastest measured one, counts its trial
+  products and answers like the cached graph;
+- two NCCL processes (one per GPU; skipped with fewer than 2 GPUs) summing products over
+  their data shards equal one process: products and top eigenvalues (issue 13).
+"""
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from landscape_lib.analyses.hessian.distributed import ShardedOperator, launch, shard
+from landscape_lib.analyses.hessian.lanczos import extreme_eigenpairs
+from landscape_lib.analyses.hessian.operator import HessianOperator
+from landscape_lib.models import create_model
+from test_gpu import float32_matmuls, rel  # noqa: F401 (the fixture is autouse)
+
+pytestmark = pytest.mark.gpu
+
+CE = nn.CrossEntropyLoss()
+HVP_TOLERANCE = 1e-4    # relative norm difference of two float32 HVP computations
+EIG_TOLERANCE = 1e-4    # relative difference of the top eigenvalues, several GPUs vs one
+
+
+def cnn_batches(device, n_batches=1):
+    """A small CNN with BatchNorm and its batches (seeded: every process builds the same)."""
+    torch.manual_seed(0)
+    model = create_model("cnn", in_channels=3, image_size=8, num_classes=4, widths=(4, 8))
+    gen = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(32, 3, 8, 8, generator=gen).to(device),
+                torch.randint(0, 4, (32,), generator=gen).to(device)) for _ in range(n_batches)]
+    return model.to(device).eval(), batches
+
+
+@pytest.fixture
+def cnn_problem():
+    model, batches = cnn_batches(torch.device("cuda"))
+    V = torch.randn(sum(p.numel() for p in model.parameters()), 3, device="cuda")
+    cached = HessianOperator(model, CE, batches, mode="cached") @ V
+    return model, batches, V, cached
+
+
+@pytest.mark.parametrize("mode, chunk_size", [("forward", 1), ("forward", 3), ("graph", 1),
+                                              ("graph", 2)])
+def test_forward_modes_equal_the_cached_graph(cnn_problem, mode, chunk_size):
+    model, batches, V, cached = cnn_problem
+    op = HessianOperator(model, CE, batches, mode=mode, chunk_size=chunk_size)
+    assert rel(op @ V, cached) < HVP_TOLERANCE
+    assert rel(op @ V, cached) < HVP_TOLERANCE  # graph mode: a replay, not the capture
+    assert op.mode == mode  # no fall-back to double backward on CUDA
+    assert op.n_products == 2 * V.shape[1]
+
+
+def test_auto_mode_keeps_the_fastest_candidate_and_answers_like_them(cnn_problem):
+    model, batches, V, cached = cnn_problem
+    op = HessianOperator(model, CE, batches)
+    out = op @ V
+    timed = {k: v for k, v in op.trials.items() if isinstance(v, float)}
+    assert timed, op.trials
+    chosen = op.mode if op.chunk_size == 1 else f"{op.mode} x{op.chunk_size}"
+    assert chosen == min(timed, key=timed.get)
+    assert op.trial_products > 0 and op.n_products == V.shape[1] + op.trial_products
+    assert rel(out, cached) < HVP_TOLERANCE
+
+
+def _rank(rank, world, queue):
+    model, batches = cnn_batches(torch.device(f"cuda:{rank}"), n_batches=3)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    mine = batches[shard(len(batches), rank, world)]
+    op = ShardedOperator(HessianOperator(model, CE, mine, mode="forward"))
+    V = torch.randn(op.shape[0], 2, generator=torch.Generator().manual_seed(5)).to(op.device)
+    HV = (op @ V).cpu().numpy()
+    top = extreme_eigenpairs(op, 3, "LA", 1e-5, seed=0).values
+    if rank == 0:
+        queue.put((HV, top))
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_two_nccl_processes_equal_one_process():
+    queue = mp.get_context("spawn").SimpleQueue()
+    launch(_rank, 2, "nccl", args=(queue,))
+    HV, top = queue.get()
+    model, batches = cnn_batches(torch.device("cuda:0"), n_batches=3)
+    op = HessianOperator(model, CE, batches, mode="forward")
+    V = torch.randn(op.shape[0], 2, generator=torch.Generator().manual_seed(5)).to(op.device)
+    ref = (op @ V).cpu().numpy()
+    assert np.linalg.norm(HV - ref) / np.linalg.norm(ref) < HVP_TOLERANCE
+    np.testing.assert_allclose(top, extreme_eigenpairs(op, 3, "LA", 1e-5, seed=0).values,
+                               rtol=EIG_TOLERANCE)
