@@ -28,8 +28,8 @@ from pathlib import Path
 
 def ensure_store(root: Path, runs: int, epochs: int, analysed: int, work: Path) -> None:
     from dashboard import sample_store
-    from landscape_lib.store import Store
-    if Store(root).exists() and any((root / "tables" / "runs").glob("*/*.parquet")):
+    from landscape_lib.store import Store, queries
+    if Store(root).exists() and len(queries.run_list(Store(root), {}, arrow=True)):
         print(f"store: reusing {root}")
         return
     t0 = time.perf_counter()

@@ -122,6 +122,9 @@ def main() -> None:
         for page in pages:
             st.page_link(page)
         st.caption(f":material/database: Store `{root}` ({message if status == 'ok' else status})")
+        if status == "ok" and (skipped := core.problems(root)):
+            with st.expander(f":material/warning: {len(skipped)} file(s) skipped"):
+                st.dataframe(list(skipped.items()), hide_index=True)
         filters, compare = core.Filters(), []
         if status == "ok":
             try:

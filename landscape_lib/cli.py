@@ -1,4 +1,4 @@
-"""`python -m landscape_lib COMMAND ...`: train, train-all, list, runs, export, analyze.
+"""`python -m landscape_lib COMMAND ...`: train, train-all, list, runs, export, compact, analyze.
 
 User errors (unknown names, bad values or files, missing data, unwritable store) print one line
 starting with `error:` and exit with status 2, before anything is written. `train` and
@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("table", help="runs, epochs, layers, hessian_eigs, surface_points, ...")
     p.add_argument("--run", action="append", help="only these run ids")
     p.add_argument("-o", "--out", help="output file (default: stdout)")
+    _store_args(p)
+
+    p = sub.add_parser("compact", help="fold finished runs' part files into a few large "
+                                       "files per table (readers and writers carry on)")
+    p.add_argument("--min-age", type=float, default=60.0, metavar="SECONDS",
+                   help="only parts untouched this long (default 60)")
     _store_args(p)
 
     p = sub.add_parser("analyze", help="run analyses on a stored run's checkpoint")

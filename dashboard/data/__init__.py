@@ -1,6 +1,6 @@
 """The dashboard's one data layer: every query the pages make, one module per page family.
 
-    core       connection, snapshots, the sidebar's filters and the filtered-runs SQL
+    core       the store's snapshot (a StoreReader), the sidebar's filters and the filtered-runs SQL
     runs       the run table, config keys, per-epoch curves
     factors    aggregates per factor level and group, paired comparisons, study reports
     curvature  Hessian spectra, per-layer curvature, per-run sharpness measures

@@ -1,11 +1,11 @@
 """Plumbing of the data layer: the store's connection and snapshots, the sidebar's filters and
 the SQL of the filtered runs that every other module builds on.
 
-One DuckDB connection per store root is cached for the process (`st.cache_resource`) together
-with in-memory snapshots of the store's tables (snapshot.py: re-read part by part as files
-change); each query runs on its own cursor (a connection is not thread-safe, its cursors are)
-with the tables it reads registered from the snapshots, and its result is cached for a few
-seconds (`st.cache_data`, keyed by the store root and the filter values).
+One `StoreReader` per store root is cached for the process (`st.cache_resource`): the store's
+own Arrow snapshot of its tables (loose and compacted parts, re-read part by part as files
+change, bad files skipped and listed; the CLI reads through the same class). Each query runs on
+its own cursor with the tables it reads registered from the snapshot, and its result is cached
+for a few seconds (`st.cache_data`, keyed by the store root and the filter values).
 
 All SQL takes user values as parameters (`?`); lists go in as one list parameter tested with
 `list_contains(?, col)`. Names that vary (a chosen metric, a group-by key) are checked against
@@ -14,19 +14,17 @@ fixed lists first, so no user text ever becomes SQL.
 from __future__ import annotations
 
 import contextlib
-import re
+import threading
 from typing import Iterable, NamedTuple
 
-import duckdb
 import pandas as pd
 import streamlit as st
 
 from landscape_lib.errors import StoreError
-from landscape_lib.store import TABLES, Store
-
-from .snapshot import Snapshots
+from landscape_lib.store import Store, StoreReader
 
 TTL = 3  # seconds a query result is reused; new rows show up after at most this long
+REFRESH = 2.0  # seconds a table's snapshot is used before its files are checked again
 MAX_POINTS = 4000  # rows per chart; Altair refuses more than 5,000
 
 # Tables the pages read across runs, loaded in the background when a store is first opened.
@@ -59,20 +57,25 @@ def store_root() -> str:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _store(root: str) -> tuple[duckdb.DuckDBPyConnection, Snapshots]:
-    """The process-wide connection and table snapshots of one store."""
+def _store(root: str) -> StoreReader:
+    """The process-wide snapshot of one store; PRELOAD tables load in a background thread
+    (data only, no Streamlit calls), so the first visit of a page finds them ready."""
     Store(root).check_version()
-    snapshots = Snapshots(root)
-    snapshots.preload(PRELOAD)
-    return duckdb.connect(), snapshots
+    reader = StoreReader(root, refresh_every=REFRESH)
 
-
-_TABLE_REF = re.compile(r"\b(?:FROM|JOIN)\s+([a-z_]+)", re.IGNORECASE)
+    def load():
+        for name in PRELOAD:
+            try:
+                reader.refresh([name])  # a disk table: its loose parts only
+            except StoreError:
+                return
+    threading.Thread(target=load, name="landscape-preload", daemon=True).start()
+    return reader
 
 
 def refresh(root: str) -> None:
     """Forget cached results and re-check the store's files now (e.g. after a Lab analysis)."""
-    _store(root)[1].invalidate()
+    _store(root).invalidate()
     st.cache_data.clear()
 
 
@@ -82,20 +85,19 @@ def first_line(exc: BaseException) -> str:
 
 def query(root: str, sql: str, params: Iterable = (), run_id: str | None = None
           ) -> pd.DataFrame:
-    """Run one parameterised query on a fresh cursor over the store's tables (each table the
-    SQL reads FROM or JOINs is registered from its snapshot, or with `run_id` from that run's
-    own part files only); problems become StoreError."""
-    con, snapshots = _store(root)
-    cur = con.cursor()
-    try:
-        for table in {t.lower() for t in _TABLE_REF.findall(sql)} & set(TABLES):
-            cur.register(table, snapshots.table(table) if run_id is None
-                         else snapshots.run_table(table, run_id))
-        return cur.execute(sql, list(params)).df()
-    except duckdb.Error as exc:
-        raise StoreError(f"the store at {root} cannot be read: {first_line(exc)}") from exc
-    finally:
-        cur.close()
+    """Run one parameterised query over the store's snapshot (the tables the SQL reads are
+    found by DuckDB's parser); with `run_id`, those tables' files are checked first, so a run's
+    own newest rows are seen now. Problems become StoreError."""
+    reader = _store(root)
+    tables = reader.tables_in(sql) if run_id is not None else None
+    if tables:
+        reader.refresh(tables)
+    return reader.query(sql, list(params))
+
+
+def problems(root: str) -> dict[str, str]:
+    """Files the snapshot skipped (corrupt, foreign, stray): {path: reason}."""
+    return _store(root).problems
 
 
 def check(names: Iterable[str], allowed: Iterable[str], what: str) -> list[str]:

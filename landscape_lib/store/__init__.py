@@ -1,9 +1,13 @@
-"""The run store: Parquet parts under one root, queried through DuckDB views.
+"""The run store: Parquet parts under one root, read through one Arrow snapshot per process.
 
     store = Store()                    # runs/store, or $LANDSCAPE_STORE, or Store("path")
     store.write("epochs", run_id, rows)          # atomic; one writer per (table, run_id, part)
-    con = store.connect()                        # DuckDB connection with a view per table
+    con = store.connect()                        # DuckDB cursor with every table registered
     con.execute("SELECT * FROM epochs WHERE run_id = ?", [run_id]).df()
+    store.compact()                              # done runs' parts -> a few files per table
+
+Writers (files.py) write loose parts; `compact.py` folds done runs' parts into compacted files;
+`reader.py` (StoreReader) and `keys.py` (one part, for writers) read both.
 """
 from __future__ import annotations
 
@@ -15,15 +19,18 @@ import time
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 
 from ..errors import StoreError, StoreWriteError
 from ..locations import store_root
 from .atomic import atomic_path, sweep_temporaries, write_bytes, write_error
-from .files import create_views, part_path, read_part, retry_read, write_part
+from .files import part_path, write_part
+from .keys import KeyReader, delete_part, remove_run
+from .parts import part_columns, retry_read
+from .reader import StoreReader, shared_reader
 from .schema import SCHEMA_VERSION, STUDY, TABLES, columns
 
-__all__ = ["Store", "retry_read", "atomic_path", "SCHEMA_VERSION", "TABLES", "columns"]
+__all__ = ["Store", "StoreReader", "retry_read", "atomic_path", "SCHEMA_VERSION", "TABLES",
+           "columns"]
 
 
 class Store:
@@ -40,6 +47,7 @@ class Store:
         self.root = store_root(root).resolve()
         self.tables_dir = self.root / "tables"
         self.artifacts_dir = self.root / "artifacts"
+        self._keys: KeyReader | None = None
 
     # ----------------------------------------------------------------- writing side
     def ensure(self) -> "Store":
@@ -64,13 +72,12 @@ class Store:
         return self
 
     def _write_empty_parts(self) -> None:
-        # A zero-row typed part per table keeps every view's glob non-empty, so a connection
-        # made before the first run still sees rows written later. It is rewritten when the
-        # schema gained columns, so that views over parts written before still bind them.
+        # A zero-row typed part per table: the table's schema as a file. It is rewritten when
+        # the schema gained columns (a store written by an older version).
         for table in TABLES:
             path = part_path(self.tables_dir, table, "_schema", "empty")
-            if not path.exists() or list(read_part(path).columns) != list(columns(table)):
-                write_part(path, table, pd.DataFrame([]))
+            if part_columns(path) != list(columns(table)):
+                write_part(path, table, [])
 
     def check_version(self) -> None:
         """meta.json must be a JSON object with an integer `schema_version` this code reads."""
@@ -91,17 +98,32 @@ class Store:
 
     def write(self, table: str, key: str, rows, part: str = "all") -> Path:
         path = part_path(self.tables_dir, table, key, part)
-        write_part(path, table, rows)
+        for attempt in range(3):
+            try:
+                write_part(path, table, rows)
+                return path
+            except (StoreError, duckdb.IOException, OSError):
+                # a compaction removed the (empty) key folder between its mkdir and the write
+                if attempt == 2 or path.parent.is_dir():
+                    raise
         return path
 
-    def read(self, table: str, key: str, part: str = "all") -> pd.DataFrame | None:
-        """The rows of one part (a writer re-reading what it wrote, e.g. to resume)."""
-        return read_part(part_path(self.tables_dir, table, key, part))
+    def read(self, table: str, key: str, part: str = "all"):
+        """The rows of one part, loose or compacted, as a DataFrame (None: no such part, or
+        deleted): a writer re-reading what it wrote, e.g. to resume."""
+        part_path(self.tables_dir, table, key, part)  # validates the names
+        tbl = self.keys().read(table, key, part)
+        return None if tbl is None else tbl.to_pandas()
 
     def delete(self, table: str, key: str, part: str = "all") -> None:
-        path = part_path(self.tables_dir, table, key, part)
-        if path.exists():
-            path.unlink()
+        part_path(self.tables_dir, table, key, part)
+        delete_part(self.tables_dir, table, key, part, self.keys())
+
+    def keys(self) -> KeyReader:
+        """Where each part lives (loose or compacted), for `read` and `delete`."""
+        if self._keys is None:
+            self._keys = KeyReader(self.root)
+        return self._keys
 
     # ----------------------------------------------------------------- artifacts and locks
     def run_dir(self, run_id: str | None) -> Path:
@@ -162,36 +184,39 @@ class Store:
                                  *(self.tables_dir / table / run_id for table in TABLES))
 
     def remove_run(self, run_id: str) -> None:
-        """Delete every file of a run (used to restart a run from scratch)."""
-        for table in TABLES:
-            shutil.rmtree(self.tables_dir / table / run_id, ignore_errors=True)
+        """Delete every row and file of a run (used to restart a run from scratch)."""
+        part_path(self.tables_dir, "runs", run_id, "all")
+        remove_run(self.tables_dir, run_id, TABLES, self.keys())
         shutil.rmtree(self.artifacts_dir / run_id, ignore_errors=True)
 
     # ----------------------------------------------------------------- reading side
     def exists(self) -> bool:
         return (self.root / "meta.json").exists()
 
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with one view per table (re-globbed per query)."""
+    def reader(self) -> StoreReader:
+        """The process's shared snapshot of this store (Arrow tables, incremental refresh)."""
         if not self.exists():
             raise StoreError(f"no store at {self.root}: run `make demo` or "
                              f"`python -m landscape_lib train-all` first")
         self.check_version()
-        con = duckdb.connect()
-        try:
-            create_views(con, self.tables_dir)
-        except duckdb.Error as exc:
-            con.close()
-            raise StoreError(f"the store at {self.root} cannot be read: {exc}") from exc
-        return con
+        return shared_reader(self.root)
 
-    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
-        """Run one query; safe while writers replace part files (see `retry_read`)."""
-        con = self.connect()
-        try:
-            return retry_read(lambda: con.execute(sql, params or []).df())
-        except duckdb.Error as exc:
-            raise StoreError(f"the store at {self.root} cannot be read: "
-                             f"{str(exc).splitlines()[0]}") from exc
-        finally:
-            con.close()
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB cursor with every table registered from the snapshot (refreshed now).
+
+        The snapshot is consistent and complete: parts being replaced or compacted meanwhile
+        are read whole or not at all, so a query on it never fails on a torn file.
+        """
+        return self.reader().cursor()
+
+    def query(self, sql: str, params: list | None = None, *, arrow: bool = False):
+        """Run one parameterised query over the snapshot (refreshed now); a DataFrame, or an
+        Arrow table with arrow=True."""
+        return self.reader().query(sql, params, arrow=arrow)
+
+    def compact(self, tables=None, **settings) -> list:
+        """Fold done runs' loose parts into compacted files (see compact.py); a report per
+        table. Never waits: when another compactor is running, every report says busy."""
+        from .compact import compact, done_keys
+        done = done_keys(self.reader().table("runs"))
+        return compact(self.root, list(tables or TABLES), done, **settings)

@@ -3,18 +3,16 @@
 Why Parquet parts and not one DuckDB file: DuckDB lets one process write a database file and no
 other process open it meanwhile, not even read-only. Training workers, analyses and the dashboard
 run at once, so each writer owns its own files (`tables/<table>/<run_id>/<part>.parquet`), replaces
-them atomically (write a temporary file, then `os.replace`), and readers see DuckDB views over the
-globs. A reader therefore sees either the old or the new version of a part, never half of one, and
-no process ever waits on a lock.
+them atomically (write a temporary file, then `os.replace`); readers (reader.py) read each part
+through one open handle, so they see either the old or the new version of a part, never half of
+one, and no process ever waits on a lock.
 """
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 
 from ..errors import StoreError
 from .atomic import atomic_path, write_error
@@ -25,22 +23,6 @@ _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 def _sql_str(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
-
-
-def retry_read(read, attempts: int = 6, delay: float = 0.05):
-    """Call `read()`, retrying briefly when a part file changed under the reader.
-
-    A reader can open a part's metadata, then the part is atomically replaced (or a run's parts
-    removed) before its data are read: DuckDB then reports invalid data or a missing file. The
-    replacement is complete at once, so reading again sees a consistent file.
-    """
-    for attempt in range(attempts):
-        try:
-            return read()
-        except (duckdb.IOException, duckdb.InvalidInputException, FileNotFoundError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(delay * (attempt + 1))
 
 
 def part_path(tables_dir: Path, table: str, key: str, part: str) -> Path:
@@ -80,6 +62,7 @@ def write_part(path: Path, table: str, rows: pd.DataFrame | list[dict]) -> None:
     A write error (full disk, permissions) raises `StoreWriteError`; rows repeating a key
     raise `StoreError` and nothing is written.
     """
+    import pandas as pd  # here: readers (e.g. the `runs` command) never import pandas
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     check_unique(table, df)
     con = duckdb.connect()
@@ -95,27 +78,3 @@ def write_part(path: Path, table: str, rows: pd.DataFrame | list[dict]) -> None:
         raise write_error(path, exc) from None
     finally:
         con.close()
-
-
-def read_part(path: Path) -> pd.DataFrame | None:
-    if not path.exists():
-        return None
-    con = duckdb.connect()
-    try:
-        return retry_read(
-            lambda: con.execute(f"SELECT * FROM read_parquet({_sql_str(path)})").df())
-    finally:
-        con.close()
-
-
-def create_views(con: duckdb.DuckDBPyConnection, tables_dir: Path) -> None:
-    """One view per table over its Parquet glob; an empty typed view where nothing exists yet."""
-    for table, cols in TABLES.items():
-        glob = tables_dir / table / "*" / "*.parquet"
-        select = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in cols.items())
-        if any((tables_dir / table).glob("*/*.parquet")):  # else: a store from before ensure()
-            src = f"read_parquet({_sql_str(glob)}, union_by_name=true)"
-            con.execute(f'CREATE OR REPLACE VIEW "{table}" AS SELECT {select} FROM {src}')
-        else:
-            nulls = ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in cols.items())
-            con.execute(f'CREATE OR REPLACE VIEW "{table}" AS SELECT {nulls} WHERE false')

@@ -1,15 +1,18 @@
-"""Every SQL text the library runs against the store's views, as named constants and functions.
+"""Every SQL text the library runs against the store's tables, as named constants and functions.
 
-Plain SQL strings with `?` parameters, so a reader with its own connection (the dashboard's
-snapshots) runs the same text as `Store.query`. Status and layer names come from `schema`.
+Plain SQL strings with `?` parameters, run by `Store.query` over the process's StoreReader
+(the dashboard runs the same texts on the same reader). Status and layer names come from
+`schema`. No pandas import here: `python -m landscape_lib runs` stays fast without it.
 """
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ..errors import StoreError
-from .comparisons import best_lr_settings
 from .schema import ANALYSIS_DONE, TABLES, WHOLE_MODEL
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _SPREAD_COLUMNS = ("center_loss", "curvature_x", "curvature_y", "basin_width")
 
@@ -73,6 +76,7 @@ def optimizers_at_best_lr(store, study: str = "E-optimizers",
     if metric not in LR_METRICS:
         raise StoreError(f"learning rates are chosen on one of {', '.join(LR_METRICS)}, "
                          f"not '{metric}'")
+    from .comparisons import best_lr_settings  # pandas: not imported by the `runs` command
     runs = store.query(RUNS_FOR_LR_SELECTION, [study])
     return best_lr_settings(runs, metric, higher_is_better=metric != "final_val_loss")
 
@@ -106,8 +110,9 @@ def surface_seed_spread(store, run_ids: list[str]) -> pd.DataFrame:
     return store.query(SURFACE_SEED_SPREAD, [list(run_ids)])
 
 
-def run_list(store, filters: dict[str, list]) -> pd.DataFrame:
-    """`RUN_LIST_COLUMNS` of the runs matching every filter (column -> accepted values)."""
+def run_list(store, filters: dict[str, list], *, arrow: bool = False):
+    """`RUN_LIST_COLUMNS` of the runs matching every filter (column -> accepted values), as a
+    DataFrame (or an Arrow table)."""
     unknown = set(filters) - set(RUN_FILTERS)
     if unknown:
         raise StoreError(f"runs cannot be filtered on {sorted(unknown)}")
@@ -115,7 +120,7 @@ def run_list(store, filters: dict[str, list]) -> pd.DataFrame:
     where = " AND ".join(f"list_contains(?, {col})" for col in active)
     sql = (f"SELECT {', '.join(RUN_LIST_COLUMNS)} FROM runs"
            + (f" WHERE {where}" if where else "") + " ORDER BY run_id")
-    return store.query(sql, list(active.values()))
+    return store.query(sql, list(active.values()), arrow=arrow)
 
 
 def table_rows(store, table: str, run_ids: list[str] | None = None) -> pd.DataFrame:
