@@ -53,7 +53,7 @@ def value_kind(default) -> str | None:
 def _is(value, kind: str) -> bool:
     def number(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool)
-    items = value if isinstance(value, list) else None
+    items = list(value) if isinstance(value, (list, tuple)) else None
     return {
         "true or false": lambda: isinstance(value, bool),
         "a number": lambda: number(value),

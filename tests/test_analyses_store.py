@@ -222,8 +222,8 @@ def test_surface_summaries_spread_over_seeds(tmp_path):
     for seed, row in enumerate(rows):
         store.write("surface_summary", "r1", [{**row, "run_id": "r1", "epoch": 5, "dir_seed": seed,
                                                "directions": "random",
-                                               "analysis_id": f"surface-{seed}"}],
-                    part=f"surface-{seed}")
+                                               "analysis_id": f"surface-{seed:012x}"}],
+                    part=f"surface-{seed:012x}")  # the shape of provenance.analysis_id
     df = surface_seed_spread(store, ["r1"]).iloc[0]
     assert df["n_seeds"] == 3
     assert df["center_loss_mean"] == pytest.approx(np.mean([1, 2, 4]))

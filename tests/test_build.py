@@ -80,4 +80,5 @@ name = "one"
     status = main(["train-all", str(grid), "--data-root", str(root), "--store",
                    str(tmp_path / "store"), "-j", "1", "--no-progress"])
     assert status == 0
-    assert len(roots) == 2 and all(r == str(root) for r in roots), roots  # run + analysis
+    # the check before anything is written, the run, the analysis after it
+    assert len(roots) == 3 and all(r == str(root) for r in roots), roots

@@ -125,7 +125,7 @@ def test_best_lr_per_optimizer_against_a_hand_count(store):
     queries.optimizers_at_best_lr."""
     df = runs_frame()
     for i, row in df.iterrows():
-        store.write("runs", f"run-{i}", [row.to_dict()])
+        store.write("runs", row["run_id"], [row.to_dict()])  # each under its own run id
     best = queries.optimizers_at_best_lr(store, "E").set_index("optimizer")
     # adam: 1e-2 has the best mean but a diverged seed -> 1e-3 (0.90 +- 0.01 over 3 seeds)
     assert best.loc["adam", "best_lr"] == 1e-3

@@ -18,6 +18,7 @@ from landscape_lib.analyses.provenance import run_analysis
 from landscape_lib.analyses.surface.devices import row_blocks, surface_2d_multi
 from landscape_lib.analyses.surface.directions import get_weights, random_directions
 from landscape_lib.analyses.surface.grids import surface_2d, surface_2d_loop
+from landscape_lib.errors import ConfigError
 from landscape_lib.models import create_model
 from landscape_lib.train.engine import train_run
 from landscape_lib.train.environment import resolve_devices
@@ -148,8 +149,12 @@ def test_a_failing_device_raises_in_the_caller_and_stops_the_others():
 
 def test_devices_default_to_every_visible_gpu_or_the_named_device():
     assert resolve_devices("cpu") == [torch.device("cpu")]
-    assert resolve_devices("cuda:1") == [torch.device("cuda", 1)]
     n = torch.cuda.device_count()
+    if n >= 2:
+        assert resolve_devices("cuda:1") == [torch.device("cuda", 1)]
+    else:  # a device this machine lacks is refused before anything runs
+        with pytest.raises(ConfigError, match="cuda:1"):
+            resolve_devices("cuda:1")
     expected = [torch.device("cuda", i) for i in range(n)] if n else [torch.device("cpu")]
     assert resolve_devices("auto") == expected
 

@@ -11,7 +11,7 @@ import json
 import time
 from datetime import datetime
 
-from ..errors import ConfigError, LandscapeError, StoreError, StoreWriteError
+from ..errors import ConfigError, LandscapeError, StoreWriteError
 from ..store import TABLES, Store
 from ..store.schema import ANALYSIS_DONE, ANALYSIS_FAILED, ANALYSIS_RUNNING, STUDY
 from ..train.environment import package_versions, resolve_device, resolve_devices
@@ -68,15 +68,15 @@ def run_analysis(store: Store, run: str | None, kind: str, epoch="last", params=
                  devices=None) -> str:
     """Run one analysis (or find it stored); returns its analysis id.
 
-    One process at a time computes a given analysis (its lock); the stored status is read
-    under that lock, so two callers never both compute it."""
+    One process at a time computes a given analysis (its lock; a second caller waits for it);
+    the stored status is read under that lock, so two callers never both compute it."""
     store.ensure()
     ctx, params = prepare(store, run, kind, epoch, params, device=device, data_root=data_root,
                           report=report, gpus=gpus, devices=devices)
     lock = store.lock_analysis(ctx.analysis_id)
-    if lock is None:
-        raise StoreError(f"analysis {ctx.analysis_id} is being computed by another process; "
-                         "its result will be stored when it ends")
+    if lock is None:  # e.g. a study's analysis scheduled after every run of a grid: wait for
+        ctx.report(0.0, "computed by another process: waiting for its result")  # its result
+        lock = store.lock_analysis(ctx.analysis_id, wait=True)
     try:
         if not force and stored_status(ctx) == ANALYSIS_DONE:
             ctx.report(1.0, "stored result")

@@ -120,7 +120,8 @@ register(Analysis(
     defaults=hessian_settings.defaults(),
     tables=("hessian_eigs", "hessian_summary", "hessian_density", "analysis_costs"),
     check="curvature:check_hessian",
-    limits={**_SAMPLE_LIMITS, "seed": _SEED,
+    limits={**_SAMPLE_LIMITS, "seed": _SEED,  # samples = 0: the whole split
+            "samples": Limit.interval("[0, 2**24]", integer=True, lab_max=100_000),
             "top_k": Limit.interval("[1, 1000]", integer=True, lab_max=100),
             "bottom_k": Limit.interval("[0, 1000]", integer=True, lab_max=100),
             "tol": Limit.interval("(0, 1]"), "bottom_tol": Limit.interval("(0, 1]"),

@@ -49,6 +49,10 @@ class Store:
         self.artifacts_dir = self.root / "artifacts"
         self._keys: KeyReader | None = None
 
+    def __reduce__(self):
+        """A store travels to another process (spawn, Ray) as its root: the copy reads afresh."""
+        return Store, (str(self.root),)
+
     # ----------------------------------------------------------------- writing side
     def ensure(self) -> "Store":
         """Create the store (or check an existing one) and prove that it is writable."""
@@ -159,18 +163,19 @@ class Store:
         """
         return self._lock(run_id)
 
-    def lock_analysis(self, analysis_id: str):
-        """Like `lock_run`, for one analysis (one process computes it at a time)."""
-        return self._lock(f"analysis-{analysis_id}")
+    def lock_analysis(self, analysis_id: str, wait: bool = False):
+        """Like `lock_run`, for one analysis (one process computes it at a time); `wait`:
+        block until the process holding it ends or lets go."""
+        return self._lock(f"analysis-{analysis_id}", wait)
 
-    def _lock(self, name: str):
+    def _lock(self, name: str, wait: bool = False):
         path = self._folder(self.root / "locks") / f"{name}.lock"
         try:
             handle = open(path, "a")
         except OSError as exc:
             raise write_error(path, exc) from None
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
             return None

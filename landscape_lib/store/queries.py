@@ -154,7 +154,8 @@ def done_analysis_ids(store) -> set[str]:
 def checkpoint_digest(store, run_id: str, epoch: int) -> str | None:
     """The sha256 stored with a checkpoint (None: not stored, e.g. an older store)."""
     df = store.query(CHECKPOINT_DIGEST, [run_id, int(epoch)])
-    return None if df.empty or pd.isna(df["sha256"].iloc[0]) else str(df["sha256"].iloc[0])
+    digest = None if df.empty else df["sha256"].iloc[0]
+    return digest if isinstance(digest, str) else None  # NULL reads as None or NaN
 
 
 def trajectory_files(store, run_id: str) -> pd.DataFrame:
