@@ -148,7 +148,8 @@ CASES = [
     train("analyses-epochs-string", 'analyses={hessian = {epochs = "last"}}', match="epochs"),
     train("analyses-not-table", "analyses={hessian = 5}", match="hessian"),
     train("analyses-seeds-string", 'analyses={surface = {seeds = "x"}}', match="seeds"),
-    train("analyses-samples-0", "analyses={hessian = {samples = 0}}", match="samples"),
+    # hessian takes samples = 0 (the whole split); surface does not
+    train("analyses-samples-0", "analyses={surface = {samples = 0}}", match="samples"),
     train("analyses-samples-inf", "analyses={hessian = {samples = 1e400}}", match="samples"),
     train("analyses-grid-1", "analyses={surface = {grid = 1}}", match="grid"),
     # ---------------------------------------------------------------- devices, files, store
@@ -262,7 +263,7 @@ CASES = [
             match="samples"),
     analyze("set-samples-negative", "{run}", "--what", "hessian", "--set", "samples=-1",
             match="samples"),
-    analyze("set-samples-0", "{run}", "--what", "hessian", "--set", "samples=0", match="samples"),
+    analyze("set-samples-0", "{run}", "--what", "surface", "--set", "samples=0", match="samples"),
     analyze("set-samples-nan", "{run}", "--what", "hessian", "--set", "samples=nan",
             match="samples"),
     analyze("set-samples-string", "{run}", "--what", "hessian", "--set", 'samples="abc"',

@@ -37,6 +37,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Streamlit's AppTest runs a page as `__main__` and leaves it there; a process started
+    later by spawn or forkserver would then re-run that page in the child (multiprocessing
+    re-imports `__main__` from its file). Each test gets the worker's own back."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
 @pytest.fixture
 def store(tmp_path):
     from landscape_lib.store import Store

@@ -82,7 +82,7 @@ def test_registry_choices_are_the_implementations():
     ({"bogus": {}}, "bogus"), ({"hessian": 5}, "hessian"), ({"hessian": {"bogus": 1}}, "bogus"),
     ({"hessian": {"epochs": [99]}}, "99"), ({"hessian": {"epochs": "last"}}, "epochs"),
     ({"surface": {"seeds": "x"}}, "seeds"), ({"hessian": {"tol": math.nan}}, "tol"),
-    ({"surface": {"grid": 1000}}, "grid"), ({"hessian": {"samples": 0}}, "samples"),
+    ({"surface": {"grid": 1000}}, "grid"), ({"surface": {"samples": 0}}, "samples"),
 ])
 def test_scheduled_analyses_are_checked_before_training(table, match):
     with pytest.raises(LandscapeError, match=match):
