@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gridtext import table, tiny_mlp
+
 
 @dataclass(frozen=True)
 class Case:
@@ -25,14 +27,8 @@ class Case:
 
 
 # A valid, tiny grid every grid case starts from (two runs of one epoch on synthetic data).
-DEFAULTS = """[defaults]
-dataset = "synthetic"
-dataset_options = { n_train = 64, n_test = 32 }
-arch = "mlp"
-arch_options = { hidden = [8] }
-epochs = 1
-batch_size = 32
-"""
+DEFAULTS = table("[defaults]", tiny_mlp(hidden=8, dataset_options={"n_train": 64, "n_test": 32},
+                                        epochs=1, batch_size=32))
 STUDY = '[[study]]\nname = "s"\nseed = [0, 1]\n'
 GRID = DEFAULTS + STUDY
 # The same tiny run for `train`: the case's overrides come after these and win.

@@ -24,38 +24,18 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from gridtext import grid_text, tiny_mlp
 from landscape_lib.locations import REPO_ROOT as REPO
 
 HERE = Path(__file__).resolve().parent
 
 # Two runs of a tiny MLP on the bundled digits, 3 epochs, each followed by two scheduled analyses.
-GRID = """
-[defaults]
-dataset = "digits"
-epochs = 3
-batch_size = 256
-arch = "mlp"
-arch_options = { hidden = [16] }
-optimizer = "sgd-momentum"
-lr = 0.05
-
-[analyses.hessian]
-samples = 64
-top_k = 1
-tol = 1e-2
-trace_samples = 2
-per_layer = false
-density_vectors = 1
-density_steps = 8
-
-[analyses.surface]
-samples = 64
-grid = 3
-
-[[study]]
-name = "faults"
-init = ["default", "xavier"]
-"""
+GRID = grid_text(
+    tiny_mlp("digits", epochs=3, batch_size=256, optimizer="sgd-momentum", lr=0.05),
+    {"name": "faults", "init": ["default", "xavier"]},
+    analyses={"hessian": {"samples": 64, "top_k": 1, "tol": 1e-2, "trace_samples": 2,
+                          "per_layer": False, "density_vectors": 1, "density_steps": 8},
+              "surface": {"samples": 64, "grid": 3}})
 
 # Row identities: a key seen twice is a duplicate, a key absent from the reference is a phantom.
 KEYS = {"runs": ("run_id",), "epochs": ("run_id", "epoch"),

@@ -86,13 +86,20 @@ def _rerun(grid, store, tmp_path, ref) -> list[str]:
     return out + fc.problems(store, ref)
 
 
-def test_crash_then_rerun(crash, reference, tmp_path):
-    """Crash (exception, or SIGKILL) at one write point, then `train-all` again."""
-    mode, phase, index, label = crash
+def _faulted(case, reference, tmp_path):
+    """`train-all` of the reference grid into a new store under the case's fault."""
+    mode, phase, index, _ = case
     ref, grid = reference
     store = tmp_path / "store"
     first = launcher().run(fc.train_all_argv(grid, store), tmp_path / "faulted",
                            fault=f"{mode}:{phase}:{index}")
+    return ref, grid, store, first
+
+
+def test_crash_then_rerun(crash, reference, tmp_path):
+    """Crash (exception, or SIGKILL) at one write point, then `train-all` again."""
+    mode, phase, index, label = crash
+    ref, grid, store, first = _faulted(crash, reference, tmp_path)
     problems = []
     if mode == "raise" and first.rc == 0:  # a run was left unfinished: the exit status says so
         problems.append("crash reported as success (exit 0)")
@@ -106,10 +113,7 @@ def test_disk_full_then_rerun(full, reference, tmp_path):
     fails). One clean `error:` line per failed run, non-zero exit, nothing stored lost; after
     space is freed the re-run completes every run with each epoch exactly once."""
     mode, phase, index, label = full
-    ref, grid = reference
-    store = tmp_path / "store"
-    first = launcher().run(fc.train_all_argv(grid, store), tmp_path / "faulted",
-                           fault=f"{mode}:{phase}:{index}")
+    ref, grid, store, first = _faulted(full, reference, tmp_path)
     problems = []
     if first.traceback:
         problems.append("traceback: " + fc.raised(first))

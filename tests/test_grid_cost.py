@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from gridtext import grid_text, tiny_mlp
 from landscape_lib.grid import load_grid
 from landscape_lib.store import Store
 from landscape_lib.train.engine import train_run
@@ -17,30 +18,12 @@ SPEC = importlib.util.spec_from_file_location("grid_cost", REPO / "bench" / "gri
 grid_cost = sys.modules["grid_cost"] = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(grid_cost)
 
-TINY = """
-[analyses.interpolation]
-samples = 64
-points = 5
-
-[defaults]
-dataset = "digits"
-epochs = 3
-batch_size = 64
-arch = "mlp"
-arch_options = { hidden = [16] }
-lr = 0.05
-train_subset = 256
-
-[[study]]
-name = "opt"
-variants = [{ optimizer = "sgd", lr = [0.05, 0.1] }, { optimizer = "sam-sgd" }]
-
-[[study]]
-name = "longer"
-epochs = 5
-optimizer = "adam"
-seed = [0, 1]
-"""
+TINY = grid_text(
+    tiny_mlp("digits", epochs=3, batch_size=64, lr=0.05, train_subset=256),
+    {"name": "opt", "variants": [{"optimizer": "sgd", "lr": [0.05, 0.1]},
+                                 {"optimizer": "sam-sgd"}]},
+    {"name": "longer", "epochs": 5, "optimizer": "adam", "seed": [0, 1]},
+    analyses={"interpolation": {"samples": 64, "points": 5}})
 PLAIN = ("digits", "mlp hidden=16", "plain", 64, 256)
 
 

@@ -7,28 +7,15 @@ import time
 import pandas as pd
 
 from conftest import REPO, cli, tiny_config
+from gridtext import grid_text, tiny_mlp
 from landscape_lib.store import Store
 from landscape_lib.grid import load_grid
 
-GRID = """
-[defaults]
-dataset = "synthetic"
-dataset_options = { n_train = 128, n_test = 64 }
-arch = "mlp"
-arch_options = { hidden = [16] }
-epochs = 3
-batch_size = 32
-optimizer = "sgd"
-lr = 0.1
-
-[[study]]
-name = "inits"
-init = ["lecun", "xavier", "kaiming", "orthogonal"]
-
-[[study]]
-name = "blowup"
-variants = [{ lr = 1e6, init = "kaiming", optimizer = "sgd" }]
-"""
+GRID = grid_text(
+    tiny_mlp(dataset_options={"n_train": 128, "n_test": 64}, epochs=3, batch_size=32,
+             optimizer="sgd", lr=0.1),
+    {"name": "inits", "init": ["lecun", "xavier", "kaiming", "orthogonal"]},
+    {"name": "blowup", "variants": [{"lr": 1e6, "init": "kaiming", "optimizer": "sgd"}]})
 
 
 def _reader(store_root, stop_after, errors, counts):

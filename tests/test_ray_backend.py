@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
+from gridtext import grid_text
 from landscape_lib.cli import main
 from landscape_lib.errors import ConfigError
 from landscape_lib.grid import load_grid
@@ -78,19 +79,9 @@ def ray_cluster():
             cluster.shutdown()
 
 
-def _toml(value) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value)
-
-
 def _grid(path, defaults: dict, study: dict, analyses: dict | None = None):
     """A grid file of one study, written and read back by the library's reader."""
-    tables = [("[defaults]", defaults), *((f"[analyses.{kind}]", params)
-                                          for kind, params in (analyses or {}).items()),
-              ("[[study]]", study)]
-    path.write_text("\n".join(f"{head}\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in t.items())
-                              for head, t in tables))
+    path.write_text(grid_text(defaults, study, analyses=analyses))
     return load_grid(path)
 
 

@@ -11,29 +11,17 @@ import time
 from pathlib import Path
 
 import faultcheck as fc
+from gridtext import grid_text, tiny_mlp
 
 EPOCHS = 80  # the killed-worker grid: runs that outlast the kill (two run at once)
 # Runs that last long enough to be killed mid-way (a few hundred epochs of a tiny MLP).
-SLOW = """
-[defaults]
-dataset = "synthetic"
-dataset_options = { n_train = 256, n_test = 64 }
-arch = "mlp"
-arch_options = { hidden = [16] }
-epochs = {epochs}
-batch_size = 16
-optimizer = "sgd"
-lr = 0.05
-
-[[study]]
-name = "slow"
-seed = {seeds}
-"""
+SLOW = tiny_mlp(dataset_options={"n_train": 256, "n_test": 64}, batch_size=16, optimizer="sgd",
+                lr=0.05)
 
 
 def _grid(tmp: Path, epochs: int, seeds: list[int]) -> Path:
     grid = tmp / "grid.toml"
-    grid.write_text(SLOW.replace("{epochs}", str(epochs)).replace("{seeds}", str(seeds)))
+    grid.write_text(grid_text({**SLOW, "epochs": epochs}, {"name": "slow", "seed": seeds}))
     return grid
 
 
