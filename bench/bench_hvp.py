@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import gc
 import json
 import time
 import traceback
@@ -148,6 +149,7 @@ def top5(op, tol, quick):
 
 def run_candidate(label, kwargs, model, batches, ref, device, args) -> dict:
     row = {"candidate": label}
+    gc.collect()  # the previous candidate's CUDA graphs and their memory pools go first
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
