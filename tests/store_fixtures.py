@@ -22,7 +22,8 @@ _SPEC = importlib.util.spec_from_file_location("gen_store", REPO / "bench" / "ge
 gen_store = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(gen_store)
 
-# Compaction in a subprocess (min_age 0), optionally killed with SIGKILL at one of its steps.
+# Compaction in a subprocess (min_age 0), optionally killed with SIGKILL at one of its steps;
+# `grace` 0 (default here): merged files are deleted at once, the harshest case for its steps.
 COMPACT = """
 import os, sys
 import landscape_lib.store.compact as c
@@ -32,7 +33,7 @@ if crash:
     c._reached = lambda step: os.kill(os.getpid(), 9) if step == crash else None
 root = Store(sys.argv[1])
 c.compact(root.root, list(TABLES), c.done_keys(root.reader().table("runs")), min_age=0,
-          max_files=int(sys.argv[2]), merge_rows=10**9, grace=0)
+          max_files=int(sys.argv[2]), merge_rows=10**9, grace=float(sys.argv[3]))
 """
 
 
@@ -77,9 +78,10 @@ def reader_rows(root) -> dict[str, pd.DataFrame]:
     return {t: r.query(f'SELECT * FROM "{t}"') for t in TABLES}
 
 
-def run_compact(root, max_files=6, crash=None, kill_after=None) -> int:
+def run_compact(root, max_files=6, crash=None, kill_after=None, grace=0.0) -> int:
     env = {**os.environ, "PYTHONPATH": str(REPO), **({"CRASH_AT": crash} if crash else {})}
-    p = subprocess.Popen([sys.executable, "-c", COMPACT, str(root), str(max_files)], env=env)
+    p = subprocess.Popen([sys.executable, "-c", COMPACT, str(root), str(max_files), str(grace)],
+                         env=env)
     if kill_after is not None:
         try:
             p.wait(kill_after)
