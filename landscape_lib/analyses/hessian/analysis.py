@@ -39,7 +39,7 @@ from ...train.environment import sync
 from .lanczos import Eigen, device_dtype, extreme_eigenpairs, seeded_generator, verify
 from .layers import (block_top_eigenvalues, lowrank_block_starts, module_blocks,
                      per_layer_spectrum)
-from .operator import HVP_MODES, HessianOperator
+from .operator import FORWARD_MODES, HVP_MODES, HessianOperator
 from .pyhessian_adapter import pyhessian_spectrum
 from .settings import ENGINES, LAYER_METHODS, HessianSettings
 from .shares import Shares, spectral_shares
@@ -96,6 +96,7 @@ class HessianResult:
     hvp_mode: str
     device: str
     seconds: float
+    hvp_trials: dict = dataclasses.field(default_factory=dict)  # "auto": label -> ms or reason
 
     @property
     def top_eigenvalues(self) -> np.ndarray:
@@ -239,8 +240,15 @@ def analyse(op, model: nn.Module | None = None, s: HessianSettings | None = None
     return HessianResult(
         s, top, bottom, trace, trace_se, q, shares, grid, density, consistent, layers,
         pd.DataFrame(clock.rows), list(getattr(op, "param_names", [])), op.shape[0],
-        int(getattr(op, "n_samples", 0)), s.engine, str(getattr(op, "mode", "")),
-        str(device_dtype(op)[0]), time.perf_counter() - t0)
+        int(getattr(op, "n_samples", 0)), s.engine, _hvp_label(op),
+        str(device_dtype(op)[0]), time.perf_counter() - t0,
+        dict(getattr(getattr(op, "local", op), "trials", {}) or {}))
+
+
+def _hvp_label(op) -> str:
+    """The operator's product mode (e.g. ``graph x4 /4 chlast``; a sharded one's local one)."""
+    local = getattr(op, "local", op)
+    return str(getattr(local, "label", getattr(op, "mode", "")))
 
 
 @contextlib.contextmanager
@@ -255,11 +263,16 @@ def tf32(on: bool):
 
 
 def make_operator(model: nn.Module, loss_fn: Callable, batches: Sequence, s: HessianSettings,
-                  params=None, mode: str | None = None, chunk: int | None = None
-                  ) -> HessianOperator:
-    """The operator of the settings' ``hvp_mode`` / ``hvp_chunk`` (or the given ones)."""
-    return HessianOperator(model, loss_fn, batches, params=params, mode=mode or s.hvp_mode,
-                           chunk_size=chunk or s.hvp_chunk or None)
+                  params=None, like: HessianOperator | None = None) -> HessianOperator:
+    """The operator of the settings' ``hvp_mode`` / ``hvp_chunk``, or of the mode another
+    operator settled on (``like``: its mode, columns, micro-batches and memory format)."""
+    if like is None:
+        return HessianOperator(model, loss_fn, batches, params=params, mode=s.hvp_mode,
+                               chunk_size=s.hvp_chunk or None)
+    forward = like.mode in FORWARD_MODES
+    return HessianOperator(model, loss_fn, batches, params=params, mode=like.mode,
+                           chunk_size=like.chunk_size, split=like.split if forward else 1,
+                           channels_last=bool(like.channels_last) and forward)
 
 
 def hessian_analysis(model: nn.Module, loss_fn: Callable, batches: Sequence,
@@ -276,7 +289,7 @@ def hessian_analysis(model: nn.Module, loss_fn: Callable, batches: Sequence,
         op = make_operator(model, loss_fn, batches, s)
 
         def layer_op(own):  # a layer's own operator, in the mode the whole one settled on
-            return make_operator(model, loss_fn, batches, s, own, op.mode, op.chunk_size)
+            return make_operator(model, loss_fn, batches, s, own, like=op)
 
         return analyse(op, model, s, make_op=layer_op, report=report, progress=progress,
                        pyhessian=(model, loss_fn, batches) if s.engine == "pyhessian" else None)
