@@ -8,7 +8,7 @@ from torch import nn
 from hessian_problems import CE, mlp_problem, rel_err, spd_with_spectrum  # noqa: F401
 from landscape_lib.analyses.hessian.analysis import hessian_analysis
 from landscape_lib.analyses.hessian.lanczos import Lanczos, seeded_generator, top_eigenpairs
-from landscape_lib.analyses.hessian.layers import per_layer_spectrum
+from landscape_lib.analyses.hessian.layers import Blocks, per_layer_spectrum
 from landscape_lib.analyses.hessian.operator import HessianOperator
 from landscape_lib.analyses.hessian.pyhessian_adapter import pyhessian_engine
 from landscape_lib.analyses.hessian.shares import spectral_shares
@@ -106,6 +106,21 @@ def test_slq_probes_in_lockstep_equal_one_after_another():
     assert res.lowest_node == pytest.approx(low, rel=1e-10)
     assert abs(float(res.lowest @ vec)) == pytest.approx(1.0, abs=1e-8)
     assert res.n_products == 75
+
+
+def test_block_sums_of_row_ranges_and_of_interleaved_rows():
+    """Per-block column sums: one reduction per block for consecutive row ranges (a module's
+    parameters), an index_add otherwise; both equal the sums of the rows each block owns."""
+    gen = torch.Generator().manual_seed(6)
+    X = torch.randn(10, 3, generator=gen, dtype=torch.float64)
+    for seg in ([0, 0, 0, 1, 2, 2, 2, 2, 3, 3], [0, 1, 0, 1, 2, 2, 3, 2, 3, 0]):
+        seg = torch.tensor(seg)
+        sizes = torch.bincount(seg).tolist()
+        blocks = Blocks(["a", "b", "c", "d"], ["M"] * 4, sizes, seg)
+        expected = torch.stack([X[seg == b].sum(0) for b in range(4)])
+        torch.testing.assert_close(blocks.sums(X), expected, rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(blocks.sums(X[:, 0]), expected[:, :1], rtol=1e-14, atol=0.0)
+        assert blocks.contiguous == bool((seg[1:] >= seg[:-1]).all())
 
 
 def test_spectral_shares_estimate_the_fractions_below_and_near_the_threshold():
