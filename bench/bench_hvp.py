@@ -95,6 +95,8 @@ def parse_args(argv=None):
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile candidates")
     p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
                    help="TF32 in the candidates' products (the analysis default)")
+    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
+                   help="cuDNN's autotuner in the candidates' products (as the analysis)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per width")
     p.add_argument("--json", help="write the rows here (after each candidate)")
     p.add_argument("--quick", action="store_true", help="CPU smoke run with a small CNN")
@@ -218,7 +220,8 @@ def main(argv=None):
     n = sum(p.numel() for p in model.parameters() if p.requires_grad)
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"{args.arch} {args.option}: {n:,} parameters, {args.images} images, device "
-          f"{device}{gpu}, torch {torch.__version__}, TF32 {'on' if args.tf32 else 'off'}, "
+          f"{device}{gpu}, torch {torch.__version__}, TF32 {'on' if args.tf32 else 'off'}, cuDNN "
+          f"benchmark {'on' if args.cudnn_benchmark else 'off'}, "
           f"checkpoint {args.checkpoint or 'none (initialization)'}", flush=True)
     set_tf32(False)
     t0 = time.perf_counter()
@@ -231,6 +234,7 @@ def main(argv=None):
           f" in {time.perf_counter() - t0:.1f} s, {ref_op.n_products} products", flush=True)
     del ref_op
     set_tf32(args.tf32)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     report = {"model": args.arch, "params": n, "images": args.images, "device": str(device),
               "gpu": gpu.strip(" ()"), "tf32": args.tf32, "reference_top5": ref["top"].tolist(),
               "targets": {"ms": TARGET_MS, "GiB": TARGET_GIB, "top5_rel_err": TARGET_ERR},

@@ -9,6 +9,7 @@ from torch.func import functional_call
 from hessian_problems import (CE, Quadratic, identity_loss, mlp_problem,  # noqa: F401
                               spd_with_spectrum)
 from landscape_lib.analyses.hessian import auto as hessian_auto
+from landscape_lib.analyses.hessian.analysis import hessian_analysis, tf32
 from landscape_lib.analyses.hessian import operator as hessian_ops
 from landscape_lib.analyses.hessian.lanczos import top_eigenpairs
 from landscape_lib.analyses.hessian.operator import HessianOperator
@@ -109,6 +110,27 @@ def test_auto_mode_keeps_the_fastest_measured_candidate(rigged_auto, mlp_problem
     other = HessianOperator(model, CE, [batches[0]])
     other @ V[:, 0]
     assert "reused" not in other.trials and other.trial_products == op.trial_products
+
+
+def test_analysis_keeps_autos_choice_and_trials(rigged_auto, mlp_problem):
+    """The analysis' result names the product mode auto chose and keeps every trial (the
+    runner stores them as hvp_trials.json); the trial products count in the top part; TF32 and
+    cuDNN's autotuner are on during the analysis and restored after."""
+    model, batches, H, evals = mlp_problem
+    rigged_auto("forward x4 /4")
+    cudnn = torch.backends.cudnn
+    before = (torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark)
+    with tf32(True):
+        assert torch.backends.cuda.matmul.allow_tf32 and cudnn.allow_tf32 and cudnn.benchmark
+    assert (torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark) == before
+    res = hessian_analysis(model, CE, batches, top_k=2, trace_samples=4, density_vectors=2,
+                           density_steps=8, layer_steps=3, bottom_max_steps=20)
+    assert res.hvp_mode == "forward x4 /4"
+    assert res.hvp_trials["forward x4 /4"] == 1e3 and res.hvp_trials["cached"] == 2e3
+    top = res.costs.set_index("part").loc["top", "n_products"]
+    assert top == res.top.n_products + 3 * (1 + 4 + 1)
+    # within each value's own residual of the dense eigenvalue (Krylov-Bogoliubov)
+    assert np.all(np.abs(res.top.values - evals.numpy()[::-1][:2]) <= res.top.residuals)
 
 
 def test_micro_batches_give_the_same_hessian(mlp_problem):

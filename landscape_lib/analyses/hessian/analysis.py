@@ -253,13 +253,17 @@ def _hvp_label(op) -> str:
 
 @contextlib.contextmanager
 def tf32(on: bool):
-    """TF32 matmuls and cuDNN convolutions on (or off) for the block, restored after."""
-    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
+    """TF32 matmuls and cuDNN convolutions on (or off) for the block, and cuDNN's autotuner
+    (``cudnn.benchmark``: the fastest convolution algorithms for the analysis' fixed shapes,
+    timed once per shape; float32-exact like the default ones), restored after."""
+    cudnn = torch.backends.cudnn
+    before = (torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark)
+    torch.backends.cuda.matmul.allow_tf32 = cudnn.allow_tf32 = on
+    cudnn.benchmark = True
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark = before
 
 
 def make_operator(model: nn.Module, loss_fn: Callable, batches: Sequence, s: HessianSettings,

@@ -72,7 +72,8 @@ def _key(op) -> tuple:
     return (str(op.device), str(op.dtype), type(op.model).__qualname__,
             tuple(tuple(p.shape) for p in op.params),
             tuple((tuple(x.shape), str(x.dtype)) for x, _ in op.batches), op._given_chunk,
-            op.autocast, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+            op.autocast, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.benchmark)
 
 
 def _gib(device: torch.device, peak: bool = False) -> float:
