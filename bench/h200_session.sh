@@ -12,10 +12,16 @@
 #            grid-cost estimate from its timings
 #   phase 3:                           one Hessian over 50,000 images on 2 GPUs (and 5,000 on
 #            1 vs 2), a 41x41 surface on 1 vs 2 GPUs, 8 CIFAR runs on Ray (1 vs 2 GPUs)
+#   phase 4 (carry .whl/lib .cifar):   issue 14's Hessian targets: GPU 0 alone, the default
+#            analysis of study A's ResNet-18 and ViT patch 4 (4 epochs), 3 runs in one process
+#            (auto's trials in the first); GPU 1 (if there is one) meanwhile: the Hessian GPU
+#            tests, then every product candidate at initialization on 512 CIFAR images
+#   phase 5 (after 4, same machine):   every product candidate at phase 4's ResNet-18 checkpoint,
+#            on the analysis' own 512 images
 #
 #   bash bench/h200_session.sh 1      # results under $OUT (phase<N>.tgz plus the .txt logs)
 set -u
-PHASE=${1:?phase 1, 2 or 3}
+PHASE=${1:?phase 1 to 5}
 OUT=${OUT:-/tmp/h200-out}
 RES=/tmp/h200-res/phase$PHASE
 DATA=/tmp/cifar ROOT=/tmp/lsdata H=/tmp/hstore A=/tmp/studyA
@@ -30,12 +36,18 @@ step() {  # step NAME SECONDS CMD...: its output in $RES/NAME.txt and on stdout
   tail -n 40 "$RES/$name.txt"; echo "=== $name rc=$rc"
 }
 
-case $PHASE in
-1)
+setup() {  # the wheels and the CIFAR-10 JPEG copy
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site .whl/lib/*.whl || exit 1
   tar -xzf .cifar/cifar10-train.tar.gz -C $DATA && tar -xzf .cifar/cifar10-test.tar.gz -C $DATA || exit 1
   nvidia-smi -L
+}
+HVP="auto,cached,graph,graph chlast,graph x4,graph x4 /4,graph x4 /4 chlast,graph x8 /8 chlast"
+HVP="$HVP,graph x4 /2 chlast,graph /2 chlast,graph bf16"
+
+case $PHASE in
+1)
+  setup
   ( export CUDA_VISIBLE_DEVICES=1   # GPU 1: the one-GPU tests, then the products at a checkpoint
     timeout 240 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py tests/test_gpu_hessian.py \
         > "$RES/pytest-gpu.txt" 2>&1; echo "rc=$?" >> "$RES/pytest-gpu.txt"
@@ -69,5 +81,26 @@ case $PHASE in
       --data-root $ROOT --json "$RES/surface.json"
   step ray-grid 150 python3 bench/bench_ray_grid.py --data-folder $DATA --data-root $ROOT \
       --variants BC --out /tmp/raygrid --logs "$RES/raygrid-logs" --json "$RES/raygrid.json"
+  ;;
+4)
+  setup
+  if [ "$(nvidia-smi -L | wc -l)" -gt 1 ]; then
+    ( export CUDA_VISIBLE_DEVICES=1
+      timeout 150 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu_hessian.py \
+          > "$RES/pytest-gpu.txt" 2>&1; echo "rc=$?" >> "$RES/pytest-gpu.txt"
+      timeout 300 python3 bench/bench_hvp.py --data-folder $DATA --cache-root $ROOT --no-compile \
+          --repeats 3 --candidates "$HVP" --json "$RES/hvp-init.json" > "$RES/hvp-init.txt" 2>&1 ) &
+  fi
+  export CUDA_VISIBLE_DEVICES=0
+  step hessian-analysis 480 python3 bench/bench_hessian_analysis.py --data-folder $DATA \
+      --data-root $ROOT --store $H --archs resnet18,vit-p4 --variants after --repeats 3 \
+      --json "$RES/hessian-analysis.json"
+  wait; tail -n 12 "$RES/pytest-gpu.txt" 2>/dev/null; tail -n 30 "$RES/hvp-init.txt" 2>/dev/null
+  ;;
+5)
+  export CUDA_VISIBLE_DEVICES=0
+  step hvp-checkpoint 500 python3 bench/bench_hvp.py --data-folder $DATA --cache-root $ROOT \
+      --store $H --run resnet18 --no-compile --repeats 3 --candidates "$HVP" \
+      --json "$RES/hvp-checkpoint.json"
   ;;
 esac
