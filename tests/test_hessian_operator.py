@@ -145,9 +145,12 @@ def test_micro_batches_give_the_same_hessian(mlp_problem):
     for chunk, split in ((1, 3), (2, 3), (4, 9)):
         op = HessianOperator(model, CE, batches, mode="forward", chunk_size=chunk, split=split)
         torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-12)
-        # one column: over split // chunk parts of each batch (here 3, 1 and 2)
-        assert len(op._forward.pieces[1]) == min(split // chunk, 7) + min(split // chunk, 5)
+        # fewer columns, fewer parts: ceil(split * width / chunk) (one column: 3, 2 and 3)
+        for width in (1, 3):
+            parts = -(-split * width // chunk)
+            assert len(op._forward.pieces(width)) == min(parts, 7) + min(parts, 5)
         torch.testing.assert_close(op @ V[:, 1], H @ V[:, 1], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(op @ V[:, :3], H @ V[:, :3], rtol=1e-9, atol=1e-12)
         assert op.label == f"forward{f' x{chunk}' if chunk > 1 else ''} /{split}"
     with pytest.raises(ConfigError, match="forward mode"):
         HessianOperator(model, CE, batches, mode="cached", split=2)

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from ...errors import ConfigError, check_choice
 from ...params import eval_mode, flatten, vector_to_params
 from . import auto
-from .products import ForwardProducts, split_pieces
+from .products import ForwardProducts
 
 HVP_MODES = ("auto", "forward", "graph", "compile", "reverse", "cached")
 FORWARD_MODES = ("forward", "graph", "compile")
@@ -132,8 +132,8 @@ class HessianOperator:
         autocast: forward modes only: ``"bf16"`` evaluates the model in bfloat16 (inexact).
         channels_last: forward modes only: convolutions in channels-last memory format.
         split: forward modes only: each batch in ``split`` micro-batches (exact: the weighted
-            sum of their Hessians; less memory per call); a one-column product uses
-            ``split // chunk_size`` of them (as many samples per call as ``chunk_size`` columns).
+            sum of their Hessians; less memory per call) for a call of ``chunk_size`` columns,
+            proportionally fewer for fewer columns (``products``).
 
     ``op @ v`` takes a 1-D vector (P,) or a matrix (P, m) of column vectors and returns the same
     shape on ``op.device``; ``op.n_products`` counts Hessian-vector products (columns).
@@ -195,8 +195,7 @@ class HessianOperator:
         elif mode in FORWARD_MODES:
             self._forward = ForwardProducts(
                 self.model, self.loss_fn, self.param_names, self.params,
-                split_pieces(self.batches, self.weights, split), chunk=chunk,
-                single=split_pieces(self.batches, self.weights, max(1, split // chunk)),
+                self.batches, self.weights, split=split, chunk=chunk,
                 graph=mode == "graph", compile=COMPILE_MODE if mode == "compile" else None,
                 autocast=self.autocast, channels_last=channels_last)
 

@@ -1,14 +1,15 @@
 """Forward-over-reverse Hessian-vector products of one batch, eager, as CUDA graphs or compiled.
 
-``ForwardProducts(model, loss_fn, names, params, pieces, ...)(V)`` returns sum_i w_i H_i V over
-the ``pieces`` ``(x, y, w)`` (batches, or micro-batches of them: ``split_pieces``) for the
-columns of V (P, m): ``jvp`` of the functional ``grad`` of a ``functional_call`` (one forward
-pass carrying the tangents, then its backward), with the columns batched by ``vmap`` ``chunk``
-at a time (the primal pass is shared among them; memory grows with ``chunk`` and with the
-piece size, so ``chunk`` columns over micro-batches of 1/``chunk`` of a batch need about the
-memory of one column over the whole batch). A product of one column goes over ``single``
-(default ``pieces``): e.g. the whole batches, as large as the memory of ``chunk`` columns over
-the micro-batches allows. Options, each a candidate of ``bench/bench_hvp.py``:
+``ForwardProducts(model, loss_fn, names, params, batches, weights, ...)(V)`` returns
+sum_i w_i H_i V over the batches (or micro-batches of them, ``split_pieces``) for the columns
+of V (P, m): ``jvp`` of the functional ``grad`` of a ``functional_call`` (one forward pass
+carrying the tangents, then its backward), with the columns batched by ``vmap`` ``chunk`` at a
+time (the primal pass is shared among them). Memory grows with the columns per call times the
+samples per call, so ``chunk`` columns over micro-batches of 1/``chunk`` of a batch need about
+the memory of one column over the whole batch: a call of ``width`` columns goes over each
+batch in ``ceil(split * width / chunk)`` parts (``split`` for a full chunk, the whole batch
+for one column when ``split <= chunk``), never more samples x columns than a full chunk.
+Options, each a candidate of ``bench/bench_hvp.py``:
 
 - ``graph``: each width's product over all pieces captured once as a **CUDA graph** and
   replayed (static input and output buffers, one memory pool for all captures: they replay one
@@ -59,8 +60,7 @@ class ForwardProducts:
     """Forward-over-reverse products over weighted pieces (see the module docstring)."""
 
     def __init__(self, model: nn.Module, loss_fn, names: list[str], params: list[Tensor],
-                 pieces: list[tuple[Tensor, Tensor, float]], *, single=None, chunk: int = 1,
-                 graph: bool = False, compile: str | None = None, autocast: str | None = None,
+                 batches, weights, *, split: int = 1, chunk: int = 1, graph: bool = False, compile: str | None = None, autocast: str | None = None,
                  channels_last: bool = False):
         if autocast is not None and autocast not in AUTOCAST:
             raise ConfigError(f"autocast={autocast!r} is not allowed; choose from: "
@@ -72,8 +72,9 @@ class ForwardProducts:
         prep = _channels_last if channels_last else (lambda t: t)
         self.primals = tuple(prep(p.detach()) for p in params)
         self.sizes = [p.numel() for p in params]
-        self.pieces = {w: [(prep(x), y, float(wt)) for x, y, wt in p]
-                       for w, p in ((1, single or pieces), (2, pieces))}  # 2: any width > 1
+        self.batches = [(prep(x), y) for x, y in batches]
+        self.weights, self.split = list(weights), int(split)
+        self._pieces: dict[int, list] = {}
         self.chunk, self.device = int(chunk), device
         self.autocast = AUTOCAST.get(autocast) if autocast else None
         self.columns = 0  # column-products over all pieces actually computed (warm-ups too)
@@ -108,11 +109,18 @@ class ForwardProducts:
             return one(V[:, 0])[:, None]
         return vmap(one, in_dims=1, out_dims=1)(V)
 
+    def pieces(self, width: int) -> list[tuple[Tensor, Tensor, float]]:
+        """The micro-batches of a call of ``width`` columns (module docstring)."""
+        if width not in self._pieces:
+            parts = -(-self.split * width // self.chunk)
+            self._pieces[width] = split_pieces(self.batches, self.weights, parts)
+        return self._pieces[width]
+
     def _all(self, V: Tensor) -> Tensor:
         """sum_i w_i H_i V over the pieces."""
         out = torch.zeros_like(V)
         with self._context():
-            for x, y, w in self.pieces[min(V.shape[1], 2)]:
+            for x, y, w in self.pieces(V.shape[1]):
                 out.add_(self._fn(x, y, V), alpha=w)
         return out
 
