@@ -112,6 +112,29 @@ def test_auto_mode_keeps_the_fastest_measured_candidate(rigged_auto, mlp_problem
     assert "reused" not in other.trials and other.trial_products == op.trial_products
 
 
+def test_auto_mode_retries_out_of_memory_candidates_on_smaller_micro_batches(
+        monkeypatch, rigged_auto, mlp_problem):
+    """A candidate that runs out of GPU memory is tried again on micro-batches half as large
+    (here: one column fits only in quarters of the batches, and is then the fastest)."""
+    model, batches, H, _ = mlp_problem
+    rigged_auto("forward /4")
+    rigged = hessian_auto.trial_seconds
+
+    def tight(op, W):
+        if op.label in ("forward", "forward /2"):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (rigged)")
+        return rigged(op, W)
+
+    monkeypatch.setattr(hessian_auto, "trial_seconds", tight)
+    op = HessianOperator(model, CE, batches)
+    V = torch.randn(H.shape[0], 2, generator=torch.Generator().manual_seed(7),
+                    dtype=torch.float64)
+    torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-12)
+    assert [k for k, v in op.trials.items() if v == "failed: out of memory"] == [
+        "forward", "forward /2"]
+    assert op.label == "forward /4" and op.trials["forward /4"] == 1e3
+
+
 def test_analysis_keeps_autos_choice_and_trials(rigged_auto, mlp_problem):
     """The analysis' result names the product mode auto chose and keeps every trial (the
     runner stores them as hvp_trials.json); the trial products count in the top part; TF32 and

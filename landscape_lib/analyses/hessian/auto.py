@@ -96,6 +96,14 @@ def trial_seconds(op, W) -> float:
     return best
 
 
+def _smaller(op, cand: Candidate) -> list[Candidate]:
+    """The candidate on micro-batches half as large, while there are samples to split."""
+    smallest = min(len(x) for x, _ in op.batches)
+    if cand.mode != "cached" and cand.split * 2 <= min(MAX_SPLIT, smallest):
+        return [replace(cand, split=cand.split * 2)]
+    return []
+
+
 def _free(device) -> None:
     gc.collect()  # CUDA graphs and their memory pools of a dropped candidate
     if device.type == "cuda":
@@ -126,17 +134,18 @@ def choose(op) -> None:
             need = base + _gib(op.device, peak=True) - before
             if need > AUTO_MAX_GIB:
                 op.trials[cand.label] = f"dropped: {need:.1f} GiB > {AUTO_MAX_GIB:g} GiB"
-                smallest = min(len(x) for x, _ in op.batches)
-                if cand.mode != "cached" and cand.split * 2 <= min(MAX_SPLIT, smallest):
-                    queue.insert(0, replace(cand, split=cand.split * 2))
+                queue[:0] = _smaller(op, cand)
                 if over is None or need < over[0]:
                     over = (need, cand)
             else:
                 op.trials[cand.label] = 1e3 * seconds
                 if best is None or seconds < best[0]:
                     best = (seconds, cand, op._graphs, op._forward)
+        except torch.cuda.OutOfMemoryError:
+            op.trials[cand.label] = "failed: out of memory"
+            queue[:0] = _smaller(op, cand)
         except (RuntimeError, NotImplementedError, ConfigError) as err:
-            # no forward rule, out of memory, no CUDA graphs here: not a candidate
+            # no forward rule, no CUDA graphs here: the same product eagerly, or not a candidate
             op.trials[cand.label] = f"failed: {type(err).__name__}: {str(err)[:80]}"
             if cand.mode == "graph":
                 queue.insert(0, replace(cand, mode="forward"))

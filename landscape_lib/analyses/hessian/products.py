@@ -60,7 +60,8 @@ class ForwardProducts:
     """Forward-over-reverse products over weighted pieces (see the module docstring)."""
 
     def __init__(self, model: nn.Module, loss_fn, names: list[str], params: list[Tensor],
-                 batches, weights, *, split: int = 1, chunk: int = 1, graph: bool = False, compile: str | None = None, autocast: str | None = None,
+                 batches, weights, *, split: int = 1, chunk: int = 1, graph: bool = False,
+                 compile: str | None = None, autocast: str | None = None,
                  channels_last: bool = False):
         if autocast is not None and autocast not in AUTOCAST:
             raise ConfigError(f"autocast={autocast!r} is not allowed; choose from: "
