@@ -48,10 +48,12 @@ def cnn_problem():
 
 @pytest.mark.parametrize("mode, chunk_size, split, channels_last", [
     ("forward", 1, 1, False), ("forward", 3, 1, False), ("graph", 1, 1, False),
-    ("graph", 2, 1, False), ("graph", 2, 4, True), ("forward", 4, 3, True)])
+    ("graph", 2, 1, False), ("graph", 2, 4, True), ("graph", 4, 4, False),
+    ("forward", 4, 3, True)])
 def test_forward_modes_equal_the_cached_graph(cnn_problem, mode, chunk_size, split,
                                               channels_last):
-    """3 columns: with 2 per call a graph of width 2 and one of width 1 (no padding)."""
+    """3 columns: with 2 per call a graph of width 2 and one of width 1, with 4 per call one of
+    width 3 (no padded columns), each over its own micro-batches (``products``)."""
     model, batches, V, cached = cnn_problem
     op = HessianOperator(model, CE, batches, mode=mode, chunk_size=chunk_size, split=split,
                          channels_last=channels_last)
