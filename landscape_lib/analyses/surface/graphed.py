@@ -15,10 +15,17 @@ forward; ``evaluate_points`` falls back to the eager loop, with a warning, if ca
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import torch
 from torch import Tensor
+
+# One capture at a time in this process: entering ``torch.cuda.graph`` synchronises and empties
+# the allocator's cache (a cudaFree on every GPU), which invalidates a capture running in another
+# thread on another GPU (2 H200s, one thread per GPU: cudaErrorStreamCaptureInvalidated).
+# Replays and eager work on other GPUs may go on meanwhile.
+_CAPTURE = threading.Lock()
 
 
 class GraphedPoint:
@@ -42,7 +49,7 @@ class GraphedPoint:
             body(self.coord, self.loss, self.hits)
 
         self.device = device
-        with torch.cuda.device(device):  # the capture's streams on the model's own GPU
+        with _CAPTURE, torch.cuda.device(device):  # the capture's streams on the model's GPU
             side = torch.cuda.Stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):
@@ -50,7 +57,7 @@ class GraphedPoint:
                     point()
             torch.cuda.current_stream(device).wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
-            # thread_local: another thread may capture or run on its own GPU at the same time
+            # thread_local: other threads may go on working on their own GPUs meanwhile
             with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 point()
 
