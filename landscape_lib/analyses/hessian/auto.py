@@ -11,7 +11,8 @@ model or batch still gets a forward mode.
 
 The trial is the same for every candidate (``trial_seconds``): a block of its width, one call
 to warm up (build the gradient graph, capture the CUDA graphs, pick cuDNN plans), then the
-fastest of ``TIMED`` synchronised calls, in milliseconds per column. Every timing or the reason
+fastest of ``TIMED`` synchronised calls, in milliseconds per column; its memory is the peak of
+those calls (what the mode keeps included). Every timing or the reason
 a candidate was dropped is kept in ``op.trials`` (label -> ms per column or text); the choice
 is remembered for the rest of the process for operators of the same model structure, batch
 shapes, dtype, device and TF32 setting (``op.trials["reused"]`` then names it, no trial runs).
@@ -84,8 +85,13 @@ def _gib(device: torch.device, peak: bool = False) -> float:
 
 
 def trial_seconds(op, W) -> float:
-    """Seconds of the fastest of ``TIMED`` products on W after one warm-up product."""
+    """Seconds of the fastest of ``TIMED`` products on W after one warm-up product. The peak
+    memory counts from after the warm-up: what the mode keeps (its gradient graph or captured
+    CUDA graphs) and what its products allocate, not the warm-up's passing workspaces (cuDNN's
+    autotuner tries algorithms with large ones)."""
     op._trial_product(W)
+    if op.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(op.device)
     best = float("inf")
     for _ in range(TIMED):
         sync(op.device)
