@@ -100,7 +100,7 @@ case $PHASE in
 4)
   [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
   step pytest-graph 200 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py \
-      -k "graph or surface"
+      tests/test_gpu_devices.py -k "graph or surface or devices or gpus"
   step surface-gpus 240 python3 bench/bench_surface_gpus.py --data-folder $DATA \
       --data-root $ROOT --json "$RES/surface.json"
   ;;
