@@ -103,6 +103,8 @@ case $PHASE in
       tests/test_gpu_devices.py -k "graph or surface or devices or gpus"
   step surface-gpus 240 python3 bench/bench_surface_gpus.py --data-folder $DATA \
       --data-root $ROOT --json "$RES/surface.json"
+  step surface-gpus-contiguous 200 python3 bench/bench_surface_gpus.py --data-folder $DATA \
+      --data-root $ROOT --contiguous --no-processes --json "$RES/surface-contiguous.json"
   ;;
 5)
   step studyA 560 python3 -m landscape_lib train-all "${STUDY_A[@]}" -j 4

@@ -57,8 +57,13 @@ class GraphedPoint:
                     point()
             torch.cuda.current_stream(device).wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
-            # thread_local: other threads may go on working on their own GPUs meanwhile
-            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+            # thread_local: other threads may go on working on their own GPUs meanwhile;
+            # cuDNN's autotuner off: a plan-cache miss inside the capture would benchmark
+            # (allocate and synchronise) there
+            cudnn = torch.backends.cudnn
+            with cudnn.flags(enabled=cudnn.enabled, benchmark=False,
+                             deterministic=cudnn.deterministic, allow_tf32=cudnn.allow_tf32), \
+                    torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 point()
 
     def __call__(self, c: Tensor) -> tuple[Tensor, Tensor]:
