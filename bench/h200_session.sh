@@ -13,8 +13,8 @@
 #   phase 3:                           one Hessian over 50,000 images on 2 GPUs (and 5,000 on
 #            1 vs 2), a 41x41 surface on 1 vs 2 GPUs, 8 CIFAR runs on Ray (1 vs 2 GPUs)
 #
-#   phase 4 (carry .whl/lib .cifar):   wheels and data if missing; the CUDA-graph surface test;
-#            a 41x41 surface on 1 vs 2 GPUs
+#   phase 4 (carry .whl/lib .cifar):   wheels and data if missing; the GPU surface tests;
+#            a 41x41 surface on 1 vs 2 GPUs (channels-last, then contiguous)
 #   phase 5:                           study A as in phase 2, in the foreground (no Ray)
 #   phase 6:                           analyze-all of study A (whatever phase 5 left), its
 #            curvature table and the grid-cost estimate
@@ -99,8 +99,8 @@ case $PHASE in
   ;;
 4)
   [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
-  step pytest-graph 200 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py \
-      tests/test_gpu_devices.py -k "graph or surface or devices or gpus"
+  step pytest-surface 200 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py \
+      tests/test_gpu_devices.py -k "surface or gpus"
   step surface-gpus 240 python3 bench/bench_surface_gpus.py --data-folder $DATA \
       --data-root $ROOT --json "$RES/surface.json"
   step surface-gpus-contiguous 200 python3 bench/bench_surface_gpus.py --data-folder $DATA \
