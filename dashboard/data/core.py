@@ -8,7 +8,7 @@ its own cursor with the tables it reads registered from the snapshot, and its re
 for a few seconds (`st.cache_data`, keyed by the store root and the filter values).
 
 All SQL takes user values as parameters (`?`); lists go in as one list parameter tested with
-`list_contains(?, col)`. Names that vary (a chosen metric, a group-by key) are checked against
+`list_contains(?, col)`, or a few values on a disk table as `col IN (?, ?, ...)` (`marks`). Names that vary (a chosen metric, a group-by key) are checked against
 fixed lists first, so no user text ever becomes SQL.
 """
 from __future__ import annotations
@@ -108,6 +108,13 @@ def check(names: Iterable[str], allowed: Iterable[str], what: str) -> list[str]:
     if bad:
         raise StoreError(f"unknown {what}: {', '.join(map(str, bad))}")
     return names
+
+
+def marks(values) -> str:
+    """Placeholders for `col IN (...)` over a few values (one `?` each; NULL for none): on a
+    table read from Parquet at each query, DuckDB pushes such a filter into the scan, which
+    list_contains(?, col) is not (0.02 s instead of 0.2 s on 9 million surface points)."""
+    return ", ".join("?" * len(values)) or "NULL"
 
 
 def finite(expr: str) -> str:
