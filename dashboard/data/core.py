@@ -25,11 +25,12 @@ from landscape_lib.store import Store, StoreReader
 
 TTL = 3  # seconds a query result is reused; new rows show up after at most this long
 REFRESH = 2.0  # seconds a table's snapshot is used before its files are checked again
-MAX_POINTS = 4000  # rows per chart; Altair refuses more than 5,000
+MAX_POINTS = 1200  # rows per curve chart (every k-th epoch beyond): a browser on 2 CPU cores
+# draws 2,000 rows of lines in about a second; Altair refuses more than 5,000
 
 # Tables the pages read across runs, loaded in the background when a store is first opened.
 PRELOAD = ("runs", "epochs", "hessian_summary", "analyses", "surface_summary", "hessian_eigs",
-           "surface_points", "attention_jsd", "attention_hessian")
+           "surface_points", "attention_jsd", "attention_hessian", "checkpoints")
 
 
 class Filters(NamedTuple):
