@@ -68,7 +68,7 @@ def two_d() -> None:
     log_z = c4.toggle("Log z", key="surf_log", persist_state="session", disabled=value != "loss")
     log_z = log_z and value == "loss"
     ids = tuple(r.analysis_id for r in chosen)
-    points = surfaces.surface_points(root, ids)
+    points = surfaces.surface_points(root, ids, tuple(picked))
     summary = surfaces.surface_summary(root, ids).set_index("analysis_id")
     panels = {r.analysis_id: {"title": [run_id, _label(r)], "x_title": _axis(r, 1),
                               "y_title": _axis(r, 2)} for run_id, r in zip(picked, chosen)}

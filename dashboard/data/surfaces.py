@@ -32,11 +32,14 @@ def surfaces(root: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
-def surface_points(root: str, analysis_ids: tuple[str, ...]) -> pd.DataFrame:
-    """Grid points (i, j, x, y, loss, acc) of the given surfaces."""
+def surface_points(root: str, analysis_ids: tuple[str, ...], run_ids: tuple[str, ...]
+                   ) -> pd.DataFrame:
+    """Grid points (i, j, x, y, loss, acc) of the given surfaces of the given runs (the run ids
+    let the scan skip the other runs' row groups: compacted files are in run order)."""
     return query(root, f"""SELECT analysis_id, run_id, epoch, i, j, x, y, loss, acc
-                           FROM surface_points WHERE analysis_id IN ({marks(analysis_ids)})
-                           ORDER BY analysis_id, i, j""", list(analysis_ids))
+                           FROM surface_points WHERE run_id IN ({marks(run_ids)})
+                           AND analysis_id IN ({marks(analysis_ids)})
+                           ORDER BY analysis_id, i, j""", [*run_ids, *analysis_ids])
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
