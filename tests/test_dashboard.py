@@ -358,7 +358,15 @@ def test_chart_downloads_are_images_and_palette(monkeypatch, store_root, downloa
 
 def test_study_report(monkeypatch, store_root, downloads):
     at = app(monkeypatch, store_root, "report", report_study="optimizers")
-    assert {s.value.split(" (")[0] for s in at.subheader} >= {"optimizer", "model"}
+    # One factor's section on the page at a time, each reachable from the URL's control
+    assert len(at.segmented_control(key="report_factor").options) >= 2
+    shown = set()
+    for factor in ("optimizer", "model_label"):
+        at.segmented_control(key="report_factor").set_value(factor).run()
+        assert not problems(at) and len(at.subheader) == 1 and len(vega_specs(at)) == 1
+        shown.add(at.subheader[0].value.split(" (")[0])
+        assert not csv_of(at, downloads, f"csv_report_levels_{factor}").empty
+    assert shown >= {"optimizer", "model"}
     md = fetch(at, downloads, "report_md")
     assert "## optimizer" in md and "data:image/png;base64," in md and "| sam-adam |" in md
     html = fetch(at, downloads, "report_html")
