@@ -344,6 +344,9 @@ def test_surfaces_six_runs_scales_and_open_view_only(monkeypatch, store_root, do
 def test_chart_downloads_are_images_and_palette(monkeypatch, store_root, downloads):
     from dashboard import charts
     at = app(monkeypatch, store_root, "training")
+    # Both default metrics in one chart (one view for the browser), each with its own files
+    (both,) = vega_specs(at)
+    assert [len(row["hconcat"]) for row in both["vconcat"]] == [2]
     png = fetch(at, downloads, "csv_training_val_acc_png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     svg = fetch(at, downloads, "csv_training_val_acc_svg")
