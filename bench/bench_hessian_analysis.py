@@ -13,11 +13,13 @@ process:
   ResNet-18 81.5 s for 1,370, with a lambda_min that was wrong);
 - ``after``: the defaults (``HessianSettings``: per-layer traces from the whole-network probes,
   all modules' Lanczos in lockstep, ``hvp_mode="auto"``), ``--repeats`` times (the first run
-  of a process includes CUDA/cuDNN warm-up and auto's trials, which belong to it).
+  of a process includes CUDA/cuDNN warm-up and auto's trials; later runs of the process reuse
+  auto's choice for the same model and batch shapes, as the analyses of a grid worker do).
 
 Printed per run and variant: wall seconds of ``run_analysis`` (loading and writing included) and
 the parts' own seconds, products, and products / seconds of each part
-(``analysis_costs``), lambda_max, lambda_min with its residual and ``lam_min_consistent``; then
+(``analysis_costs``), lambda_max, lambda_min with its residual and ``lam_min_consistent``,
+auto's trials (``hvp_trials.json``: ms per column of each product mode, or why it was dropped); then
 the ratio before / after measured in this run. ``--variants after`` skips the (slow) old way.
 
     python bench/bench_hessian_analysis.py --data-folder DIR [--archs vit-p4,resnet18]
@@ -36,6 +38,7 @@ from study_runs import ARCHS, study_a, trained
 
 from landscape_lib.analyses.hessian.analysis import PARTS
 from landscape_lib.analyses.provenance import run_analysis
+from landscape_lib.analyses.runners.curvature import HVP_TRIALS
 from landscape_lib.store import Store
 from landscape_lib.store.queries import table_rows
 from landscape_lib.store.schema import WHOLE_MODEL
@@ -79,6 +82,7 @@ def analyse(store, run_id, params, device, data_root) -> dict:
     costs, summary, analyses = rows("analysis_costs"), rows("hessian_summary"), rows("analyses")
     whole = summary[summary.layer == WHOLE_MODEL].iloc[0]
     engine = analyses["engine"].iloc[-1]
+    trials = store.analysis_artifact(run_id, aid, HVP_TRIALS)
     return {"wall_s": wall, "parts_s": float(costs["seconds"].sum()),
             "products": int(costs["n_products"].sum()), "engine": engine,
             "parts": {r.part: (int(r.n_products), round(float(r.seconds), 2))
@@ -88,7 +92,8 @@ def analyse(store, run_id, params, device, data_root) -> dict:
             "lambda_max": float(whole.top_eig), "lam_min": float(whole.lam_min),
             "lam_min_residual": float(whole.lam_min_residual),
             "lam_min_consistent": bool(whole.lam_min_consistent),
-            "neg_share": float(whole.neg_share)}
+            "neg_share": float(whole.neg_share),
+            "hvp_trials": json.loads(trials.read_text()) if trials.exists() else {}}
 
 
 def main(argv=None):
@@ -110,7 +115,8 @@ def main(argv=None):
                       f"{row['lambda_max']:.4g}, lambda_min {row['lam_min']:.4g} +- "
                       f"{row['lam_min_residual']:.2g} (consistent {row['lam_min_consistent']}), "
                       f"neg share {row['neg_share']:.3f}, {row['layers']} layers\n"
-                      f"{'':>17}parts (products, s): {row['parts']}", flush=True)
+                      f"{'':>17}parts (products, s): {row['parts']}\n"
+                      f"{'':>17}auto's trials (ms per column): {row['hvp_trials']}", flush=True)
                 if args.json:
                     Path(args.json).write_text(json.dumps(rows, indent=1))
         times = {v: min(r["wall_s"] for r in rows if r["arch"] == arch and r["variant"] == v)

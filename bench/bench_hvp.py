@@ -3,13 +3,15 @@
 The CIFAR ResNet-18 (or ``--arch`` with ``--option key=value``) at a checkpoint
 (``--checkpoint``: a state_dict such as the store's ``checkpoints/epoch_0004.pt``) or at
 initialization, on ``--images`` images (one batch): real ones from ``--data-folder`` (the
-analysis' seeded subset of the training split) or synthetic ones. One process, one GPU.
+analysis' seeded subset of the training split) or synthetic ones. Or a trained run of a store
+(``--store DIR --run ID-PREFIX``): its last checkpoint and the analysis' own sample of
+``--images`` training images, as the ``hessian`` analysis builds them. One process, one GPU.
 
 1. Reference: float32 with TF32 off, forward-over-reverse products; the top 5 eigenvalues by
    Lanczos at tol 1e-5.
 2. Every candidate of ``CANDIDATES`` (the operator's modes: cached graph, reverse,
-   forward-over-reverse per column or ``xN`` columns per ``vmap``, CUDA graphs, torch.compile,
-   channels-last, bf16 autocast; and ``auto``, the operator's own timed choice among the
+   forward-over-reverse per column or ``xN`` columns per ``vmap`` (``/N``: over N micro-batches),
+   CUDA graphs, torch.compile, channels-last, bf16 autocast; and ``auto``, the operator's own timed choice among the
    float32-exact ones), with TF32 as the analysis uses it (``--tf32``, default on): setup
    seconds (construction and first product: graph capture, compilation), ms per product with
    1 column and with 8 columns per call, peak GPU memory, the relative error of its products
@@ -59,12 +61,19 @@ CANDIDATES = {
     "graph x8": {"mode": "graph", "chunk_size": 8},
     "graph chlast": {"mode": "graph", "channels_last": True},
     "graph chlast x4": {"mode": "graph", "chunk_size": 4, "channels_last": True},
+    # vmapped columns over micro-batches (1/chunk of the batch each): x4's speed, x1's memory
+    "forward x4 /4": {"mode": "forward", "chunk_size": 4, "split": 4},
+    "graph x4 /4": {"mode": "graph", "chunk_size": 4, "split": 4},
+    "graph x4 /4 chlast": {"mode": "graph", "chunk_size": 4, "split": 4, "channels_last": True},
+    "graph x8 /8 chlast": {"mode": "graph", "chunk_size": 8, "split": 8, "channels_last": True},
+    "graph x4 /2 chlast": {"mode": "graph", "chunk_size": 4, "split": 2, "channels_last": True},
+    "graph /2 chlast": {"mode": "graph", "split": 2, "channels_last": True},
     "compile": {"mode": "compile"},
     "compile x4": {"mode": "compile", "chunk_size": 4},
     "graph bf16": {"mode": "graph", "autocast": "bf16"},
     "graph bf16 x4": {"mode": "graph", "chunk_size": 4, "autocast": "bf16"},
 }
-QUICK = "auto,cached,reverse,forward,forward x4"
+QUICK = "auto,cached,reverse,forward,forward x4,forward x4 /4"
 TARGET_MS, TARGET_GIB, TARGET_ERR = 45.0, 20.0, 5e-3
 COLUMNS = ["candidate", "setup_s", "ms_1col", "ms_8col", "peak_GiB", "prod_err", "top5_err",
            "top5_products", "ok", "chosen", "error"]
@@ -77,6 +86,8 @@ def parse_args(argv=None):
     p.add_argument("--data-folder", help="ImageFolder tree with train/ and test/ (CIFAR-10)")
     p.add_argument("--cache-root", default=None, help="decoded-image cache (default: data root)")
     p.add_argument("--checkpoint", help="state_dict of the model (e.g. a 4-epoch checkpoint)")
+    p.add_argument("--store", help="a store with trained runs (with --run)")
+    p.add_argument("--run", help="run id or prefix in --store: its last checkpoint and data")
     p.add_argument("--arch", default="resnet18", help="a registry architecture")
     p.add_argument("--option", nargs="*", default=[], metavar="KEY=VALUE",
                    help="architecture options (values parsed as Python literals)")
@@ -84,6 +95,8 @@ def parse_args(argv=None):
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile candidates")
     p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
                    help="TF32 in the candidates' products (the analysis default)")
+    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
+                   help="cuDNN's autotuner in the candidates' products (as the analysis)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per width")
     p.add_argument("--json", help="write the rows here (after each candidate)")
     p.add_argument("--quick", action="store_true", help="CPU smoke run with a small CNN")
@@ -109,7 +122,23 @@ def arch_options(pairs: list[str]) -> dict:
     return out
 
 
+def run_model_and_batch(args, device):
+    """The run's last checkpoint and the analysis' sample, as the `hessian` analysis gets them."""
+    from landscape_lib.analyses.context import (AnalysisContext, find_run, resolve_epoch,
+                                                run_config)
+    from landscape_lib.store import Store
+    store = Store(args.store)
+    row = find_run(store, args.run)
+    epoch = resolve_epoch(store, row["run_id"], "last")
+    ctx = AnalysisContext(store, row["run_id"], run_config(row), epoch, device,
+                          data_root=args.cache_root)
+    args.arch, args.checkpoint = ctx.cfg.arch, f"{row['run_id']} epoch {epoch}"
+    return ctx.model.eval(), ctx.batches("train", args.images)
+
+
 def model_and_batch(args, device):
+    if args.store and args.run:
+        return run_model_and_batch(args, device)
     if args.data_folder:
         splits = load_dataset("folder", root=args.cache_root, path=args.data_folder)
         data = DeviceData(splits, device)
@@ -170,7 +199,7 @@ def run_candidate(label, kwargs, model, batches, ref, device, args) -> dict:
     row["ok"] = bool(best_ms <= TARGET_MS and row["top5_err"] <= TARGET_ERR
                      and not row["peak_GiB"] > TARGET_GIB)
     if label == "auto":
-        row["chosen"] = f"{op.mode} x{op.chunk_size}"
+        row["chosen"] = op.label
         row["trials"] = op.trials
         row["trial_products"] = op.trial_products
     return row
@@ -188,10 +217,11 @@ def main(argv=None):
     args = parse_args(argv)
     device = resolve_device(args.device)
     model, batches = model_and_batch(args, device)
-    n = sum(p.numel() for p in model.parameters())
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"{args.arch} {args.option}: {n:,} parameters, {args.images} images, device "
-          f"{device}{gpu}, torch {torch.__version__}, TF32 {'on' if args.tf32 else 'off'}, "
+          f"{device}{gpu}, torch {torch.__version__}, TF32 {'on' if args.tf32 else 'off'}, cuDNN "
+          f"benchmark {'on' if args.cudnn_benchmark else 'off'}, "
           f"checkpoint {args.checkpoint or 'none (initialization)'}", flush=True)
     set_tf32(False)
     t0 = time.perf_counter()
@@ -204,6 +234,7 @@ def main(argv=None):
           f" in {time.perf_counter() - t0:.1f} s, {ref_op.n_products} products", flush=True)
     del ref_op
     set_tf32(args.tf32)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     report = {"model": args.arch, "params": n, "images": args.images, "device": str(device),
               "gpu": gpu.strip(" ()"), "tf32": args.tf32, "reference_top5": ref["top"].tolist(),
               "targets": {"ms": TARGET_MS, "GiB": TARGET_GIB, "top5_rel_err": TARGET_ERR},

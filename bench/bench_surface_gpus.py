@@ -135,6 +135,8 @@ def main(argv=None):
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-processes", action="store_true", help="skip the 2-process bound")
+    ap.add_argument("--contiguous", action="store_true",
+                    help="contiguous layout (default on CUDA: channels-last, as the analysis)")
     ap.add_argument("--json", help="write the figures here as JSON")
     ap.add_argument("--devices", default="cuda:0,cuda:1",
                     help="the two devices (cpu,cpu: a smoke run of this script without GPUs)")
@@ -151,11 +153,13 @@ def main(argv=None):
     d1, d2 = random_directions(model, seed=0, count=2)
     center = get_weights(model)
     xs = ys = np.linspace(-1.0, 1.0, args.grid)
-    options = dict(precision=args.precision, channels_last=on_gpu)  # as the analysis on CUDA
+    options = dict(precision=args.precision,  # channels-last as the analysis on CUDA
+                   channels_last=on_gpu and not args.contiguous)
     name = torch.cuda.get_device_name(0) if on_gpu else "CPU"
     print(f"{name} x2, torch {torch.__version__}; ResNet-18 width {args.width} "
           f"({sum(p.numel() for p in model.parameters()):,} params); {args.grid}x{args.grid} "
-          f"grid on {args.images} images ({what}), batch {args.batch}, {args.precision}")
+          f"grid on {args.images} images ({what}), batch {args.batch}, {args.precision}, "
+          f"{'channels-last' if options['channels_last'] else 'contiguous'}")
 
     variants = {
         "1 GPU (surface_2d)": lambda: surface_2d(model, center, d1, d2, xs, ys, batches,

@@ -13,9 +13,21 @@
 #   phase 3:                           one Hessian over 50,000 images on 2 GPUs (and 5,000 on
 #            1 vs 2), a 41x41 surface on 1 vs 2 GPUs, 8 CIFAR runs on Ray (1 vs 2 GPUs)
 #
+#   phase 4 (carry .whl/lib .cifar):   wheels and data if missing; the CUDA-graph surface test;
+#            a 41x41 surface on 1 vs 2 GPUs
+#   phase 5:                           study A as in phase 2, in the foreground (no Ray)
+#   phase 6:                           analyze-all of study A (whatever phase 5 left), its
+#            curvature table and the grid-cost estimate
+#   phase 7 (carry .whl/lib .cifar):   issue 14's Hessian targets: GPU 0 alone, the default
+#            analysis of study A's ResNet-18 and ViT patch 4 (4 epochs), 3 runs in one process
+#            (auto's trials in the first); GPU 1 (if there is one) meanwhile: the Hessian GPU
+#            tests, then every product candidate at initialization on 512 CIFAR images
+#   phase 8 (after 7, same machine):   every product candidate at phase 7's ResNet-18 checkpoint,
+#            on the analysis' own 512 images
+#
 #   bash bench/h200_session.sh 1      # results under $OUT (phase<N>.tgz plus the .txt logs)
 set -u
-PHASE=${1:?phase 1, 2 or 3}
+PHASE=${1:?phase 1 to 8}
 OUT=${OUT:-/tmp/h200-out}
 RES=/tmp/h200-res/phase$PHASE
 DATA=/tmp/cifar ROOT=/tmp/lsdata H=/tmp/hstore A=/tmp/studyA
@@ -30,12 +42,27 @@ step() {  # step NAME SECONDS CMD...: its output in $RES/NAME.txt and on stdout
   tail -n 40 "$RES/$name.txt"; echo "=== $name rc=$rc"
 }
 
-case $PHASE in
-1)
+setup() {  # wheels and the CIFAR-10 JPEG copy (carried as .whl/lib and .cifar)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site .whl/lib/*.whl || exit 1
   tar -xzf .cifar/cifar10-train.tar.gz -C $DATA && tar -xzf .cifar/cifar10-test.tar.gz -C $DATA || exit 1
   nvidia-smi -L
+}
+STUDY_A=(runs/grid.toml --study A-vit-sam --epochs 12 --set seed=0 --set dataset=folder
+         --set "dataset_options={path=\"$DATA\"}" --store $A --data-root $ROOT --no-progress)
+missing_hessians() {  # study A's done runs without a finished Hessian analysis
+  python3 -c "from landscape_lib.store import Store
+from landscape_lib.store.queries import hessian_study_table as t
+t = t(Store('$A'), 'A-vit-sam')
+print(' '.join(t[t.lambda_max.isna() & t.status.isin(['finished', 'diverged'])].run_id))"
+}
+
+HVP="auto,cached,graph,graph chlast,graph x4,graph x4 /4,graph x4 /4 chlast,graph x8 /8 chlast"
+HVP="$HVP,graph x4 /2 chlast,graph /2 chlast,graph bf16"  # bench_hvp's candidates, phases 7-8
+
+case $PHASE in
+1)
+  setup
   ( export CUDA_VISIBLE_DEVICES=1   # GPU 1: the one-GPU tests, then the products at a checkpoint
     timeout 240 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py tests/test_gpu_hessian.py \
         > "$RES/pytest-gpu.txt" 2>&1; echo "rc=$?" >> "$RES/pytest-gpu.txt"
@@ -69,5 +96,52 @@ case $PHASE in
       --data-root $ROOT --json "$RES/surface.json"
   step ray-grid 150 python3 bench/bench_ray_grid.py --data-folder $DATA --data-root $ROOT \
       --variants BC --out /tmp/raygrid --logs "$RES/raygrid-logs" --json "$RES/raygrid.json"
+  ;;
+4)
+  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
+  step pytest-graph 200 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py \
+      tests/test_gpu_devices.py -k "graph or surface or devices or gpus"
+  step surface-gpus 240 python3 bench/bench_surface_gpus.py --data-folder $DATA \
+      --data-root $ROOT --json "$RES/surface.json"
+  step surface-gpus-contiguous 200 python3 bench/bench_surface_gpus.py --data-folder $DATA \
+      --data-root $ROOT --contiguous --no-processes --json "$RES/surface-contiguous.json"
+  ;;
+5)
+  step studyA 560 python3 -m landscape_lib train-all "${STUDY_A[@]}" -j 4
+  ;;
+6)
+  i=0
+  for run in $(missing_hessians); do  # one process per run, alternating GPUs
+    echo "=== analyze $run on GPU $((i % 2))"
+    CUDA_VISIBLE_DEVICES=$((i % 2)) timeout 400 python3 -m landscape_lib analyze "$run" \
+        --what hessian --store $A --data-root $ROOT --no-progress > "$RES/analyze-$run.txt" 2>&1 &
+    i=$((i + 1))
+  done
+  wait
+  step curvature-table 60 python3 bench/curvature_table.py --store $A --study A-vit-sam \
+      --csv "$RES/studyA-curvature.csv"
+  step grid-cost 60 python3 bench/grid_cost.py estimate runs/grid.toml --from-store $A \
+      --alias folder=cifar10
+  ;;
+7)
+  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
+  if [ "$(nvidia-smi -L | wc -l)" -gt 1 ]; then
+    ( export CUDA_VISIBLE_DEVICES=1
+      timeout 150 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu_hessian.py \
+          > "$RES/pytest-gpu.txt" 2>&1; echo "rc=$?" >> "$RES/pytest-gpu.txt"
+      timeout 300 python3 bench/bench_hvp.py --data-folder $DATA --cache-root $ROOT --no-compile \
+          --repeats 3 --candidates "$HVP" --json "$RES/hvp-init.json" > "$RES/hvp-init.txt" 2>&1 ) &
+  fi
+  export CUDA_VISIBLE_DEVICES=0
+  step hessian-analysis 480 python3 bench/bench_hessian_analysis.py --data-folder $DATA \
+      --data-root $ROOT --store $H --archs resnet18,vit-p4 --variants after --repeats 3 \
+      --json "$RES/hessian-analysis.json"
+  wait; tail -n 12 "$RES/pytest-gpu.txt" 2>/dev/null; tail -n 30 "$RES/hvp-init.txt" 2>/dev/null
+  ;;
+8)
+  export CUDA_VISIBLE_DEVICES=0
+  step hvp-checkpoint 500 python3 bench/bench_hvp.py --data-folder $DATA --cache-root $ROOT \
+      --store $H --run resnet18 --no-compile --repeats 3 --candidates "$HVP" \
+      --json "$RES/hvp-checkpoint.json"
   ;;
 esac

@@ -128,3 +128,25 @@ def test_bf16_surface_is_close_to_fp32(arch, method):
     assert np.max(np.abs(bf16 - fp32) / np.abs(fp32)) < BF16_TOLERANCE
     if method == "loop":
         np.testing.assert_allclose(loss(channels_last=True), fp32, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch, options", [("cnn", {}), ("resnet18", {"width": 8}),
+                                           ("vit", {"patch_size": 4})])
+def test_graph_surface_equals_the_eager_loop(arch, options):
+    """The loop engine's points replayed as CUDA graphs (method "graph", what "auto" takes for
+    these nets) give the eager loop's losses; a warm model (BN statistics) is left unchanged."""
+    torch.manual_seed(0)
+    model = create_model(arch, in_channels=3, image_size=16, num_classes=4, **options)
+    model = model.to(CUDA).eval()
+    before = copy.deepcopy(model.state_dict())
+    batches = [(torch.randn(64, 3, 16, 16, device=CUDA), torch.randint(0, 4, (64,), device=CUDA))
+               for _ in range(2)]
+    d1, d2 = random_directions(model, 0, 2)
+    xs = np.linspace(-0.5, 0.5, 7)
+    res = {m: surface_2d(model, get_weights(model), d1, d2, xs, xs[:5], batches, method=m)
+           for m in ("loop", "graph", "auto")}
+    assert res["graph"]["method"] == res["auto"]["method"] == "graph"
+    np.testing.assert_allclose(res["graph"]["loss"], res["loop"]["loss"], rtol=1e-5)
+    np.testing.assert_array_equal(res["graph"]["acc"], res["loop"]["acc"])
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0)

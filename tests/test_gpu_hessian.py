@@ -14,6 +14,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
+from landscape_lib.analyses.hessian import auto as hessian_auto
 from landscape_lib.analyses.hessian.distributed import ShardedOperator, launch, shard
 from landscape_lib.analyses.hessian.lanczos import extreme_eigenpairs
 from landscape_lib.analyses.hessian.operator import HessianOperator
@@ -45,11 +46,17 @@ def cnn_problem():
     return model, batches, V, cached
 
 
-@pytest.mark.parametrize("mode, chunk_size", [("forward", 1), ("forward", 3), ("graph", 1),
-                                              ("graph", 2)])
-def test_forward_modes_equal_the_cached_graph(cnn_problem, mode, chunk_size):
+@pytest.mark.parametrize("mode, chunk_size, split, channels_last", [
+    ("forward", 1, 1, False), ("forward", 3, 1, False), ("graph", 1, 1, False),
+    ("graph", 2, 1, False), ("graph", 2, 4, True), ("graph", 4, 4, False),
+    ("forward", 4, 3, True)])
+def test_forward_modes_equal_the_cached_graph(cnn_problem, mode, chunk_size, split,
+                                              channels_last):
+    """3 columns: with 2 per call a graph of width 2 and one of width 1, with 4 per call one of
+    width 3 (no padded columns), each over its own micro-batches (``products``)."""
     model, batches, V, cached = cnn_problem
-    op = HessianOperator(model, CE, batches, mode=mode, chunk_size=chunk_size)
+    op = HessianOperator(model, CE, batches, mode=mode, chunk_size=chunk_size, split=split,
+                         channels_last=channels_last)
     assert rel(op @ V, cached) < HVP_TOLERANCE
     assert rel(op @ V, cached) < HVP_TOLERANCE  # graph mode: a replay, not the capture
     assert op.mode == mode  # no fall-back to double backward on CUDA
@@ -58,14 +65,20 @@ def test_forward_modes_equal_the_cached_graph(cnn_problem, mode, chunk_size):
 
 def test_auto_mode_keeps_the_fastest_candidate_and_answers_like_them(cnn_problem):
     model, batches, V, cached = cnn_problem
+    hessian_auto.forget()
     op = HessianOperator(model, CE, batches)
-    out = op @ V
+    out = op @ V  # the trials run on the first product
+    assert {"graph", "graph x4 /4", "graph chlast", "graph x4 /4 chlast", "cached"} <= set(
+        op.trials)
     timed = {k: v for k, v in op.trials.items() if isinstance(v, float)}
     assert timed, op.trials
-    chosen = op.mode if op.chunk_size == 1 else f"{op.mode} x{op.chunk_size}"
-    assert chosen == min(timed, key=timed.get)
+    assert op.label == min(timed, key=timed.get)
     assert op.trial_products > 0 and op.n_products == V.shape[1] + op.trial_products
     assert rel(out, cached) < HVP_TOLERANCE
+    again = HessianOperator(model, CE, batches)  # the choice is remembered, no trials
+    assert rel(again @ V, cached) < HVP_TOLERANCE
+    assert again.label == op.label and again.trial_products == 0
+    hessian_auto.forget()
 
 
 def _rank(rank, world, queue):

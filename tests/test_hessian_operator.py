@@ -8,9 +8,12 @@ from torch.func import functional_call
 
 from hessian_problems import (CE, Quadratic, identity_loss, mlp_problem,  # noqa: F401
                               spd_with_spectrum)
+from landscape_lib.analyses.hessian import auto as hessian_auto
+from landscape_lib.analyses.hessian.analysis import hessian_analysis, tf32
 from landscape_lib.analyses.hessian import operator as hessian_ops
 from landscape_lib.analyses.hessian.lanczos import top_eigenpairs
 from landscape_lib.analyses.hessian.operator import HessianOperator
+from landscape_lib.analyses.hessian.products import split_pieces
 from landscape_lib.errors import ConfigError
 from landscape_lib.params import vector_to_params
 
@@ -59,35 +62,124 @@ def test_auto_mode_is_chosen_by_device():
     assert hessian_ops._resolve_mode("reverse", torch.device("cuda")) == "reverse"
 
 
-@pytest.mark.parametrize("faster", ["forward", "forward x4", "cached"])
-def test_auto_mode_keeps_the_fastest_measured_candidate(monkeypatch, mlp_problem, faster):
-    """On CUDA, "auto" times every candidate on the first product; here (CPU, where CUDA graphs
-    cannot be captured: those candidates fail and are dropped) the clock is rigged."""
+@pytest.fixture
+def rigged_auto(monkeypatch):
+    """"auto" as on CUDA (on the CPU CUDA graphs cannot be captured: those candidates fail and
+    their eager substitutes run), with nothing remembered, and a clock that makes ``faster``
+    twice as fast per column as every other candidate."""
+    monkeypatch.setattr(hessian_ops, "_resolve_mode", lambda m, d: m)
+    monkeypatch.setattr(hessian_auto, "TIMED", 1)  # a warm-up and one timed call (test time)
+    hessian_auto.forget()
+    timed = hessian_auto.trial_seconds
+
+    def rig(faster):
+        def rigged(op, W):
+            timed(op, W)
+            return (1.0 if op.label == faster else 2.0) * W.shape[1]
+        monkeypatch.setattr(hessian_auto, "trial_seconds", rigged)
+
+    yield rig
+    hessian_auto.forget()
+
+
+@pytest.mark.parametrize("faster", ["forward", "forward x4 /4", "cached"])
+def test_auto_mode_keeps_the_fastest_measured_candidate(rigged_auto, mlp_problem, faster):
     model, batches, H, _ = mlp_problem
-    monkeypatch.setattr(hessian_ops, "_resolve_mode", lambda m, d: m)  # CPU acts like CUDA
-    timed = hessian_ops.HessianOperator._time
-
-    def rigged(self, W):
-        timed(self, W)
-        label = hessian_ops._label(self.mode, self.chunk_size)
-        return 1.0 * W.shape[1] if label == faster else 2.0 * W.shape[1]
-
-    monkeypatch.setattr(hessian_ops.HessianOperator, "_time", rigged)
+    rigged_auto(faster)
     op = HessianOperator(model, CE, batches)
     assert op.mode == "auto"
     V = torch.randn(H.shape[0], 3, generator=torch.Generator().manual_seed(3),
                     dtype=torch.float64)
     torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-12)
-    assert hessian_ops._label(op.mode, op.chunk_size) == faster
-    labels = [hessian_ops._label(m, c) for m, c in hessian_ops.AUTO_CANDIDATES]
-    assert list(op.trials) == labels
-    assert all(str(op.trials[k]).startswith("failed: ConfigError") for k in labels if "graph" in k)
+    assert op.label == faster
+    # every graph candidate failed and was replaced by the same product run eagerly
+    assert list(op.trials) == ["graph", "forward", "graph x4 /4", "forward x4 /4", "cached"]
+    assert all(str(op.trials[k]).startswith("failed: ConfigError") for k in op.trials
+               if "graph" in k)
     assert sorted(v for v in op.trials.values() if not isinstance(v, str)) == [1e3, 2e3, 2e3]
     assert (op._graphs is not None) == (faster == "cached")  # the losers' memory is freed
-    assert op.trial_products == 2 * (1 + 4 + 1)  # two calls of each candidate that ran
+    assert op.trial_products == 2 * (1 + 4 + 1)  # warm-up + timed call of each that ran
     assert op.n_products == 3 + op.trial_products
     torch.testing.assert_close(op @ V[:, 0], H @ V[:, 0], rtol=1e-9, atol=1e-12)
     assert op.n_products == 4 + op.trial_products
+    # the choice is remembered for operators of the same model and batch shapes ...
+    again = HessianOperator(model, CE, batches)
+    torch.testing.assert_close(again @ V, H @ V, rtol=1e-9, atol=1e-12)
+    assert again.label == faster and again.trials["reused"] == faster
+    assert again.trial_products == 0 and again.n_products == 3
+    if faster == "cached":  # ... but not for other batch shapes
+        other = HessianOperator(model, CE, [batches[0]])
+        other @ V[:, 0]
+        assert "reused" not in other.trials and other.trial_products == op.trial_products
+
+
+def test_auto_mode_retries_out_of_memory_candidates_on_smaller_micro_batches(
+        monkeypatch, rigged_auto, mlp_problem):
+    """A candidate that runs out of GPU memory is tried again on micro-batches half as large
+    (here: one column fits only in quarters of the batches, and is then the fastest)."""
+    model, batches, H, _ = mlp_problem
+    rigged_auto("forward /4")
+    rigged = hessian_auto.trial_seconds
+
+    def tight(op, W):
+        if op.label in ("forward", "forward /2"):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (rigged)")
+        return rigged(op, W)
+
+    monkeypatch.setattr(hessian_auto, "trial_seconds", tight)
+    op = HessianOperator(model, CE, batches)
+    V = torch.randn(H.shape[0], 2, generator=torch.Generator().manual_seed(7),
+                    dtype=torch.float64)
+    torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-12)
+    assert [k for k, v in op.trials.items() if v == "failed: out of memory"] == [
+        "forward", "forward /2"]
+    assert op.label == "forward /4" and op.trials["forward /4"] == 1e3
+
+
+def test_analysis_keeps_autos_choice_and_trials(rigged_auto, mlp_problem):
+    """The analysis' result names the product mode auto chose and keeps every trial (the
+    runner stores them as hvp_trials.json); the trial products count in the top part; TF32 and
+    cuDNN's autotuner are on during the analysis and restored after."""
+    model, batches, H, evals = mlp_problem
+    rigged_auto("forward x4 /4")
+    cudnn = torch.backends.cudnn
+    before = (torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark)
+    with tf32(True):
+        assert torch.backends.cuda.matmul.allow_tf32 and cudnn.allow_tf32 and cudnn.benchmark
+    assert (torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark) == before
+    res = hessian_analysis(model, CE, batches, top_k=2, trace_samples=4, density_vectors=2,
+                           density_steps=8, layer_steps=3, bottom_max_steps=20)
+    assert res.hvp_mode == "forward x4 /4"
+    assert res.hvp_trials["forward x4 /4"] == 1e3 and res.hvp_trials["cached"] == 2e3
+    top = res.costs.set_index("part").loc["top", "n_products"]
+    assert top == res.top.n_products + 2 * (1 + 4 + 1)
+    # within each value's own residual of the dense eigenvalue (Krylov-Bogoliubov)
+    assert np.all(np.abs(res.top.values - evals.numpy()[::-1][:2]) <= res.top.residuals)
+
+
+def test_micro_batches_give_the_same_hessian(mlp_problem):
+    """Each batch in ``split`` parts weighted by their sizes (7 and 5 samples in 3 parts, in 9:
+    more parts than samples) is the same operator; with several columns per vmap too."""
+    model, batches, H, _ = mlp_problem
+    pieces = split_pieces(batches, [7 / 12, 5 / 12], 3)
+    assert [len(x) for x, _, _ in pieces] == [3, 2, 2, 2, 2, 1]
+    assert sum(w for _, _, w in pieces) == pytest.approx(1.0, abs=1e-15)
+    V = torch.randn(H.shape[0], 5, generator=torch.Generator().manual_seed(5),
+                    dtype=torch.float64)
+    for chunk, split in ((1, 3), (2, 3), (4, 9)):
+        op = HessianOperator(model, CE, batches, mode="forward", chunk_size=chunk, split=split)
+        torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-12)
+        # fewer columns, fewer parts: ceil(split * width / chunk) (one column: 3, 2 and 3)
+        for width in (1, 3):
+            parts = -(-split * width // chunk)
+            assert len(op._forward.pieces(width)) == min(parts, 7) + min(parts, 5)
+        torch.testing.assert_close(op @ V[:, 1], H @ V[:, 1], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(op @ V[:, :3], H @ V[:, :3], rtol=1e-9, atol=1e-12)
+        assert op.label == f"forward{f' x{chunk}' if chunk > 1 else ''} /{split}"
+    with pytest.raises(ConfigError, match="forward mode"):
+        HessianOperator(model, CE, batches, mode="cached", split=2)
+    with pytest.raises(ConfigError, match="split"):
+        HessianOperator(model, CE, batches, mode="forward", split=0)
 
 
 class _Cube(torch.autograd.Function):
@@ -105,9 +197,10 @@ class _Cube(torch.autograd.Function):
 
 
 @pytest.mark.parametrize("mode, fallback, products", [("forward", "reverse", 3),
-                                                     ("auto", "cached", 3 + 2)])
+                                                     ("auto", "cached", 3 + 3)])
 def test_forward_mode_falls_back_to_double_backward(monkeypatch, mode, fallback, products):
     monkeypatch.setattr(hessian_ops, "_resolve_mode", lambda m, d: m)  # "auto" as on CUDA
+    hessian_auto.forget()
     w0 = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
     model = nn.Module()
     model.w = nn.Parameter(w0.clone())
@@ -178,14 +271,17 @@ def test_model_is_evaluated_in_eval_mode_and_mode_restored():
 def test_auto_mode_over_the_memory_budget_takes_the_least_hungry_candidate(monkeypatch,
                                                                             mlp_problem):
     """Every candidate over the budget (a ViT with 256 tokens on 512 images needs ~62 GiB in
-    each mode): the analysis still runs, in the mode needing least, and says so."""
+    each mode): the forward ones are tried again on smaller micro-batches (here down to the
+    5-sample batch's 4 parts), then the analysis still runs, in the mode needing least."""
     model, batches, H, _ = mlp_problem
     monkeypatch.setattr(hessian_ops, "_resolve_mode", lambda m, d: m)
-    monkeypatch.setattr(hessian_ops, "AUTO_MAX_GIB", -1.0)  # on the CPU every need is 0 GiB
+    monkeypatch.setattr(hessian_auto, "AUTO_MAX_GIB", -1.0)  # on the CPU every need is 0 GiB
+    hessian_auto.forget()
     op = HessianOperator(model, CE, batches)
     V = torch.randn(H.shape[0], 2, generator=torch.Generator().manual_seed(4),
                     dtype=torch.float64)
     torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-12)
-    ran = [k for k, v in op.trials.items() if str(v).startswith("dropped")]
-    assert ran and op.trials["chosen over budget"] == ran[0]
-    assert hessian_ops._label(op.mode, op.chunk_size) == ran[0]
+    dropped = [k for k, v in op.trials.items() if str(v).startswith("dropped")]
+    assert dropped == ["forward", "forward /2", "forward /4", "forward x4 /4", "cached"]
+    assert op.trials["chosen over budget"] == "forward" == op.label
+    hessian_auto.forget()

@@ -7,13 +7,14 @@ from torch import nn
 
 from hessian_problems import CE, mlp_problem, rel_err, spd_with_spectrum  # noqa: F401
 from landscape_lib.analyses.hessian.analysis import hessian_analysis
-from landscape_lib.analyses.hessian.lanczos import top_eigenpairs
-from landscape_lib.analyses.hessian.layers import per_layer_spectrum
+from landscape_lib.analyses.hessian.lanczos import Lanczos, seeded_generator, top_eigenpairs
+from landscape_lib.analyses.hessian.layers import Blocks, per_layer_spectrum
 from landscape_lib.analyses.hessian.operator import HessianOperator
 from landscape_lib.analyses.hessian.pyhessian_adapter import pyhessian_engine
 from landscape_lib.analyses.hessian.shares import spectral_shares
 from landscape_lib.analyses.hessian.spectrum import (
-    broadened_density, deflated_trace, hutchinson_trace, slq_density, slq_nodes)
+    _rademacher, broadened_density, deflated_trace, hutchinson_trace, slq, slq_density,
+    slq_nodes)
 from landscape_lib.errors import ConfigError
 
 
@@ -81,6 +82,45 @@ def test_full_lanczos_nodes_are_the_eigenvalues():
     grid, density = broadened_density(nodes, weights, sigma=0.05)
     assert grid.min() < -2 and grid.max() > 7
     assert np.trapezoid(density, grid) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_slq_probes_in_lockstep_equal_one_after_another():
+    """The density's probes go through the operator as the columns of one product per step;
+    each column's tridiagonal (and so its nodes and weights, and the lowest Ritz pair) is the
+    one of its own Lanczos run, to float64 precision, on a hard spectrum: a top eigenvalue
+    1e6 times the tiny negative ones, a cluster at 0."""
+    spectrum = np.concatenate([[-2e-3, -1e-3], np.zeros(20), np.linspace(1e-2, 1, 30), [1e3]])
+    A = spd_with_spectrum(spectrum, seed=3)
+    res = slq(A, n_vectors=3, n_steps=25, seed=4)
+    Z = _rademacher(A.shape[0], 3, seeded_generator(torch.device("cpu"), 4), "cpu", A.dtype)
+    lows = []
+    for c in range(3):
+        lz = Lanczos(A, Z[:, c:c + 1], seeded_generator(torch.device("cpu"), 9))
+        for _ in range(25):
+            lz.step()
+        theta, S, _ = lz.ritz()
+        np.testing.assert_allclose(res.nodes[c], theta, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(res.weights[c], S[0] ** 2, rtol=1e-8, atol=1e-12)
+        lows.append((theta[0], lz.ritz_vectors(S[:, :1])[:, 0]))
+    low, vec = min(lows, key=lambda t: t[0])
+    assert res.lowest_node == pytest.approx(low, rel=1e-10)
+    assert abs(float(res.lowest @ vec)) == pytest.approx(1.0, abs=1e-8)
+    assert res.n_products == 75
+
+
+def test_block_sums_of_row_ranges_and_of_interleaved_rows():
+    """Per-block column sums: one reduction per block for consecutive row ranges (a module's
+    parameters), an index_add otherwise; both equal the sums of the rows each block owns."""
+    gen = torch.Generator().manual_seed(6)
+    X = torch.randn(10, 3, generator=gen, dtype=torch.float64)
+    for seg in ([0, 0, 0, 1, 2, 2, 2, 2, 3, 3], [0, 1, 0, 1, 2, 2, 3, 2, 3, 0]):
+        seg = torch.tensor(seg)
+        sizes = torch.bincount(seg).tolist()
+        blocks = Blocks(["a", "b", "c", "d"], ["M"] * 4, sizes, seg)
+        expected = torch.stack([X[seg == b].sum(0) for b in range(4)])
+        torch.testing.assert_close(blocks.sums(X), expected, rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(blocks.sums(X[:, 0]), expected[:, :1], rtol=1e-14, atol=0.0)
+        assert blocks.contiguous == bool((seg[1:] >= seg[:-1]).all())
 
 
 def test_spectral_shares_estimate_the_fractions_below_and_near_the_threshold():

@@ -344,7 +344,9 @@ def test_bad_options_raise_config_error():
     c = get_weights(model)
     for kwargs, match in [(dict(bn="running"), "bn="), (dict(precision="fp16"), "precision="),
                           (dict(method="jit"), "method="), (dict(start_row=9), "start_row"),
-                          (dict(method="vmap", bn="recompute"), "recompute")]:
+                          (dict(method="vmap", bn="recompute"), "recompute"),
+                          (dict(method="graph", bn="recompute"), "recompute"),
+                          (dict(method="graph"), "needs a CUDA device")]:
         with pytest.raises(ConfigError, match=match):
             surface_2d(model, c, d1, d2, [0.0], [0.0], batches, **kwargs)
 

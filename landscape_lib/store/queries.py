@@ -95,6 +95,7 @@ HESSIAN_STUDY_TABLE = """
            r.final_val_acc AS accuracy, h.top_eig AS lambda_max, h.lam_min,
            h.lam_min_residual, h.lam_min_converged, abs(h.lam_min / h.top_eig) AS convexity_ratio,
            h.neg_share, h.neg_share_se, h.near_zero_share, h.neg_eps, h.lowest_ritz,
+           h.lam_min_lanczos,
            h.lam_min <= h.lowest_ritz AS lam_min_below_ritz, h.lam_min_consistent,
            h.n_products
     FROM runs r LEFT JOIN h ON h.run_id = r.run_id AND h.newest = 1

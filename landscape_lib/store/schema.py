@@ -79,7 +79,7 @@ TABLES: dict[str, dict[str, str]] = {
         "top_eig_residual": "DOUBLE", "top_eig_converged": "BOOLEAN",
         "lam_min_residual": "DOUBLE", "lam_min_converged": "BOOLEAN", "lowest_ritz": "DOUBLE",
         "lam_min_consistent": "BOOLEAN", "neg_share_se": "DOUBLE", "neg_eps": "DOUBLE",
-        "near_zero_share": "DOUBLE",
+        "near_zero_share": "DOUBLE", "lam_min_lanczos": "DOUBLE",
     },
     "hessian_density": {**_PROVENANCE, "x": "DOUBLE", "density": "DOUBLE"},
     # What each part of an analysis cost (e.g. top, trace, density, bottom, per-layer).

@@ -13,8 +13,10 @@ and the products and seconds of each part (``HessianResult.costs``, the ``analys
    standard errors over the probes (``shares``), the lowest Ritz node and its vector;
 4. ``bottom``: lambda_min by Lanczos on the compression to the top eigenvectors' complement,
    started from the lowest SLQ Ritz vector, stopping on its own residual with the floor
-   ``neg_eps * lambda_max``, its residual measured with the full operator; checked against the
-   lowest SLQ node (a Ritz value, so lambda_min <= it: ``lam_min_consistent``);
+   ``neg_eps * lambda_max``, its residual measured with the full operator. The lowest SLQ node
+   is a Ritz value too (so >= lambda_min): the stored lambda_min is the lower of the two, with
+   its measured residual (``lowest_of_both``); ``lam_min_lanczos`` keeps the Lanczos value and
+   ``lam_min_consistent`` says whether the two agree within their residuals;
 5. ``per-layer``: every layer's top eigenvalue, all layers' Lanczos in lockstep from low-rank
    starts (``layers.block_top_eigenvalues``), or the separate way (``layer_method``).
 
@@ -39,7 +41,7 @@ from ...train.environment import sync
 from .lanczos import Eigen, device_dtype, extreme_eigenpairs, seeded_generator, verify
 from .layers import (block_top_eigenvalues, lowrank_block_starts, module_blocks,
                      per_layer_spectrum)
-from .operator import HVP_MODES, HessianOperator
+from .operator import FORWARD_MODES, HVP_MODES, HessianOperator
 from .pyhessian_adapter import pyhessian_spectrum
 from .settings import ENGINES, LAYER_METHODS, HessianSettings
 from .shares import Shares, spectral_shares
@@ -86,7 +88,8 @@ class HessianResult:
     shares: Shares
     density_grid: np.ndarray
     density: np.ndarray              # integrates to 1 on density_grid
-    lam_min_consistent: bool | None  # lam_min <= lowest SLQ node + its residual
+    lam_min_consistent: bool | None  # bottom Lanczos <= lowest SLQ node + both residuals
+    lam_min_lanczos: float | None    # the bottom Lanczos' own value (lam_min is the lower one)
     per_layer: pd.DataFrame | None
     costs: pd.DataFrame              # part, n_products, seconds
     param_names: list[str]
@@ -96,6 +99,7 @@ class HessianResult:
     hvp_mode: str
     device: str
     seconds: float
+    hvp_trials: dict = dataclasses.field(default_factory=dict)  # "auto": label -> ms or reason
 
     @property
     def top_eigenvalues(self) -> np.ndarray:
@@ -132,7 +136,8 @@ class HessianResult:
                 "lam_min": float(b.values[0]) if b else None,
                 "lam_min_residual": float(b.residuals[0]) if b else None,
                 "lam_min_converged": bool(b.converged[0]) if b else None,
-                "lowest_ritz": self.slq.lowest_node, "lam_min_consistent": self.lam_min_consistent,
+                "lowest_ritz": self.slq.lowest_node, "lam_min_lanczos": self.lam_min_lanczos,
+                "lam_min_consistent": self.lam_min_consistent,
                 "convexity_ratio": self.eig_ratio if b else None,
                 "trace": self.trace, "trace_se": self.trace_se,
                 "neg_share": sh.neg_share, "neg_share_se": sh.neg_share_se, "neg_eps": sh.eps,
@@ -184,6 +189,31 @@ def _per_layer(op, model, s, blocks, top, layer_traces, make_op, progress) -> pd
         "trace_se": layer_traces[1], "n_products": tops.steps})
 
 
+def lowest_of_both(op, bottom: Eigen, q: SLQResult, tol: float, floor: float
+                   ) -> tuple[Eigen, bool]:
+    """lambda_min as the lower of two Ritz values, each with a residual measured with ``op``.
+
+    The bottom Lanczos' value and the lowest SLQ node are both Ritz values, hence both >=
+    lambda_min (up to the products' rounding); the lower one is the better estimate. The SLQ
+    node's residual ``||H y - node y||`` is measured with one product. Returns the bottom
+    eigenpairs with the lower value first, and whether the two agree: the Lanczos value
+    exceeds the node by at most the sum of their residuals (a Lanczos run that stopped far
+    above a lower node did not converge to lambda_min).
+    """
+    rayleigh, res, _ = verify(op, q.lowest[:, None], tol, floor)
+    node = q.lowest_node
+    node_res = float(np.hypot(res[0], rayleigh[0] - node))  # Hy - node y, split orthogonally
+    consistent = bool(bottom.values[0] <= node + bottom.residuals[0] + node_res)
+    if node >= bottom.values[0]:
+        return dataclasses.replace(bottom, n_products=bottom.n_products + 1), consistent
+    values, residuals = bottom.values.copy(), bottom.residuals.copy()
+    vectors, converged = bottom.vectors.clone(), bottom.converged.copy()
+    values[0], residuals[0], vectors[:, 0] = node, node_res, q.lowest
+    converged[0] = node_res <= tol * max(abs(node), floor)
+    return Eigen(values, vectors, residuals, converged, bottom.n_products + 1,
+                 bottom.steps), consistent
+
+
 def analyse(op, model: nn.Module | None = None, s: HessianSettings | None = None, *,
             make_op: Callable | None = None, pyhessian: tuple | None = None,
             report: Callable[[float, str], None] | None = None,
@@ -221,7 +251,7 @@ def analyse(op, model: nn.Module | None = None, s: HessianSettings | None = None
         q = slq(op, s.density_vectors, s.density_steps, s.seed, progress=progress)
         grid, density = broadened_density(q.nodes, q.weights)
         shares = spectral_shares(q.nodes, q.weights, lam_max, s.neg_eps)
-    bottom, consistent = None, None
+    bottom, consistent, lanczos_min = None, None, None
     if s.bottom_k:
         room = op.shape[0] - top.vectors.shape[1] > s.bottom_k  # deflation leaves enough
         with clock.part("bottom"):
@@ -229,7 +259,9 @@ def analyse(op, model: nn.Module | None = None, s: HessianSettings | None = None
                 op, s.bottom_k, "SA", s.bottom_tol, floor=s.neg_eps * abs(lam_max),
                 deflate=top.vectors if room else None, start=q.lowest,
                 max_steps=s.bottom_max_steps, seed=s.seed + 1, progress=progress)
-        consistent = bool(bottom.values[0] <= q.lowest_node + bottom.residuals[0])
+            lanczos_min = float(bottom.values[0])
+            bottom, consistent = lowest_of_both(op, bottom, q, s.bottom_tol,
+                                                s.neg_eps * abs(lam_max))
     layers = None
     if s.per_layer:
         with clock.part("per-layer") as part:
@@ -237,29 +269,45 @@ def analyse(op, model: nn.Module | None = None, s: HessianSettings | None = None
             if s.layer_method == "separate":
                 part["products"] += int(layers["n_products"].sum())
     return HessianResult(
-        s, top, bottom, trace, trace_se, q, shares, grid, density, consistent, layers,
+        s, top, bottom, trace, trace_se, q, shares, grid, density, consistent, lanczos_min, layers,
         pd.DataFrame(clock.rows), list(getattr(op, "param_names", [])), op.shape[0],
-        int(getattr(op, "n_samples", 0)), s.engine, str(getattr(op, "mode", "")),
-        str(device_dtype(op)[0]), time.perf_counter() - t0)
+        int(getattr(op, "n_samples", 0)), s.engine, _hvp_label(op),
+        str(device_dtype(op)[0]), time.perf_counter() - t0,
+        dict(getattr(getattr(op, "local", op), "trials", {}) or {}))
+
+
+def _hvp_label(op) -> str:
+    """The operator's product mode (e.g. ``graph x4 /4 chlast``; a sharded one's local one)."""
+    local = getattr(op, "local", op)
+    return str(getattr(local, "label", getattr(op, "mode", "")))
 
 
 @contextlib.contextmanager
 def tf32(on: bool):
-    """TF32 matmuls and cuDNN convolutions on (or off) for the block, restored after."""
-    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
+    """TF32 matmuls and cuDNN convolutions on (or off) for the block, and cuDNN's autotuner
+    (``cudnn.benchmark``: the fastest convolution algorithms for the analysis' fixed shapes,
+    timed once per shape; float32-exact like the default ones), restored after."""
+    cudnn = torch.backends.cudnn
+    before = (torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark)
+    torch.backends.cuda.matmul.allow_tf32 = cudnn.allow_tf32 = on
+    cudnn.benchmark = True
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark = before
 
 
 def make_operator(model: nn.Module, loss_fn: Callable, batches: Sequence, s: HessianSettings,
-                  params=None, mode: str | None = None, chunk: int | None = None
-                  ) -> HessianOperator:
-    """The operator of the settings' ``hvp_mode`` / ``hvp_chunk`` (or the given ones)."""
-    return HessianOperator(model, loss_fn, batches, params=params, mode=mode or s.hvp_mode,
-                           chunk_size=chunk or s.hvp_chunk or None)
+                  params=None, like: HessianOperator | None = None) -> HessianOperator:
+    """The operator of the settings' ``hvp_mode`` / ``hvp_chunk``, or of the mode another
+    operator settled on (``like``: its mode, columns, micro-batches and memory format)."""
+    if like is None:
+        return HessianOperator(model, loss_fn, batches, params=params, mode=s.hvp_mode,
+                               chunk_size=s.hvp_chunk or None)
+    forward = like.mode in FORWARD_MODES
+    return HessianOperator(model, loss_fn, batches, params=params, mode=like.mode,
+                           chunk_size=like.chunk_size, split=like.split if forward else 1,
+                           channels_last=bool(like.channels_last) and forward)
 
 
 def hessian_analysis(model: nn.Module, loss_fn: Callable, batches: Sequence,
@@ -276,7 +324,7 @@ def hessian_analysis(model: nn.Module, loss_fn: Callable, batches: Sequence,
         op = make_operator(model, loss_fn, batches, s)
 
         def layer_op(own):  # a layer's own operator, in the mode the whole one settled on
-            return make_operator(model, loss_fn, batches, s, own, op.mode, op.chunk_size)
+            return make_operator(model, loss_fn, batches, s, own, like=op)
 
         return analyse(op, model, s, make_op=layer_op, report=report, progress=progress,
                        pyhessian=(model, loss_fn, batches) if s.engine == "pyhessian" else None)

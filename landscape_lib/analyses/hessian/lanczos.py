@@ -47,49 +47,57 @@ class Lanczos:
     """Lanczos on m independent start vectors at once (columns), full reorthogonalisation.
 
     Each step costs one ``op @ Q`` with m columns; the basis is kept on the operator's device
-    (steps x P x m) and reorthogonalised twice (CGS2), so no ghost eigenvalues appear.
-    When a column's Krylov space is exhausted (beta ~ 0) it goes on from a fresh random vector
-    orthogonal to its basis with beta = 0: T decouples, the new block adds eigenvalues
+    (m x steps x P: each column's basis one contiguous matrix, so the projections are batched
+    matrix products without copies) and reorthogonalised twice (CGS2), so no ghost eigenvalues
+    appear. When a column's Krylov space is exhausted (beta ~ 0) it goes on from a fresh random
+    vector orthogonal to its basis with beta = 0: T decouples, the new block adds eigenvalues
     (copies of repeated ones included) but no quadrature weight.
     """
 
     def __init__(self, op, start: Tensor, generator: torch.Generator, capacity: int = 32):
         self.op, self.generator = op, generator
-        q = start / start.norm(dim=0, keepdim=True)
-        self.basis = torch.empty((max(2, capacity), *q.shape), device=q.device, dtype=q.dtype)
-        self.basis[0] = q
+        q = (start / start.norm(dim=0, keepdim=True)).T            # (m, P)
+        self.basis = torch.empty((q.shape[0], max(2, capacity), q.shape[1]), device=q.device,
+                                 dtype=q.dtype)
+        self.basis[:, 0] = q
         self.steps = 0
         self.alphas: list[Tensor] = []
         self.betas: list[Tensor] = []
         self.scale = torch.zeros((), device=q.device, dtype=q.dtype)
 
+    @staticmethod
+    def _orthogonalise(Q: Tensor, w: Tensor) -> Tensor:
+        """w (m, P) <- (I - Q Q^T) w per column, twice for numerical orthogonality."""
+        for _ in range(2):
+            w = w - torch.bmm(torch.bmm(Q, w[:, :, None]).transpose(1, 2), Q)[:, 0]
+        return w
+
     def step(self) -> None:
         j = self.steps
-        q = self.basis[j]
-        w = self.op @ q
-        self.alphas.append((w * q).sum(0))
-        Q = self.basis[: j + 1]
-        for _ in range(2):  # w <- (I - Q Q^T) w, twice for numerical orthogonality
-            w = w - torch.einsum("jpm,jm->pm", Q, torch.einsum("jpm,pm->jm", Q, w))
-        beta = w.norm(dim=0)
+        q = self.basis[:, j]                                       # (m, P)
+        w = (self.op @ q.T).T                                      # (m, P)
+        self.alphas.append((w * q).sum(1))
+        Q = self.basis[:, : j + 1]                                 # (m, j+1, P)
+        w = self._orthogonalise(Q, w)
+        beta = w.norm(dim=1)
         self.scale = torch.maximum(self.scale, self.alphas[-1].abs().max())
         alive = beta > 100 * torch.finfo(w.dtype).eps * torch.clamp(self.scale, min=1e-30)
         beta = torch.where(alive, beta, torch.zeros_like(beta))
         self.betas.append(beta)
-        if j + 1 >= len(self.basis):
-            self.basis = torch.cat([self.basis, torch.empty_like(self.basis)])
-        nxt = w / torch.where(alive, beta, 1)
+        if j + 1 >= self.basis.shape[1]:
+            self.basis = torch.cat([self.basis, torch.empty_like(self.basis)], 1)
+        nxt = w / torch.where(alive, beta, 1)[:, None]
         if not bool(alive.all()):  # one sync per step; a restart is rare
-            nxt = torch.where(alive, nxt, self._fresh_directions(Q))
-        self.basis[j + 1] = nxt
+            nxt = torch.where(alive[:, None], nxt, self._fresh_directions(Q))
+        self.basis[:, j + 1] = nxt
         self.steps += 1
 
     def _fresh_directions(self, Q: Tensor) -> Tensor:
-        """Unit random columns orthogonal to each column's basis (used only after breakdown)."""
-        r = torch.randn(Q.shape[1:], generator=self.generator, device=Q.device, dtype=Q.dtype)
-        for _ in range(2):
-            r = r - torch.einsum("jpm,jm->pm", Q, torch.einsum("jpm,pm->jm", Q, r))
-        return r / r.norm(dim=0, keepdim=True).clamp(min=torch.finfo(r.dtype).tiny)
+        """Unit random rows orthogonal to each column's basis (used only after breakdown)."""
+        r = torch.randn((Q.shape[2], Q.shape[0]), generator=self.generator, device=Q.device,
+                        dtype=Q.dtype).T  # drawn (P, m) as before
+        r = self._orthogonalise(Q, r)
+        return r / r.norm(dim=1, keepdim=True).clamp(min=torch.finfo(r.dtype).tiny)
 
     def tridiagonal(self) -> tuple[np.ndarray, np.ndarray]:
         """(steps, m) diagonals and (steps, m) off-diagonals (last = residual beta), float64."""
@@ -107,8 +115,8 @@ class Lanczos:
 
     def ritz_vectors(self, S: np.ndarray, column: int = 0) -> Tensor:
         """Lift Ritz vectors S (steps x k) back to parameter space: (P, k)."""
-        Q = self.basis[: self.steps, :, column]
-        Y = torch.einsum("jp,jk->pk", Q, torch.as_tensor(S, device=Q.device, dtype=Q.dtype))
+        Q = self.basis[column, : self.steps]                       # (steps, P)
+        Y = Q.T @ torch.as_tensor(S, device=Q.device, dtype=Q.dtype)
         return Y / Y.norm(dim=0, keepdim=True)
 
 

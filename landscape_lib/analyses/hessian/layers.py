@@ -62,10 +62,22 @@ class Blocks:
         return len(self.names)
 
     def sums(self, X: Tensor) -> Tensor:
-        """Per-block column sums of X (P, m) -> (B, m)."""
+        """Per-block column sums of X (P, m) -> (B, m): one reduction per block when the
+        blocks are consecutive row ranges (as a module's parameters are), else an index_add
+        (whose atomic adds into B rows serialise on a GPU)."""
         X = X if X.ndim == 2 else X[:, None]
+        if self.contiguous:
+            return torch.stack([part.sum(0) for part in torch.split(X, self.sizes)])
         out = torch.zeros(self.count, X.shape[1], device=X.device, dtype=X.dtype)
         return out.index_add_(0, self.seg, X)
+
+    @property
+    def contiguous(self) -> bool:
+        """Block b is rows sum(sizes[:b]) to sum(sizes[:b + 1])."""
+        if not hasattr(self, "_contiguous"):
+            self._contiguous = bool((self.seg[1:] >= self.seg[:-1]).all()) and bool(
+                (torch.unique_consecutive(self.seg).numel() == self.count))
+        return self._contiguous
 
     def expand(self, v: Tensor, active: Tensor) -> Tensor:
         """Packed vector (P,) -> (P, len(active)): column i is v on block active[i], 0 elsewhere."""
@@ -144,8 +156,7 @@ def block_top_eigenvalues(op, blocks: Blocks, start: Tensor, *, steps: int = 8,
         a = blocks.sums(q * w)[:, 0]
         Q = torch.stack(basis)                            # (j+1, P)
         for _ in range(2):                                # per-block CGS2
-            C = torch.zeros(len(basis), B, device=device, dtype=dtype).index_add_(
-                1, seg, Q * w[None])
+            C = blocks.sums((Q * w[None]).T).T            # (j+1, B)
             w = w - (C[:, seg] * Q).sum(0)
         beta = blocks.sums(w ** 2)[:, 0].sqrt()
         alphas.append(a.to("cpu", torch.float64).numpy())

@@ -18,15 +18,15 @@ Ways to compute an HVP (``mode``):
 - ``"cached"``: double-backward through a gradient graph built once per batch at construction
   and kept (PyHessian's trick): each product is a single backward pass, but the graphs of all
   batches stay in memory and the parameters must not change afterwards.
-- ``"auto"`` (default): on the CPU ``"cached"``. On CUDA the first product first times the
-  candidates ``AUTO_CANDIDATES`` (mode, columns per call), each twice on a block of that many
-  columns (the first call warms up, captures or builds), drops those whose memory exceeds
-  ``AUTO_MAX_GIB`` (model and data included) or that fail, and keeps the one with the fewest
-  milliseconds per column: ``op.mode``, ``op.chunk_size``; every timing in ``op.trials``
-  (label -> ms per column, or the reason it was dropped) and the trial products in
-  ``op.trial_products`` (also counted in ``op.n_products``). ``bench/bench_hvp.py`` measures
-  every mode (H100, ResNet-18 on 512 CIFAR images, TF32: forward 82, cached 118 ms per
-  product; small models on digits: forward 3-4x slower than cached, launch-bound).
+- ``"auto"`` (default): on the CPU ``"cached"``. On CUDA the first product times the candidates
+  of ``auto`` (CUDA graphs of one column, or of 4 columns per ``vmap`` over micro-batches,
+  channels-last for convolutions, the cached graph), each the same way, drops those over
+  ``auto.AUTO_MAX_GIB`` of GPU memory (trying smaller micro-batches) or that fail, and keeps
+  the fastest per column: ``op.mode``, ``op.chunk_size``, ``op.split``, ``op.channels_last``
+  (``op.label`` names it); every timing in ``op.trials`` and the trial products in
+  ``op.trial_products`` (also counted in ``op.n_products``); the choice is remembered for the
+  process (``auto``). ``bench/bench_hvp.py`` measures every mode (H200, ResNet-18 on 512
+  CIFAR images, TF32: graph 68, graph channels-last 57, cached 110 ms per product).
   Pick a mode by hand when the trials' memory is too much.
 Should an operation lack a forward-mode derivative, the forward modes fall back to double
 backward (``"reverse"``; ``op.mode`` tells); under ``"auto"`` such a candidate is dropped.
@@ -44,14 +44,11 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError, check_choice
 from ...params import eval_mode, flatten, vector_to_params
-from ...train.environment import sync
+from . import auto
 from .products import ForwardProducts
 
 HVP_MODES = ("auto", "forward", "graph", "compile", "reverse", "cached")
 FORWARD_MODES = ("forward", "graph", "compile")
-# The candidates "auto" times on CUDA: (mode, columns per call); all float32-exact.
-AUTO_CANDIDATES = (("forward", 1), ("graph", 1), ("forward", 4), ("graph", 4), ("cached", 1))
-AUTO_MAX_GIB = 20.0  # a candidate needing more GPU memory (model and data included) is dropped
 COMPILE_MODE = "default"  # torch.compile mode of mode "compile" (max-autotune: far longer)
 
 
@@ -119,17 +116,6 @@ def _resolve_mode(mode: str, device: torch.device) -> str:
     return "auto" if device.type == "cuda" else "cached"
 
 
-def _label(mode: str, chunk: int) -> str:
-    return mode if chunk == 1 else f"{mode} x{chunk}"
-
-
-def _gib(device: torch.device, peak: bool = False) -> float:
-    if device.type != "cuda":
-        return 0.0
-    fn = torch.cuda.max_memory_allocated if peak else torch.cuda.memory_allocated
-    return fn(device) / 2**30
-
-
 class HessianOperator:
     """Hessian of the mean loss over ``batches`` w.r.t. ``params``, as a linear operator.
 
@@ -145,6 +131,9 @@ class HessianOperator:
             ``"auto"`` the candidates' own, or only this one when given).
         autocast: forward modes only: ``"bf16"`` evaluates the model in bfloat16 (inexact).
         channels_last: forward modes only: convolutions in channels-last memory format.
+        split: forward modes only: each batch in ``split`` micro-batches (exact: the weighted
+            sum of their Hessians; less memory per call) for a call of ``chunk_size`` columns,
+            proportionally fewer for fewer columns (``products``).
 
     ``op @ v`` takes a 1-D vector (P,) or a matrix (P, m) of column vectors and returns the same
     shape on ``op.device``; ``op.n_products`` counts Hessian-vector products (columns).
@@ -153,16 +142,17 @@ class HessianOperator:
     def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
                  batches: Sequence[tuple[Tensor, Tensor]], params=None, mode: str = "auto",
                  chunk_size: int | None = None, *, autocast: str | None = None,
-                 channels_last: bool = False):
+                 channels_last: bool = False, split: int = 1):
         check_choice("mode", mode, HVP_MODES)
         batches = list(batches)
         if not batches:
             raise ConfigError("batches is empty; give at least one (x, y) batch")
-        if (autocast or channels_last) and mode not in FORWARD_MODES:
-            raise ConfigError(f"autocast and channels_last need a forward mode "
+        if (autocast or channels_last or split != 1) and mode not in FORWARD_MODES:
+            raise ConfigError(f"autocast, channels_last and split need a forward mode "
                               f"({', '.join(FORWARD_MODES)}), not mode={mode!r}")
-        if chunk_size is not None and int(chunk_size) < 1:
-            raise ConfigError(f"chunk_size={chunk_size!r} must be at least 1")
+        for name, value in (("chunk_size", chunk_size), ("split", split)):
+            if value is not None and int(value) < 1:
+                raise ConfigError(f"{name}={value!r} must be at least 1")
         self.model, self.loss_fn, self.batches = model, loss_fn, batches
         self.param_names, self.params = _select_params(model, params)
         sizes = torch.tensor([len(x) for x, _ in batches], dtype=torch.float64)
@@ -181,24 +171,33 @@ class HessianOperator:
         self._graphs: list[tuple[Tensor, ...]] | None = None   # "cached"
         self._forward: ForwardProducts | None = None            # forward modes
         self.mode, self.chunk_size = _resolve_mode(mode, self.device), self._given_chunk or 1
+        self.split = int(split)
         if self.mode != "auto":
-            self._setup(self.mode, self.chunk_size)
+            self._setup(self.mode, self.chunk_size, self.split, channels_last)
 
     def __repr__(self) -> str:
-        return (f"HessianOperator(P={self.shape[0]}, samples={self.n_samples}, mode={self.mode}, "
-                f"chunk={self.chunk_size}, device={self.device}, dtype={self.dtype})")
+        return (f"HessianOperator(P={self.shape[0]}, samples={self.n_samples}, mode={self.label}, "
+                f"device={self.device}, dtype={self.dtype})")
 
-    def _setup(self, mode: str, chunk: int) -> None:
+    @property
+    def label(self) -> str:
+        """The mode with its columns per call, micro-batches and memory format."""
+        return auto.Candidate(self.mode, self.chunk_size, self.split,
+                              bool(self.channels_last)).label
+
+    def _setup(self, mode: str, chunk: int, split: int = 1, channels_last: bool = False) -> None:
         """Build what a mode keeps: the gradient graphs (cached) or the product functions."""
         self._graphs, self._forward = None, None
-        self.mode, self.chunk_size = mode, chunk
+        self.mode, self.chunk_size, self.split, self.channels_last = mode, chunk, split, \
+            channels_last
         if mode == "cached":
             self._graphs = self._build_graphs()
         elif mode in FORWARD_MODES:
             self._forward = ForwardProducts(
-                self.model, self.loss_fn, self.param_names, self.params, chunk=chunk,
+                self.model, self.loss_fn, self.param_names, self.params,
+                self.batches, self.weights, split=split, chunk=chunk,
                 graph=mode == "graph", compile=COMPILE_MODE if mode == "compile" else None,
-                autocast=self.autocast, channels_last=self.channels_last)
+                autocast=self.autocast, channels_last=channels_last)
 
     # ----------------------------------------------------------------------------- products
     def __matmul__(self, v) -> Tensor:
@@ -209,7 +208,7 @@ class HessianOperator:
         V = v.reshape(self.shape[0], -1).to(self.device, self.dtype)
         with eval_mode(self.model), _math_attention():
             if self.mode == "auto":
-                self._choose_mode()
+                auto.choose(self)
             out = self._products(V)
         self.n_products += V.shape[1]
         return out[:, 0] if v.ndim == 1 else out
@@ -235,75 +234,22 @@ class HessianOperator:
         return self._double_backward(V, self._graphs)
 
     def _forward_products(self, V: Tensor) -> Tensor:
-        out = torch.zeros_like(V)
-        for i, ((x, y), w) in enumerate(zip(self.batches, self.weights)):
-            out.add_(self._forward(i, x, y, V), alpha=w)
+        return self._forward(V)
+
+    def _trial_product(self, W: Tensor) -> Tensor:
+        """A product of an "auto" trial: no fall-back, counted in ``_trial_columns``."""
+        out = self._products(W, fallback=False)
+        self._trial_calls += 1
         return out
 
-    def _candidates(self) -> list[tuple[str, int]]:
-        given = self._given_chunk
-        return [(m, c) for m, c in AUTO_CANDIDATES if given is None or c == given or m == "cached"]
-
-    def _choose_mode(self) -> None:
-        """Time every candidate on a seeded block of its width; keep the fastest per column."""
-        gen = torch.Generator(device=self.device).manual_seed(0)
-        base, best, over = _gib(self.device), None, None
-        for mode, chunk in self._candidates():
-            label = _label(mode, chunk)
-            W = torch.randn(self.shape[0], chunk, generator=gen, device=self.device,
-                            dtype=self.dtype)
-            before = _gib(self.device)
-            if self.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(self.device)
-            self._trial_calls = 0
-            try:
-                self._setup(mode, chunk)
-                seconds = self._time(W)
-                need = base + _gib(self.device, peak=True) - before
-                if need > AUTO_MAX_GIB:
-                    self.trials[label] = f"dropped: {need:.1f} GiB > {AUTO_MAX_GIB:g} GiB"
-                    if over is None or need < over[0]:
-                        over = (need, mode, chunk)
-                elif best is None or seconds / chunk < best[0]:
-                    best = (seconds / chunk, mode, chunk, self._graphs, self._forward)
-                self.trials.setdefault(label, 1e3 * seconds / chunk)
-            except (RuntimeError, NotImplementedError, ConfigError) as err:
-                # no forward rule, out of memory, no CUDA graphs here: not a candidate
-                self.trials[label] = f"failed: {type(err).__name__}: {str(err)[:80]}"
-            finally:
-                self.trial_products += self._trial_columns(chunk)
-                self._graphs, self._forward = None, None
-        if best is None and over is not None:
-            # Every mode that ran needs more than the budget (a large model or batch, e.g. a
-            # ViT with 256 tokens on 512 images): take the one needing least, rebuilt alone.
-            _, mode, chunk = over
-            self._setup(mode, chunk)
-            best = (None, mode, chunk, self._graphs, self._forward)
-            self.trials["chosen over budget"] = _label(mode, chunk)
-        if best is None:
-            raise RuntimeError(f"no Hessian-vector product mode ran: {self.trials}")
-        _, mode, chunk, self._graphs, self._forward = best
-        self.mode, self.chunk_size = mode, chunk
-        self.n_products += self.trial_products
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def _trial_columns(self, chunk: int) -> int:
+    def _trial_columns(self) -> int:
         """Products a trial computed: its finished calls, and a graph's capture warm-ups."""
         if self._forward is not None:
-            return round(self._forward.columns / len(self.batches))
-        return self._trial_calls * chunk
-
-    def _time(self, W: Tensor) -> float:
-        """Seconds of the second of two products on W (the first warms up, builds, captures)."""
-        self._products(W, fallback=False)
-        self._trial_calls += 1
-        sync(self.device)
-        t0 = time.perf_counter()
-        self._products(W, fallback=False)
-        sync(self.device)
-        self._trial_calls += 1
-        return time.perf_counter() - t0
+            n = self._forward.columns
+        else:
+            n = self._trial_calls * self.chunk_size
+        self._trial_calls = 0
+        return n
 
     def _batch_gradient(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
         """Gradient of one batch's loss with its graph kept for a second differentiation."""

@@ -1,16 +1,21 @@
 """Forward-over-reverse Hessian-vector products of one batch, eager, as CUDA graphs or compiled.
 
-``ForwardProducts(model, loss_fn, names, params, ...)(i, x, y, V)`` returns H_i V for the mean
-loss of batch i and the columns of V (P, m): ``jvp`` of the functional ``grad`` of a
-``functional_call`` (one forward pass carrying the tangents, then its backward), with the
-columns batched by ``vmap`` ``chunk`` at a time (the primal pass is shared, memory grows with
-``chunk``). Options, each a candidate of ``bench/bench_hvp.py``:
+``ForwardProducts(model, loss_fn, names, params, batches, weights, ...)(V)`` returns
+sum_i w_i H_i V over the batches (or micro-batches of them, ``split_pieces``) for the columns
+of V (P, m): ``jvp`` of the functional ``grad`` of a ``functional_call`` (one forward pass
+carrying the tangents, then its backward), with the columns batched by ``vmap`` ``chunk`` at a
+time (the primal pass is shared among them). Memory grows with the columns per call times the
+samples per call, so ``chunk`` columns over micro-batches of 1/``chunk`` of a batch need about
+the memory of one column over the whole batch: a call of ``width`` columns goes over each
+batch in ``ceil(split * width / chunk)`` parts (``split`` for a full chunk, the whole batch
+for one column when ``split <= chunk``), never more samples x columns than a full chunk.
+Options, each a candidate of ``bench/bench_hvp.py``:
 
-- ``graph``: each (batch, width) product captured once as a **CUDA graph** and replayed (static
-  input and output buffers, one memory pool for all captures: they replay one at a time and
-  every output is copied out at once), which removes the per-kernel launch and Python overhead
-  that bounds forward mode on mid-sized nets. Widths are 1 and ``chunk`` (a multi-column
-  product's last chunk is padded with zero columns, H 0 = 0), so at most two captures per batch.
+- ``graph``: each width's product over all pieces captured once as a **CUDA graph** and
+  replayed (static input and output buffers, one memory pool for all captures: they replay one
+  at a time, each output is copied out), which removes the per-kernel launch and Python
+  overhead that bounds forward mode on mid-sized nets. Widths 1 to ``chunk``, each captured
+  when first needed (no padded columns), so at most ``chunk`` captures.
 - ``compile``: ``torch.compile`` of the product (a ``torch.compile`` mode, e.g.
   ``"max-autotune-no-cudagraphs"``): minutes of compilation, for benchmarks and long runs.
 - ``autocast``: ``"bf16"`` runs the model under ``torch.autocast`` (loss, tangents and results
@@ -37,12 +42,27 @@ def _channels_last(t: Tensor) -> Tensor:
     return t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
 
 
-class ForwardProducts:
-    """Per-batch forward-over-reverse products (see the module docstring)."""
+def split_pieces(batches, weights, split: int) -> list[tuple[Tensor, Tensor, float]]:
+    """``(x, y, w)`` micro-batches: each batch in ``split`` nearly equal parts, each weighted by
+    its share of the samples (the eval-mode loss is a per-sample mean, so the weighted sum of
+    the parts' Hessians is the batch's Hessian exactly)."""
+    out = []
+    for (x, y), w in zip(batches, weights):
+        n = len(x)
+        parts = max(1, min(int(split), n))
+        xs = torch.tensor_split(x, parts)
+        ys = torch.tensor_split(y, parts) if y is not None else [None] * parts
+        out += [(xi, yi, w * len(xi) / n) for xi, yi in zip(xs, ys)]
+    return out
 
-    def __init__(self, model: nn.Module, loss_fn, names: list[str], params: list[Tensor], *,
-                 chunk: int = 1, graph: bool = False, compile: str | None = None,
-                 autocast: str | None = None, channels_last: bool = False):
+
+class ForwardProducts:
+    """Forward-over-reverse products over weighted pieces (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, loss_fn, names: list[str], params: list[Tensor],
+                 batches, weights, *, split: int = 1, chunk: int = 1, graph: bool = False,
+                 compile: str | None = None, autocast: str | None = None,
+                 channels_last: bool = False):
         if autocast is not None and autocast not in AUTOCAST:
             raise ConfigError(f"autocast={autocast!r} is not allowed; choose from: "
                               f"{', '.join(AUTOCAST)}")
@@ -53,10 +73,12 @@ class ForwardProducts:
         prep = _channels_last if channels_last else (lambda t: t)
         self.primals = tuple(prep(p.detach()) for p in params)
         self.sizes = [p.numel() for p in params]
-        self.prep_input = prep
+        self.batches = [(prep(x), y) for x, y in batches]
+        self.weights, self.split = list(weights), int(split)
+        self._pieces: dict[int, list] = {}
         self.chunk, self.device = int(chunk), device
         self.autocast = AUTOCAST.get(autocast) if autocast else None
-        self.columns = 0  # column-products actually computed (warm-ups included)
+        self.columns = 0  # column-products over all pieces actually computed (warm-ups too)
         self.compiled = bool(compile)
         fn = self._product
         self._fn = torch.compile(fn, mode=compile, dynamic=False) if compile else fn
@@ -71,7 +93,7 @@ class ForwardProducts:
         return stack
 
     def _product(self, x: Tensor, y: Tensor, V: Tensor) -> Tensor:
-        """H_batch V for the columns of V (vmapped when there are several)."""
+        """H_piece V for the columns of V (vmapped when there are several)."""
         names, primals, sizes, dtype = self.names, self.primals, self.sizes, V.dtype
 
         def loss(*ps):
@@ -88,25 +110,39 @@ class ForwardProducts:
             return one(V[:, 0])[:, None]
         return vmap(one, in_dims=1, out_dims=1)(V)
 
-    def _run(self, x, y, V):
+    def pieces(self, width: int) -> list[tuple[Tensor, Tensor, float]]:
+        """The micro-batches of a call of ``width`` columns (module docstring)."""
+        if width not in self._pieces:
+            parts = -(-self.split * width // self.chunk)
+            self._pieces[width] = split_pieces(self.batches, self.weights, parts)
+        return self._pieces[width]
+
+    def _all(self, V: Tensor) -> Tensor:
+        """sum_i w_i H_i V over the pieces."""
+        out = torch.zeros_like(V)
         with self._context():
-            out = self._fn(x, y, V)
+            for x, y, w in self.pieces(V.shape[1]):
+                out.add_(self._fn(x, y, V), alpha=w)
+        return out
+
+    def _run(self, V: Tensor) -> Tensor:
+        out = self._all(V)
         self.columns += V.shape[1]
         return out
 
-    def _graphed(self, i: int, x: Tensor, y: Tensor, V: Tensor) -> Tensor:
-        key = (i, V.shape[1])
+    def _graphed(self, V: Tensor) -> Tensor:
+        key = V.shape[1]
         if key not in self._graphs:
             static_in = V.clone()
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(2):  # warm-up outside the capture (allocator, cuDNN plans)
-                    self._run(x, y, static_in)
+                    self._run(static_in)
             torch.cuda.current_stream().wait_stream(stream)
             g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g, pool=self._pool), self._context():
-                static_out = self._fn(x, y, static_in)
+            with torch.cuda.graph(g, pool=self._pool):
+                static_out = self._all(static_in)
             self._graphs[key] = (g, static_in, static_out)
         g, static_in, static_out = self._graphs[key]
         static_in.copy_(V)
@@ -114,19 +150,18 @@ class ForwardProducts:
         self.columns += V.shape[1]
         return static_out.clone()
 
-    def __call__(self, i: int, x: Tensor, y: Tensor, V: Tensor) -> Tensor:
-        """H_i V, (P, m), in chunks of ``self.chunk`` columns."""
-        x = self.prep_input(x)
+    def __call__(self, V: Tensor) -> Tensor:
+        """sum_i w_i H_i V, (P, m), in chunks of at most ``self.chunk`` columns."""
         m = V.shape[1]
         width = 1 if m == 1 else self.chunk
-        pad = self._graphs is not None or self.compiled  # fixed shapes
+        pad = self.compiled  # fixed shapes: a compiled width only (H 0 = 0)
         out = torch.empty_like(V)
         for start in range(0, m, width):
             cols = V[:, start:start + width]
             n = cols.shape[1]
-            if pad and n < width:  # a captured / compiled width: H 0 = 0
+            if pad and n < width:
                 cols = torch.cat([cols, cols.new_zeros(cols.shape[0], width - n)], 1)
             cols = cols.contiguous()
-            hv = self._graphed(i, x, y, cols) if self._graphs is not None else self._run(x, y, cols)
+            hv = self._graphed(cols) if self._graphs is not None else self._run(cols)
             out[:, start:start + n] = hv[:, :n]
         return out

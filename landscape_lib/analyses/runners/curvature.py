@@ -8,6 +8,7 @@ shard of the sample's batches (``hessian.distributed``); rank 0 writes the rows.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -22,6 +23,7 @@ from ..hessian.analysis import (HessianResult, analyse, hessian_analysis, make_o
                                 settings, tf32)
 
 EIGENVECTORS = "eigenvectors.pt"  # the artifact a surface with eigenvector directions reads
+HVP_TRIALS = "hvp_trials.json"    # the artifact with "auto"'s trial of each product mode
 LAYER_COLUMNS = ("layer", "n_params", "top_eig", "top_eig_residual", "top_eig_converged",
                  "trace", "trace_se", "n_products")
 
@@ -67,6 +69,8 @@ def write(ctx: AnalysisContext, res: HessianResult, processes: int = 1) -> None:
                                                "density": np.asarray(res.density, float)}))
     ctx.write("analysis_costs", res.costs[["part", "n_products", "seconds"]])
     save_tensor(res.top_eigenvectors, ctx.artifact(EIGENVECTORS))
+    if res.hvp_trials:  # how "auto" chose the product (ms per column, or why a mode was dropped)
+        ctx.artifact(HVP_TRIALS).write_text(json.dumps(res.hvp_trials, indent=1, default=str))
 
 
 # ------------------------------------------------------------------- several processes
@@ -94,8 +98,7 @@ def _rank(rank: int, world: int, fields: tuple, params: dict, backend: str) -> N
         op = ShardedOperator(make_operator(model, loss, mine, s))
 
         def layer_op(own):
-            return ShardedOperator(make_operator(model, loss, mine, s, own, op.mode,
-                                                 op.local.chunk_size))
+            return ShardedOperator(make_operator(model, loss, mine, s, own, like=op.local))
 
         res = analyse(op, model, s, make_op=layer_op)
     if rank == 0:

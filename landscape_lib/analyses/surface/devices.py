@@ -11,8 +11,11 @@ store that appends rows as they come sees what the one-device surface writes, an
 Threads, not processes: CUDA kernels run asynchronously and PyTorch releases the GIL inside its
 operators, so one thread per GPU keeps each busy as long as the Python work per point
 (launching its kernels) is small beside the GPU work per point (a ResNet-18 forward over 1,024
-images); processes would pay a start-up (import, CUDA context, cuDNN autotuning) of several
-seconds per surface, about as long as a whole 41x41 ResNet-18 surface on one GPU.
+images). With the eager loop it was not quite (41x41 ResNet-18 on 2 H200s: 1.75x, against
+1.94x for two processes): the loop engine therefore replays each point as a CUDA graph
+(method "graph", captured once per device and reused by all its blocks), one copy and one
+replay per point. Processes would pay a start-up (import, CUDA context, cuDNN autotuning) of
+several seconds per surface, about as long as a whole 41x41 ResNet-18 surface on one GPU.
 ``bench/bench_surface_gpus.py`` measures both. Blocks shrink as the grid empties ("guided":
 the rows left / (2 x devices), at least one), so the devices finish together.
 
@@ -56,13 +59,20 @@ def _same(model: nn.Module, device: torch.device) -> bool:
 class _Replica:
     """The model and every tensor a device needs, copied there once."""
 
-    def __init__(self, model, device, base, D, batches, bn_batches, *, own: bool):
+    def __init__(self, model, device, base, D, batches, bn_batches, *, own: bool,
+                 channels_last: bool = False):
         self.device = torch.device(device)
         # `own`: this device evaluates on the caller's model itself (left as found, as in
-        # surface_2d); every other device on a copy, so no two threads share a module.
+        # surface_2d); every other device on a copy, so no two threads share a module. With
+        # channels_last every device takes a copy laid out once, so that its parameters stay
+        # where they are from block to block and the captured point is replayed, not redone.
+        own = own and not channels_last
         self.model = model if own else copy.deepcopy(model).to(self.device)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.base, self.D = base.to(self.device), D.to(self.device)
         self.batches, self.bn_batches = self._move(batches), self._move(bn_batches)
+        self.graphs: dict = {}  # the captured point (method "graph"), reused by every block
 
     def _move(self, batches):
         if batches is None:
@@ -106,7 +116,8 @@ def surface_2d_multi(model: nn.Module, center, d1, d2, xs, ys, batches, *,
     base = to_flat(center, model)
     D = torch.stack([to_flat(d1, model), to_flat(d2, model)])
     home = next((i for i, d in enumerate(devices) if _same(model, d)), None)
-    replicas = [_Replica(model, d, base, D, batches, bn_batches, own=i == home)
+    replicas = [_Replica(model, d, base, D, batches, bn_batches, own=i == home,
+                         channels_last=channels_last)
                 for i, d in enumerate(devices)]
 
     todo: queue.Queue = queue.Queue()
@@ -162,7 +173,7 @@ def _work(rep: _Replica, xs, ys, todo: queue.Queue, done: queue.Queue, stop: thr
             info = {}
             for start, loss, acc, info in evaluate_points(  # noqa: B007 (info: the last chunk's)
                     rep.model, rep.base, rep.D, coords, rep.batches, bn_batches=rep.bn_batches,
-                    progress=False, **options):
+                    progress=False, graphs=rep.graphs, **options):
                 block_loss[start:start + len(loss)], block_acc[start:start + len(acc)] = loss, acc
             done.put(((a, b), block_loss.reshape(b - a, nx), block_acc.reshape(b - a, nx), info))
     except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, raised there

@@ -4,7 +4,7 @@ Every evaluated point is a weight vector ``w = base + sum_k c_k D_k`` (one ``add
 points); the mean cross-entropy and the accuracy over ``batches`` are computed there, in eval
 mode (dropout off). The model is left exactly as it was found: weights, buffers and mode.
 
-Two engines give the same numbers (tests check 1e-5 in fp32):
+Two engines give the same numbers (tests check 1e-5 in fp32); the loop may replay CUDA graphs:
 - ``"vmap"`` (the fast path, chosen by ``method="auto"``): many points at once. Their weights
   are stacked (chunk, P) and one ``torch.vmap(torch.func.functional_call)`` evaluates the whole
   chunk per batch, removing the per-point overhead that dominates small models. Under vmap a
@@ -13,6 +13,10 @@ Two engines give the same numbers (tests check 1e-5 in fp32):
   not apply: BatchNorm recomputation (train-mode statistics per point) and models with an op
   that has no vmap batching rule (``"auto"`` tries vmap on one sample first and falls back,
   e.g. for scaled-dot-product attention on the CPU).
+- ``"graph"``: the loop on CUDA with each point captured once as a CUDA graph and replayed
+  (``graphed.GraphedPoint``): the same kernels without a few hundred Python calls per point, so
+  one thread per GPU scales (``devices``). ``"auto"`` takes it for the loop's nets on CUDA with
+  ``bn="fixed"``; it falls back to the eager loop, with a warning, if capture fails.
 Both accumulate on the device and synchronise once per chunk of points, and both can run under
 bf16 autocast (``precision="bf16"``) and ``torch.compile``. ``channels_last`` (model and 4-D
 inputs in channels-last layout, faster convs on tensor-core GPUs) applies to the loop engine
@@ -48,9 +52,10 @@ from tqdm.auto import tqdm
 from ...errors import ConfigError, check_choice
 from ...params import eval_mode
 from .batchnorm import BN_MODES, bn_layers, stat_buffers, write_statistics
+from .graphed import GraphedPoint
 from .memory import PRECISIONS, plan_chunk
 
-METHODS = ("auto", "vmap", "loop")
+METHODS = ("auto", "vmap", "loop", "graph")
 
 RowCallback = Callable[[int, np.ndarray, np.ndarray], None]
 
@@ -62,12 +67,14 @@ def preserved(model: nn.Module, channels_last: bool = False):
     buffers = [b.detach().clone() for b in model.buffers()]
     flags = [(m, m.training) for m in model.modules()]
     momenta = [(m, m.momentum) for m in bn_layers(model)]
-    if channels_last:
+    convert = channels_last and not all(p.is_contiguous(memory_format=torch.channels_last)
+                                        for p in model.parameters() if p.dim() == 4)
+    if convert:  # a model already in channels-last layout keeps its parameter tensors
         model.to(memory_format=torch.channels_last)
     try:
         yield
     finally:
-        if channels_last:
+        if convert:
             model.to(memory_format=torch.contiguous_format)
         with torch.no_grad():
             for p, v in zip(model.parameters(), params):
@@ -113,29 +120,67 @@ def _recompute_bn(model: nn.Module, bn_data, precision: str, channels_last: bool
         m.eval()
 
 
+def _write_point(params, base, D, c) -> None:
+    """The point's weights ``base + D^T c`` into the parameters, in place."""
+    w = D.T @ c if base is None else torch.addmv(base, D.T, c)
+    for p, t in zip(params, torch.split(w, [p.numel() for p in params])):
+        p.copy_(t.view_as(p))
+
+
+def _add_loss(fwd, data, precision, channels_last, loss_sum: Tensor, hits: Tensor) -> None:
+    """Add the loss sum and the hit count over ``data`` at the current weights."""
+    with _autocast(loss_sum.device, precision):
+        for x, y in data:
+            logits = _widen(fwd(_prepare_input(x, channels_last)))
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            hits += (logits.argmax(-1) == y).sum()
+
+
 def _loop_chunk(model, fwd, params, base, D, coords, data, bn_data, precision, channels_last,
-                stats=None):
-    """Evaluate the points ``coords`` one after another; returns (loss sums, correct, clamped
-    variances) tensors. ``stats``: (BN buffers, their flat directions) for bn="interpolate"."""
+                stats=None, graphed=None):
+    """Evaluate the points ``coords`` one after another (``graphed``: by replaying the captured
+    point); returns (loss sums, correct, clamped variances) tensors. ``stats``: (BN buffers,
+    their flat directions) for bn="interpolate"."""
+    if graphed is not None:
+        losses, correct = zip(*(graphed(c) for c in coords))
+        return torch.stack(losses), torch.stack(correct), None
     losses, correct, clamped = [], [], []
     for c in coords:
-        w = D.T @ c if base is None else torch.addmv(base, D.T, c)
-        for p, t in zip(params, torch.split(w, [p.numel() for p in params])):
-            p.copy_(t.view_as(p))
+        _write_point(params, base, D, c)
         if stats is not None:
             clamped.append(write_statistics(stats[0], c @ stats[1]))
         if bn_data is not None:
             _recompute_bn(model, bn_data, precision, channels_last)
-        loss_sum = torch.zeros((), device=w.device, dtype=_sum_dtype(w))
-        hits = torch.zeros((), device=w.device, dtype=torch.long)
-        with _autocast(w.device, precision):
-            for x, y in data:
-                logits = _widen(fwd(_prepare_input(x, channels_last)))
-                loss_sum += F.cross_entropy(logits, y, reduction="sum")
-                hits += (logits.argmax(-1) == y).sum()
+        loss_sum = torch.zeros((), device=c.device, dtype=_sum_dtype(c))
+        hits = torch.zeros((), device=c.device, dtype=torch.long)
+        _add_loss(fwd, data, precision, channels_last, loss_sum, hits)
         losses.append(loss_sum)
         correct.append(hits)
     return torch.stack(losses), torch.stack(correct), (torch.stack(clamped) if clamped else None)
+
+
+def _capture(fwd, params, base, D, data, precision, channels_last, cache):
+    """The loop's point as a CUDA graph (``graphed.GraphedPoint``), kept in ``cache`` for the
+    next call, which replays it if every tensor it reads still lies where it did (a graph reads
+    addresses); None, with a warning, if it cannot be captured."""
+    tensors = [*params, D, *(t for batch in data for t in batch)] + ([base] if base is not None
+                                                                      else [])
+    key = (precision, channels_last, id(fwd),
+           tuple((t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype) for t in tensors))
+    if cache is not None and cache.get("key") == key:
+        return cache["graph"]
+    try:
+        graphed = GraphedPoint(
+            lambda c, loss, hits: (_write_point(params, base, D, c),
+                                   _add_loss(fwd, data, precision, channels_last, loss, hits)),
+            D.shape[0], D.device, D.dtype, _sum_dtype(D))
+    except RuntimeError as exc:
+        warnings.warn(f"the surface's point could not be captured as a CUDA graph ({exc}); "
+                      "evaluating eagerly", RuntimeWarning, stacklevel=3)
+        return None
+    if cache is not None:
+        cache.update(key=key, graph=graphed)
+    return graphed
 
 
 def _widen(logits: Tensor) -> Tensor:
@@ -189,12 +234,12 @@ VMAP_FRIENDLY = (nn.Linear, nn.Flatten, nn.Identity, nn.Dropout, nn.ReLU, nn.GEL
 
 def _choose_method(method: str, moving_bn: bool, model: nn.Module | None = None) -> str:
     if moving_bn:  # BN statistics that change from point to point (recompute, interpolate)
-        if method == "vmap":
-            raise ConfigError("method='vmap' cannot recompute or interpolate BatchNorm "
+        if method in ("vmap", "graph"):
+            raise ConfigError(f"method='{method}' cannot recompute or interpolate BatchNorm "
                               "statistics; use method='loop' or 'auto', or bn='fixed'")
         return "loop"
     if method != "auto":
-        return method
+        return "loop" if method == "graph" else method
     leaves = [m for m in model.modules() if not list(m.children())] if model is not None else []
     return "vmap" if all(isinstance(m, VMAP_FRIENDLY) for m in leaves) else "loop"
 
@@ -204,7 +249,7 @@ def evaluate_points(model: nn.Module, base, directions: Tensor, coords, batches,
                     precision: str = "fp32",
                     method: str = "auto", points_per_chunk: int | None = None,
                     channels_last: bool = False, compile: bool = False,
-                    progress: bool = False, desc: str = "points"
+                    progress: bool = False, desc: str = "points", graphs: dict | None = None
                     ) -> Iterator[tuple[int, np.ndarray, np.ndarray, dict]]:
     """Evaluate the points ``base + coords @ directions`` chunk by chunk.
 
@@ -233,6 +278,11 @@ def evaluate_points(model: nn.Module, base, directions: Tensor, coords, batches,
     if engine == "vmap" and method == "auto" and not _vmappable(model, data, base, directions):
         engine = "loop"  # an op without a batching rule: fall back to the plain loop
         chunk = plan_chunk(model, data, [], n_points, engine, precision, points_per_chunk)
+    graph = (engine == "loop" and method in ("auto", "graph") and device.type == "cuda"
+             and not compile and not recompute and stats is None)
+    if method == "graph" and not graph:
+        raise ConfigError("method='graph' needs a CUDA device, fixed BatchNorm statistics "
+                          "and compile=False")
     info = dict(method=engine, points_per_chunk=chunk, bn=bn, precision=precision)
 
     with preserved(model, channels_last=channels_last and engine == "loop"), \
@@ -244,6 +294,9 @@ def evaluate_points(model: nn.Module, base, directions: Tensor, coords, batches,
         else:
             params = list(model.parameters())
             fwd = torch.compile(model) if compile else model
+            graphed = None if not graph else _capture(
+                fwd, params, base, directions, data, precision, channels_last, graphs)
+            info["method"] = "graph" if graphed is not None else engine
         bar = tqdm(total=n_points, desc=desc, disable=not progress)
         for start in range(0, n_points, chunk):
             part = coords[start:start + chunk]
@@ -253,7 +306,7 @@ def evaluate_points(model: nn.Module, base, directions: Tensor, coords, batches,
             else:
                 loss_sum, hits, clamped = _loop_chunk(model, fwd, params, base, directions,
                                                       part, data, bn_data, precision,
-                                                      channels_last, stats)
+                                                      channels_last, stats, graphed)
             bar.update(len(part))
             extra = {} if stats is None else {"bn_var_clamped": clamped.cpu().numpy()}
             yield (start, (loss_sum.double() / n_samples).cpu().numpy(),

@@ -1,0 +1,174 @@
+"""``hvp_mode = "auto"`` on CUDA: time the float32-exact ways of a product, keep the fastest.
+
+Candidates (``candidates``): forward-over-reverse as CUDA graphs (``graph``) with one column
+over the whole batch and ``WIDE`` columns per ``vmap`` over micro-batches of 1/``WIDE`` of it
+(the primal pass shared by the columns at about the memory of one column), each also in
+channels-last memory format when the model has convolutions; and the retained gradient graph
+(``cached``). A graph candidate that cannot be captured is replaced by the same product run
+eagerly (``forward``); one whose memory (model and data included) exceeds ``AUTO_MAX_GIB`` is
+tried again on micro-batches half as large (down to 1/``MAX_SPLIT`` of a batch), so a large
+model or batch still gets a forward mode.
+
+The trial is the same for every candidate (``trial_seconds``): a block of its width, one call
+to warm up (build the gradient graph, capture the CUDA graphs, pick cuDNN plans), then the
+fastest of ``TIMED`` synchronised calls, in milliseconds per column; its memory is the peak of
+those calls (what the mode keeps included). Every timing or the reason
+a candidate was dropped is kept in ``op.trials`` (label -> ms per column or text); the choice
+is remembered for the rest of the process for operators of the same model structure, batch
+shapes, dtype, device and TF32 setting (``op.trials["reused"]`` then names it, no trial runs).
+"""
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+from ...errors import ConfigError
+from ...train.environment import sync
+
+AUTO_MAX_GIB = 20.0   # a candidate needing more GPU memory (model and data included) is dropped
+WIDE = 4              # columns per vmap call of the wide candidates (over WIDE micro-batches)
+MAX_SPLIT = 16        # smallest micro-batch tried for memory: 1/MAX_SPLIT of a batch
+TIMED = 2             # timed calls per candidate (the fastest counts), after one warm-up
+_CHOICES: dict[tuple, tuple["Candidate", dict]] = {}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    mode: str
+    chunk: int = 1
+    split: int = 1
+    channels_last: bool = False
+
+    @property
+    def label(self) -> str:
+        return " ".join([self.mode] + ([f"x{self.chunk}"] if self.chunk > 1 else [])
+                        + ([f"/{self.split}"] if self.split > 1 else [])
+                        + (["chlast"] if self.channels_last else []))
+
+
+def candidates(op) -> list[Candidate]:
+    """The candidates of ``op`` (a width given by ``chunk_size`` keeps only that width)."""
+    conv = any(p.ndim == 4 for p in op.params)
+    given = op._given_chunk
+    out = []
+    for chunk in ((given,) if given else (1, WIDE)):
+        for cl in ((False, True) if conv else (False,)):
+            out.append(Candidate("graph", chunk, chunk, cl))
+    return out + [Candidate("cached")]
+
+
+def _args(c: Candidate) -> tuple:
+    return c.mode, c.chunk, c.split, c.channels_last
+
+
+def forget() -> None:
+    """Drop the remembered choices (tests; a changed GPU)."""
+    _CHOICES.clear()
+
+
+def _key(op) -> tuple:
+    return (str(op.device), str(op.dtype), type(op.model).__qualname__,
+            tuple(tuple(p.shape) for p in op.params),
+            tuple((tuple(x.shape), str(x.dtype)) for x, _ in op.batches), op._given_chunk,
+            op.autocast, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.benchmark)
+
+
+def _gib(device: torch.device, peak: bool = False) -> float:
+    if device.type != "cuda":
+        return 0.0
+    fn = torch.cuda.max_memory_allocated if peak else torch.cuda.memory_allocated
+    return fn(device) / 2**30
+
+
+def trial_seconds(op, W) -> float:
+    """Seconds of the fastest of ``TIMED`` products on W after one warm-up product. The peak
+    memory counts from after the warm-up: what the mode keeps (its gradient graph or captured
+    CUDA graphs) and what its products allocate, not the warm-up's passing workspaces (cuDNN's
+    autotuner tries algorithms with large ones)."""
+    op._trial_product(W)
+    if op.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(op.device)
+    best = float("inf")
+    for _ in range(TIMED):
+        sync(op.device)
+        t0 = time.perf_counter()
+        op._trial_product(W)
+        sync(op.device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _smaller(op, cand: Candidate) -> list[Candidate]:
+    """The candidate on micro-batches half as large, while there are samples to split."""
+    smallest = min(len(x) for x, _ in op.batches)
+    if cand.mode != "cached" and cand.split * 2 <= min(MAX_SPLIT, smallest):
+        return [replace(cand, split=cand.split * 2)]
+    return []
+
+
+def _free(device) -> None:
+    gc.collect()  # CUDA graphs and their memory pools of a dropped candidate
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def choose(op) -> None:
+    """Set ``op`` up in the fastest candidate within the memory budget (module docstring)."""
+    key = _key(op)
+    if key in _CHOICES:
+        cand, trials = _CHOICES[key]
+        op._setup(*_args(cand))
+        op.trials = {**trials, "reused": cand.label}
+        return
+    gen = torch.Generator(device=op.device).manual_seed(0)
+    base, best, over = _gib(op.device), None, None
+    queue = candidates(op)
+    while queue:
+        cand = queue.pop(0)
+        W = torch.randn(op.shape[0], cand.chunk, generator=gen, device=op.device,
+                        dtype=op.dtype)
+        before = _gib(op.device)
+        if op.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(op.device)
+        try:
+            op._setup(*_args(cand))
+            seconds = trial_seconds(op, W) / cand.chunk
+            need = base + _gib(op.device, peak=True) - before
+            if need > AUTO_MAX_GIB:
+                op.trials[cand.label] = f"dropped: {need:.1f} GiB > {AUTO_MAX_GIB:g} GiB"
+                queue[:0] = _smaller(op, cand)
+                if over is None or need < over[0]:
+                    over = (need, cand)
+            else:
+                op.trials[cand.label] = 1e3 * seconds
+                if best is None or seconds < best[0]:
+                    best = (seconds, cand, op._graphs, op._forward)
+        except torch.cuda.OutOfMemoryError:
+            op.trials[cand.label] = "failed: out of memory"
+            queue[:0] = _smaller(op, cand)
+        except (RuntimeError, NotImplementedError, ConfigError) as err:
+            # no forward rule, no CUDA graphs here: the same product eagerly, or not a candidate
+            op.trials[cand.label] = f"failed: {type(err).__name__}: {str(err)[:80]}"
+            if cand.mode == "graph":
+                queue.insert(0, replace(cand, mode="forward"))
+        finally:
+            op.trial_products += op._trial_columns()
+            op._graphs, op._forward = None, None
+            _free(op.device)  # the best one so far is still held by `best`
+    if best is None and over is not None:
+        # Every mode that ran needs more than the budget: take the one needing least, alone.
+        cand = over[1]
+        op._setup(*_args(cand))
+        op.trials["chosen over budget"] = cand.label
+    elif best is None:
+        raise RuntimeError(f"no Hessian-vector product mode ran: {op.trials}")
+    else:
+        _, cand, op._graphs, op._forward = best
+        op.mode, op.chunk_size, op.split, op.channels_last = _args(cand)
+    op.n_products += op.trial_products
+    _CHOICES[key] = (cand, dict(op.trials))
+    _free(op.device)
