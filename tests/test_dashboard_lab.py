@@ -22,7 +22,6 @@ FAKE_CLI = textwrap.dedent('''
     import argparse, json, os, sys, time
     from datetime import datetime
     from landscape_lib.store import Store
-from landscape_lib.store.schema import INTERRUPTED
     p = argparse.ArgumentParser()
     p.add_argument("command"); p.add_argument("run"); p.add_argument("--epoch", type=int)
     p.add_argument("--what"); p.add_argument("--store"); p.add_argument("--progress-file")
@@ -224,7 +223,6 @@ QUICK_GRID = textwrap.dedent('''
     """Stand-in for `python -m landscape_lib train-all runs/quick.toml --store ROOT`."""
     import sys, time
     from landscape_lib.store import Store
-from landscape_lib.store.schema import INTERRUPTED
     root = sys.argv[sys.argv.index("--store") + 1]
     assert sys.argv[1:3] == ["train-all", "runs/quick.toml"], sys.argv
     time.sleep(0.5)
