@@ -190,15 +190,17 @@ def lines(df: pd.DataFrame, x: str, y: str, color: str, *, log_y: bool = False,
 
 def dots(df: pd.DataFrame, x: str, y: str, color: str, *, err: tuple[str, str] | None = None,
          shape: str | None = None, log_x: bool = False, title: str = "",
-         x_title: str | None = None, show_legend: bool = True, row_height: int = 22
-         ) -> alt.TopLevelMixin:
+         x_title: str | None = None, show_legend: bool = True, row_height: int = 22,
+         y_labels: bool = True, width: int | None = None) -> alt.TopLevelMixin:
     """A dot chart: one row per `y` category (e.g. a run), the value on x, an optional error
-    bar (lo, hi), colour by `color` and shape by `shape` (e.g. a converged flag)."""
+    bar (lo, hi), colour by `color` and shape by `shape` (e.g. a converged flag). Without
+    `y_labels`, for a panel right of another on the same rows (see `panels`)."""
     df = chart_safe(df)
     if log_x:
         df = df[df[x] > 0]
     scale = alt.Scale(type="log" if log_x else "linear", zero=False)
-    ycat = alt.Y(f"{y}:N", sort=None, title=None, axis=alt.Axis(labelLimit=320))
+    ycat = alt.Y(f"{y}:N", sort=None, title=None,
+                 axis=alt.Axis(labelLimit=320) if y_labels else None)
     base = alt.Chart(df).encode(y=ycat)
     layers = []
     if err:
@@ -212,7 +214,17 @@ def dots(df: pd.DataFrame, x: str, y: str, color: str, *, err: tuple[str, str] |
         x=alt.X(f"{x}:Q", title=x_title or x, scale=scale),
         tooltip=[c for c in df.columns if not c.startswith("_")][:10], **enc))
     return alt.layer(*layers).properties(title=alt.TitleParams(title, **TITLE),
-                                         height=alt.Step(row_height))
+                                         height=alt.Step(row_height),
+                                         **({"width": width} if width else {}))
+
+
+def panels(*rows: list[alt.TopLevelMixin]) -> alt.TopLevelMixin:
+    """Rows of charts side by side on the same y categories (e.g. dot charts with runs on y,
+    labelled at the left of each row) as ONE chart: the browser draws one view instead of one
+    per quantity. Colours, shapes and x scales stay each panel's own."""
+    return alt.vconcat(*(alt.hconcat(*row, spacing=12) for row in rows), spacing=24
+                       ).resolve_scale(y="shared", x="independent", color="independent",
+                                       shape="independent")
 
 
 def scatter(df: pd.DataFrame, x: str, y: str, color: str, *, shape: str | None = None,

@@ -1,8 +1,9 @@
-"""Plotly figures of loss surfaces (3-D or contour, side by side) and optimizer paths, and the
-Altair heat maps that stand in for them in PNG and SVG downloads (Plotly's static export needs
-a browser; vl-convert does not).
+"""Loss surfaces side by side: Altair heat maps (the default view, and the PNG and SVG
+downloads: Plotly's static export needs a browser, vl-convert does not) and, on request, Plotly
+3-D surfaces or contours; optimizer paths over contours.
 
-A browser draws every Plotly figure on the page, so pages draw these only in the open view.
+A browser draws every Plotly figure on the page, and loading Plotly's script alone costs it
+about a second: pages draw Plotly figures only when asked.
 """
 from __future__ import annotations
 
@@ -88,22 +89,42 @@ def surfaces_figure(grids: list[dict], *, kind: str = "surface", z_title: str = 
     return fig
 
 
-def surfaces_static(points: pd.DataFrame, value: str, labels: dict, shared: bool = True,
-                    log_z: bool = False) -> alt.TopLevelMixin:
-    """The heat maps of the same grids (PNG/SVG downloads of the Surfaces page)."""
-    df = chart_safe(points.assign(panel=points["analysis_id"].map(labels)))
+def surfaces_heatmap(points: pd.DataFrame, value: str, panels: dict, shared: bool = True,
+                     log_z: bool = False) -> alt.TopLevelMixin:
+    """Heat maps of 2-D surfaces side by side, drawn by Vega (the Surfaces page's default view,
+    light for the browser, and the PNG/SVG downloads of every surface view). `panels`:
+    {analysis_id: {"title": [lines], "x_title": ..., "y_title": ...}} in panel order. `shared`:
+    one colour scale for all panels (one legend), else one per panel. The centre (the
+    checkpoint itself, the grid point nearest (0, 0)) is marked with a red cross."""
+    df = chart_safe(points[["analysis_id", "x", "y", value]])
     if log_z:
         df = df.assign(**{value: np.log10(df[value].where(df[value] > 0))})
-    color = alt.Color(f"{value}:Q", scale=alt.Scale(scheme="viridis"),
-                      title=f"log10 {value}" if log_z else value)
-    base = alt.Chart(df).mark_rect().encode(
-        x=alt.X("x:O", axis=alt.Axis(format=".2f", labelOverlap=True), title="direction 1"),
-        y=alt.Y("y:O", sort="descending", axis=alt.Axis(format=".2f", labelOverlap=True),
-                title="direction 2"), color=color).properties(width=220, height=220)
-    chart = base.facet(column=alt.Column("panel:N", title=None))
-    if not shared:
-        chart = chart.resolve_scale(color="independent")
-    return chart.properties(title=alt.TitleParams(f"{value} around each checkpoint", **TITLE))
+    title = f"log10 {value}" if log_z else value
+    finite = df[value].dropna()
+    domain = {"domain": [float(finite.min()), float(finite.max())]} if shared and len(
+        finite) else {}
+    side = max(140, min(300, 1100 // max(1, len(panels)) - 90))
+    axis = {"format": ".2f", "labelOverlap": True}
+    cells = []
+    for aid, panel in panels.items():
+        d = df[df["analysis_id"] == aid]
+        if d.empty:
+            continue
+        x = alt.X("x:O", axis=alt.Axis(**axis), title=panel["x_title"])
+        y = alt.Y("y:O", sort="descending", axis=alt.Axis(**axis), title=panel["y_title"])
+        rect = alt.Chart(d).mark_rect().encode(
+            x=x, y=y, tooltip=["x", "y", value],
+            color=alt.Color(f"{value}:Q", title=title,
+                            scale=alt.Scale(scheme="viridis", **domain)))
+        centre = d.loc[[(d["x"].abs() + d["y"].abs()).idxmin()]]
+        mark = alt.Chart(centre).mark_point(shape="cross", color="red", size=150,
+                                            filled=True).encode(x=x, y=y)
+        cells.append((rect + mark).properties(
+            width=side, height=side, title=alt.TitleParams(panel["title"], fontSize=11)))
+    chart = alt.hconcat(*cells).resolve_scale(color="shared" if shared else "independent")
+    return chart.properties(title=alt.TitleParams(
+        f"{title} around each checkpoint ({'shared' if shared else 'per-panel'} scale)",
+        **TITLE))
 
 
 def paths_figure(background: tuple[np.ndarray, np.ndarray, np.ndarray] | None,

@@ -83,6 +83,11 @@ def csv_of(at: AppTest, downloads: dict, key: str) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(data if isinstance(data, str) else data.decode()))
 
 
+def vega_specs(at: AppTest) -> list[dict]:
+    """The Vega-Lite specs of the charts on the page."""
+    return [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+
+
 def problems(at: AppTest) -> list:
     return [e.value for e in at.exception] + [e.value for e in at.error]
 
@@ -258,7 +263,12 @@ def test_curvature_one_epoch_per_run(monkeypatch, store_root, downloads):
     want = store.query("SELECT run_id, k, eigenvalue FROM hessian_eigs WHERE which = 'top' AND "
                        "list_contains(?, run_id) ORDER BY run_id, k", [ids])
     assert eigs["eigenvalue"].tolist() == pytest.approx(want["eigenvalue"].tolist())
-    lam = csv_of(at, downloads, "csv_lam_min")
+    # The five per-run quantities are panels of one chart (one view for the browser)
+    panels = vega_specs(at)
+    assert len(panels) == 1 and [len(r["hconcat"]) for r in panels[0]["vconcat"]] == [3, 2]
+    assert [fetch(at, downloads, f"csv_per_run_{kind}")[:4] for kind in ("png", "svg")] == [
+        b"\x89PNG", "<svg"]
+    lam = csv_of(at, downloads, "csv_per_run")
     assert len(lam) == len(ids) and lam["lam_min"].notna().all()
     assert set(lam["lam_min_status"]) <= {"converged", "not converged", "not measured"}
     summary = csv_of(at, downloads, "csv_hessian_summary")
@@ -298,10 +308,22 @@ def test_surfaces_six_runs_scales_and_open_view_only(monkeypatch, store_root, do
     have = store.query("SELECT DISTINCT run_id FROM surface_points ORDER BY run_id")["run_id"]
     at = app(monkeypatch, store_root, "surfaces", surf_runs=have.tolist()[:6])
     assert len(at.multiselect(key="surf_runs").value) == 6
-    assert len(at.get("plotly_chart")) == 1  # only the open view
     label = at.selectbox(key=f"surf_pick_{have[0]}").value
     assert re.search(r"random seed \d+ · 7x7", label), label
-    assert at.radio(key="surf_kind").value == "contour"  # 2-D by default: no WebGL
+    # By default one Vega heat map per run (no Plotly on the page), the centre marked, axes
+    # named after the directions, one shared colour scale
+    assert at.radio(key="surf_kind").value == "heat map" and not at.get("plotly_chart")
+    heat = vega_specs(at)
+    assert len(heat) == 1 and len(heat[0]["hconcat"]) == 6
+    panel = heat[0]["hconcat"][0]
+    assert "random 1" in panel["layer"][0]["encoding"]["x"]["title"]
+    assert panel["layer"][1]["mark"]["shape"] == "cross"
+    assert heat[0]["resolve"]["scale"]["color"] == "shared"
+    at.radio(key="surf_scale").set_value("per panel").run()
+    assert vega_specs(at)[0]["resolve"]["scale"]["color"] == "independent"
+    at.radio(key="surf_scale").set_value("shared").run()
+    at.radio(key="surf_kind").set_value("contour").run()
+    assert len(at.get("plotly_chart")) == 1  # Plotly only on request, one figure
     at.radio(key="surf_kind").set_value("3-D surface").run()
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     scenes = [v for k, v in fig["layout"].items() if k.startswith("scene")]
@@ -322,6 +344,9 @@ def test_surfaces_six_runs_scales_and_open_view_only(monkeypatch, store_root, do
 def test_chart_downloads_are_images_and_palette(monkeypatch, store_root, downloads):
     from dashboard import charts
     at = app(monkeypatch, store_root, "training")
+    # Both default metrics in one chart (one view for the browser), each with its own files
+    (both,) = vega_specs(at)
+    assert [len(row["hconcat"]) for row in both["vconcat"]] == [2]
     png = fetch(at, downloads, "csv_training_val_acc_png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     svg = fetch(at, downloads, "csv_training_val_acc_svg")
@@ -336,7 +361,15 @@ def test_chart_downloads_are_images_and_palette(monkeypatch, store_root, downloa
 
 def test_study_report(monkeypatch, store_root, downloads):
     at = app(monkeypatch, store_root, "report", report_study="optimizers")
-    assert {s.value.split(" (")[0] for s in at.subheader} >= {"optimizer", "model"}
+    # One factor's section on the page at a time, each reachable from the URL's control
+    assert len(at.segmented_control(key="report_factor").options) >= 2
+    shown = set()
+    for factor in ("optimizer", "model_label"):
+        at.segmented_control(key="report_factor").set_value(factor).run()
+        assert not problems(at) and len(at.subheader) == 1 and len(vega_specs(at)) == 1
+        shown.add(at.subheader[0].value.split(" (")[0])
+        assert not csv_of(at, downloads, f"csv_report_levels_{factor}").empty
+    assert shown >= {"optimizer", "model"}
     md = fetch(at, downloads, "report_md")
     assert "## optimizer" in md and "data:image/png;base64," in md and "| sam-adam |" in md
     html = fetch(at, downloads, "report_html")
@@ -347,3 +380,4 @@ def test_dashboard_listens_on_loopback_by_default():
     import tomllib
     config = tomllib.loads((Path(APP).parents[1] / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "127.0.0.1"
+

@@ -15,6 +15,7 @@ import pytest
 from dashboard import jobs
 from dashboard_store import copy_of, sample_root
 from landscape_lib.store import Store
+from landscape_lib.store.schema import INTERRUPTED
 from test_dashboard import app, problems
 
 FAKE_CLI = textwrap.dedent('''
@@ -205,6 +206,17 @@ def test_new_runs_appear_without_restart(monkeypatch, tmp_path, tmp_path_factory
         time.sleep(0.5)
         at.run()
     assert "zz-new-run" in set(at.dataframe[0].value["run_id"])
+    # A run's row rewritten in place (same row count, same updated_at, as when the pipeline
+    # marks a run interrupted) shows too: the run list's cache follows the snapshot
+    store.write("runs", "zz-new-run", new.assign(status=INTERRUPTED))
+    deadline = time.time() + 20
+    while True:
+        table = at.dataframe[0].value.set_index("run_id")
+        if table.loc["zz-new-run", "status"] == INTERRUPTED or time.time() > deadline:
+            break
+        time.sleep(0.5)
+        at.run()
+    assert table.loc["zz-new-run", "status"] == INTERRUPTED
 
 
 QUICK_GRID = textwrap.dedent('''

@@ -49,39 +49,35 @@ def per_run() -> None:
     eigs = curvature.hessian_eigs(root, ids)
     eigs = eigs.merge(pd.DataFrame(at, columns=["run_id", "epoch"]))
     top = eigs[eigs["which"] == "top"].assign(k=lambda d: "k=" + d["k"].astype(str))
-    left, right = st.columns(2)
-    with left:
-        chart = charts.dots(top, "eigenvalue", "run_id", "k", log_x=log_x, show_legend=True,
-                            title="Top Hessian eigenvalues (Lanczos)")
-        charts.show(chart, top, "top_eigenvalues", key="csv_top_eigs")
     df = last.assign(lam_min_status=flag(last["lam_min_converged"].tolist()).values,
                      top_status=flag(last["top_eig_converged"].tolist()).values)
     df["trace_lo"] = df["trace"] - 1.96 * df["trace_se"].fillna(0)
     df["trace_hi"] = df["trace"] + 1.96 * df["trace_se"].fillna(0)
-    with right:
-        chart = charts.dots(df, "trace", "run_id", "run_id", err=("trace_lo", "trace_hi"),
-                            log_x=log_x, show_legend=False,
-                            title="Hessian trace (Hutchinson) with ±1.96 SE")
-        charts.show(chart, df[["run_id", "epoch", "trace", "trace_se", "trace_lo", "trace_hi"]],
-                    "hessian_trace", key="csv_trace")
-    left, right = st.columns(2)
-    with left:
-        chart = charts.dots(df, "lam_min", "run_id", "run_id", shape="lam_min_status",
-                            show_legend=False, title="lambda_min (shape: converged?)")
-        charts.show(chart, df[["run_id", "epoch", "lam_min", "lam_min_residual",
-                               "lam_min_status", "lowest_ritz", "lam_min_consistent"]],
-                    "lambda_min", key="csv_lam_min")
-    with right:
-        chart = charts.dots(df, "convexity_ratio", "run_id", "run_id", show_legend=False,
-                            title="Convexity ratio |lambda_min| / lambda_max")
-        charts.show(chart, df[["run_id", "epoch", "convexity_ratio"]], "convexity_ratio",
-                    key="csv_convexity")
     df["neg_lo"] = (df["neg_share"] - 1.96 * df["neg_share_se"].fillna(0)).clip(0, 1)
     df["neg_hi"] = (df["neg_share"] + 1.96 * df["neg_share_se"].fillna(0)).clip(0, 1)
-    chart = charts.dots(df, "neg_share", "run_id", "run_id", err=("neg_lo", "neg_hi"),
-                        show_legend=False, title="Negative share of the spectrum")
-    charts.show(chart, df[["run_id", "epoch", "neg_share", "neg_share_se", "neg_eps",
-                           "near_zero_share"]], "negative_share", key="csv_neg_share")
+    # One chart of five panels in two rows, runs on y: one view for the browser to draw
+    width = 180
+    chart = charts.panels([
+        charts.dots(top, "eigenvalue", "run_id", "k", log_x=log_x, show_legend=True,
+                    title="Top eigenvalues (Lanczos)", width=width),
+        charts.dots(df, "trace", "run_id", "run_id", err=("trace_lo", "trace_hi"),
+                    log_x=log_x, show_legend=False, title="Trace ±1.96 SE", width=width,
+                    y_labels=False),
+        charts.dots(df, "lam_min", "run_id", "run_id", shape="lam_min_status",
+                    show_legend=True, title="lambda_min (shape: converged?)", width=width,
+                    y_labels=False)], [
+        charts.dots(df, "convexity_ratio", "run_id", "run_id", show_legend=False,
+                    title="|lambda_min| / lambda_max", width=width),
+        charts.dots(df, "neg_share", "run_id", "run_id", err=("neg_lo", "neg_hi"),
+                    show_legend=False, title="Negative share ±1.96 SE", width=width,
+                    y_labels=False)])
+    per_run_columns = ["run_id", "epoch", "trace", "trace_se", "trace_lo", "trace_hi",
+                       "lam_min", "lam_min_residual", "lam_min_status", "lowest_ritz",
+                       "lam_min_consistent", "convexity_ratio", "neg_share", "neg_share_se",
+                       "neg_lo", "neg_hi", "neg_eps", "near_zero_share"]
+    charts.show(chart, df[per_run_columns], "hessian_per_run", key="csv_per_run")
+    st.caption("The top eigenvalues as CSV (one row per run and k):")
+    charts.downloads(top, "top_eigenvalues", key="csv_top_eigs")
     eps = df["neg_eps"].dropna()
     st.caption("Negative share: the spectral density's mass below "
                + (f"-neg_eps x lambda_max (neg_eps = {', '.join(sorted({f'{e:g}' for e in eps}))}"

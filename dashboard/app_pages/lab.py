@@ -195,13 +195,10 @@ if row["kind"] == "hessian":
         charts.show(chart, dens, f"density_{aid}", key="csv_lab_density")
 elif row["kind"] == "surface" and not result["surface_points"].empty:
     points = result["surface_points"]
-    xs, ys, Z = figures3d.grid_of(points, "loss")
-    grid = [{"title": f"{run_id} epoch {row['epoch']}", "xs": xs, "ys": ys, "Z": Z,
-             "x_title": "direction 1", "y_title": "direction 2",
-             "centre": points.loc[(points["x"].abs() + points["y"].abs()).idxmin(), "loss"]}]
-    charts.plotly(figures3d.surfaces_figure(grid, kind="contour"), points, f"surface_{aid}",
-                  key="csv_lab_surface", static=lambda: figures3d.surfaces_static(
-                      points, "loss", {aid: run_id}))
+    chart = figures3d.surfaces_heatmap(points, "loss", {aid: {
+        "title": f"{run_id} epoch {row['epoch']}", "x_title": "direction 1",
+        "y_title": "direction 2"}})
+    charts.show(chart, points, f"surface_{aid}", key="csv_lab_surface")
 for table, df in result.items():
     with st.expander(f"`{table}` ({len(df)} rows)"):
         charts.table(df, f"{table}_{aid}", key=f"csv_lab_{table}")

@@ -31,7 +31,13 @@ with st.container(horizontal=True, gap="small"):
     st.download_button("HTML report", data=lambda: report.to_html(study, measures, sections),
                        file_name=f"report_{charts.slug(study)}.html", mime="text/html",
                        key="report_html", icon=":material/html:", on_click="ignore")
-for s in sections:
+# One factor's section at a time (the browser draws its chart and tables only); the Markdown
+# and HTML reports above hold every section.
+names = {s.factor: f"{runs_data.LABELS[s.factor]} (baseline: {s.baseline})" for s in sections}
+factor = st.segmented_control("Factor", list(names), default=sections[0].factor,
+                              key="report_factor", bind="query-params",
+                              format_func=names.get) or sections[0].factor
+for s in [s for s in sections if s.factor == factor]:
     st.subheader(f"{runs_data.LABELS[s.factor]} (baseline: {s.baseline})")
     levels = s.levels.assign(measure=s.levels["measure"].map(lambda m: report.MEASURES[m][0]))
     charts.show(s.figure(), s.levels, f"report_{s.factor}", key=f"csv_report_{s.factor}")

@@ -8,6 +8,8 @@ from dashboard import charts
 from dashboard.data import core
 from dashboard.data import runs as runs_data
 
+PARALLEL_RUNS = 200  # lines of the parallel-coordinates chart
+
 root, filters, compare = core.context()
 st.title("Runs")
 runs = runs_data.runs(root, filters)
@@ -85,7 +87,10 @@ def parallel() -> None:
                           format_func=lambda k: runs_data.LABELS[k])
     metric = c2.selectbox("Final metric", metric_choices, key="par_metric", bind="query-params")
     if axes:
-        sample = done.head(runs_data.MAX_TABLE_ROWS // 4)
+        sample = done.head(PARALLEL_RUNS)  # one line per run: the browser draws each
+        if len(done) > PARALLEL_RUNS:
+            st.caption(f"The {PARALLEL_RUNS} newest of {len(done):,} finished runs: narrow the "
+                       "filters to see others.")
         chart, long = charts.parallel(sample, axes, metric)
         charts.show(chart, long, "parallel_coordinates", key="csv_parallel")
 

@@ -20,6 +20,7 @@ picked = st.multiselect("Runs side by side (up to 6)", have, default=have[:2], m
                         key="surf_runs", bind="query-params")
 if not picked:
     st.stop()
+KINDS = ["heat map", "contour", "3-D surface"]  # Plotly (contour, 3-D) only on request
 VIEWS = ["2-D surfaces", "Interpolation", "Trajectory", "Wavelets", "Persistence",
          "Gaussian fit and optimizer paths"]
 view = st.segmented_control("View", VIEWS, default=VIEWS[0], key="surf_view",
@@ -59,29 +60,36 @@ def two_d() -> None:
     c1, c2, c3, c4 = st.columns(4)
     value = c1.radio("Value", ["loss", "acc"], horizontal=True, key="surf_value",
                      persist_state="session")
-    kind = c2.radio("View", ["contour", "3-D surface"], horizontal=True, key="surf_kind",
-                    bind="query-params", help="3-D surfaces are drawn with WebGL: slower "
-                    "on machines without a GPU.")
+    kind = c2.radio("Draw as", KINDS, horizontal=True, key="surf_kind", bind="query-params",
+                    help="Heat maps are drawn fastest; contours and 3-D surfaces use Plotly "
+                    "(3-D with WebGL: slower on machines without a GPU).")
     shared = c3.radio("Colour and z scale", ["shared", "per panel"], horizontal=True,
                       key="surf_scale", bind="query-params") == "shared"
     log_z = c4.toggle("Log z", key="surf_log", persist_state="session", disabled=value != "loss")
     log_z = log_z and value == "loss"
     ids = tuple(r.analysis_id for r in chosen)
-    points = surfaces.surface_points(root, ids)
+    points = surfaces.surface_points(root, ids, tuple(picked))
     summary = surfaces.surface_summary(root, ids).set_index("analysis_id")
-    grids = []
-    for run_id, row in zip(picked, chosen):
-        p = points[points["analysis_id"] == row.analysis_id]
-        xs, ys, Z = figures3d.grid_of(p, value)
-        centre = p.loc[(p["x"].abs() + p["y"].abs()).idxmin(), value] if len(p) else None
-        grids.append({"title": f"{run_id}<br>{_label(row)}", "xs": xs, "ys": ys, "Z": Z,
-                      "x_title": _axis(row, 1), "y_title": _axis(row, 2), "centre": centre})
-    fig = figures3d.surfaces_figure(grids, kind="surface" if kind == "3-D surface" else
-                                    "contour", z_title=value, log_z=log_z, shared=shared)
-    labels = {r.analysis_id: f"{run} ({_label(r)})" for run, r in zip(picked, chosen)}
-    charts.plotly(fig, points, "surface_points", key="csv_surface_points",
-                  static=lambda: figures3d.surfaces_static(points, value, labels, shared, log_z))
-    st.caption("The red mark is the checkpoint itself (the centre, 0, 0). Directions: "
+    panels = {r.analysis_id: {"title": [run_id, _label(r)], "x_title": _axis(r, 1),
+                              "y_title": _axis(r, 2)} for run_id, r in zip(picked, chosen)}
+
+    def heatmap():
+        return figures3d.surfaces_heatmap(points, value, panels, shared, log_z)
+    if kind == KINDS[0]:
+        charts.show(heatmap(), points, "surface_points", key="csv_surface_points")
+    else:
+        grids = []
+        for run_id, row in zip(picked, chosen):
+            p = points[points["analysis_id"] == row.analysis_id]
+            xs, ys, Z = figures3d.grid_of(p, value)
+            centre = p.loc[(p["x"].abs() + p["y"].abs()).idxmin(), value] if len(p) else None
+            grids.append({"title": f"{run_id}<br>{_label(row)}", "xs": xs, "ys": ys, "Z": Z,
+                          "x_title": _axis(row, 1), "y_title": _axis(row, 2),
+                          "centre": centre})
+        fig = figures3d.surfaces_figure(grids, kind="surface" if kind == KINDS[2] else
+                                        "contour", z_title=value, log_z=log_z, shared=shared)
+        charts.plotly(fig, points, "surface_points", key="csv_surface_points", static=heatmap)
+    st.caption("The red cross is the checkpoint itself (the centre, 0, 0). Directions: "
                + "; ".join(f"{run}: {_axis(r, 1)} and {_axis(r, 2)}, seed "
                            f"{'?' if r.dir_seed != r.dir_seed else int(r.dir_seed)}"
                            for run, r in zip(picked, chosen)))

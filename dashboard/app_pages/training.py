@@ -1,5 +1,6 @@
 """Training: per-epoch curves of any recorded metric, per run or as mean and 95% interval per
 group of runs (group by any config keys); optional EMA smoothing and log scale."""
+import altair as alt
 import streamlit as st
 
 from dashboard import charts, stats
@@ -44,9 +45,8 @@ else:
     st.caption("Showing " + (f"the {len(ids)} compared runs." if compare else
                              f"the {len(ids)} newest of {len(filtered)} filtered runs: pick "
                              "runs to compare in the sidebar, or group them."))
+made = []  # (metric, chart, its data)
 for i, metric in enumerate(metrics):
-    if i % 2 == 0:
-        cols = st.columns(2)  # one row per pair of charts, the legend under the second
     last = i % 2 == 1 or i == len(metrics) - 1
     if groups:
         df = curves[["group", "epoch", "runs"]
@@ -59,5 +59,14 @@ for i, metric in enumerate(metrics):
         df = runs_data.smooth(curves[["run_id", "epoch", metric]], metric, "run_id", alpha)
         chart = charts.lines(df, "epoch", metric, "run_id", log_y=log_y, title=metric,
                              show_legend=last)
-    with cols[i % 2]:
-        charts.show(chart, df, f"training_{metric}", key=f"csv_training_{metric}")
+    made.append((metric, chart.properties(width=360, height=260), df))  # legend: below
+# Every metric in ONE chart (two per row, one legend): one view for the browser to draw; each
+# metric's CSV, PNG and SVG below it.
+st.vega_lite_chart(spec=charts.spec(alt.vconcat(*(
+    alt.hconcat(*(c for _, c, _ in made[k:k + 2])).resolve_legend(
+        color="independent", strokeDash="independent") for k in range(0, len(made), 2)))))
+for k in range(0, len(made), 2):
+    for col, (metric, chart, df) in zip(st.columns(2), made[k:k + 2]):
+        with col:
+            st.caption(metric)
+            charts.downloads(df, f"training_{metric}", key=f"csv_training_{metric}", chart=chart)

@@ -2,6 +2,7 @@
 seeds), the studies that vary a factor, and paired comparisons of a factor's levels."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -102,35 +103,39 @@ def paired_table(measures: pd.DataFrame, factor: str, baseline, match: list[str]
     (every other varying key): per configuration, level and quantity {name: kind}, the
     difference (or ratio for positive quantities) with its 95% interval over seeds. Seeds
     present at both levels are paired (paired t-test); otherwise Welch's test on all runs."""
-    rows = []
-    df = measures.copy()
-    df["_config"] = (df[match].astype(str).agg(" · ".join, axis=1) if match
-                     else "all runs")
-    for config, group in df.groupby("_config", sort=True):
-        base = group[group[factor].astype(str) == str(baseline)]
-        if base.empty:
+    df = measures.reset_index(drop=True)
+    config = (df[match].astype(str).agg(" · ".join, axis=1) if match
+              else pd.Series("all runs", index=df.index))
+    is_base = (df[factor].astype(str) == str(baseline)).to_numpy()
+    seed = df["seed"].to_numpy()
+    has_seed = df["seed"].notna().to_numpy()
+    values = {q: pd.to_numeric(df[q], errors="coerce").to_numpy(float) for q in quantities}
+    ok = {q: has_seed & ~np.isnan(v) for q, v in values.items()}
+    codes, levels = pd.factorize(df[factor], sort=True)  # missing levels: -1, left out
+    levels = list(levels)
+    rows, pairs = [], []
+    for cfg, idx in sorted(df.groupby(config).indices.items()):
+        base_idx = idx[is_base[idx]]
+        if not len(base_idx):
             continue
-        for level, other in group.groupby(factor, sort=True):
-            if str(level) == str(baseline):
+        for code in np.unique(codes[idx]):
+            level = levels[code]
+            if code < 0 or str(level) == str(baseline):
                 continue
+            other = idx[codes[idx] == code]
             for q, kind in quantities.items():
-                a = base[["seed", q]].dropna()
-                b = other[["seed", q]].dropna()
-                a = a[pd.to_numeric(a[q], errors="coerce").notna()]
-                b = b[pd.to_numeric(b[q], errors="coerce").notna()]
-                common = sorted(set(a["seed"]) & set(b["seed"]))
+                a_idx, b_idx = base_idx[ok[q][base_idx]], other[ok[q][other]]
+                common = sorted(set(seed[a_idx]) & set(seed[b_idx]))
                 paired = len(common) >= 2
-                if paired:
-                    a = a.set_index("seed").loc[common, q]
-                    b = b.set_index("seed").loc[common, q]
-                else:
-                    a, b = a[q], b[q]
-                if not len(a) or not len(b):
+                if paired:  # each seed's runs, seeds in order
+                    a_idx = np.concatenate([a_idx[seed[a_idx] == s] for s in common])
+                    b_idx = np.concatenate([b_idx[seed[b_idx] == s] for s in common])
+                if not len(a_idx) or not len(b_idx):
                     continue
-                res = stats.compare(a.to_numpy(float), b.to_numpy(float), kind, paired)
-                rows.append({"configuration": config, factor: level, "baseline": baseline,
-                             "quantity": q, **res})
-    return pd.DataFrame(rows)
+                rows.append({"configuration": cfg, factor: level, "baseline": baseline,
+                             "quantity": q})
+                pairs.append((values[q][a_idx], values[q][b_idx], kind, paired))
+    return pd.DataFrame([{**row, **res} for row, res in zip(rows, stats.compare_many(pairs))])
 
 
 def match_keys(measures: pd.DataFrame, factor: str) -> list[str]:

@@ -9,14 +9,14 @@ import streamlit as st
 from landscape_lib.store import TABLES
 from landscape_lib.store.queries import SURFACE_SEED_SPREAD
 
-from .core import TTL, check, query
+from .core import TTL, check, marks, query
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def surfaces(root: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
     """Every 2-D surface of the runs: analysis_id, run_id, epoch, grid size, directions, their
     seed and normalisation (from the analysis' parameters), newest first."""
-    return query(root, """
+    return query(root, f"""
         SELECT p.analysis_id, p.run_id, p.epoch, count(*) AS points,
                max(p.i) + 1 AS nx, max(p.j) + 1 AS ny, any_value(s.directions) AS directions,
                any_value(s.dir_seed) AS dir_seed,
@@ -26,17 +26,20 @@ def surfaces(root: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
         FROM surface_points p
         LEFT JOIN surface_summary s ON s.analysis_id = p.analysis_id
         LEFT JOIN analyses a ON a.analysis_id = p.analysis_id
-        WHERE list_contains(?, p.run_id)
+        WHERE p.run_id IN ({marks(run_ids)})
         GROUP BY p.analysis_id, p.run_id, p.epoch
-        ORDER BY p.run_id, p.epoch DESC, started_at DESC NULLS LAST""", [list(run_ids)])
+        ORDER BY p.run_id, p.epoch DESC, started_at DESC NULLS LAST""", list(run_ids))
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
-def surface_points(root: str, analysis_ids: tuple[str, ...]) -> pd.DataFrame:
-    """Grid points (i, j, x, y, loss, acc) of the given surfaces."""
-    return query(root, """SELECT analysis_id, run_id, epoch, i, j, x, y, loss, acc
-                          FROM surface_points WHERE list_contains(?, analysis_id)
-                          ORDER BY analysis_id, i, j""", [list(analysis_ids)])
+def surface_points(root: str, analysis_ids: tuple[str, ...], run_ids: tuple[str, ...]
+                   ) -> pd.DataFrame:
+    """Grid points (i, j, x, y, loss, acc) of the given surfaces of the given runs (the run ids
+    let the scan skip the other runs' row groups: compacted files are in run order)."""
+    return query(root, f"""SELECT analysis_id, run_id, epoch, i, j, x, y, loss, acc
+                           FROM surface_points WHERE run_id IN ({marks(run_ids)})
+                           AND analysis_id IN ({marks(analysis_ids)})
+                           ORDER BY analysis_id, i, j""", [*run_ids, *analysis_ids])
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
@@ -79,10 +82,18 @@ def standalone_rows(root: str, table: str) -> pd.DataFrame:
                        f"(SELECT run_id FROM runs) ORDER BY {ROW_ORDER[table]}")
 
 
+# A large table -> the small one written by the same analysis run, with the same run ids
+# (landscape_lib.analyses.runners.surfaces writes a surface's points and its summary together).
+INDEX_OF = {"surface_points": "surface_summary"}
+
+
 @st.cache_data(ttl=TTL, show_spinner=False)
 def runs_with(root: str, table: str, run_ids: tuple[str, ...]) -> list[str]:
-    """The given runs that have rows in `table` (order kept)."""
+    """The given runs that have rows in `table` (order kept). A table read from disk at each
+    query is looked up in the small table its analysis writes with it (a surface's summary
+    row): testing thousands of run ids against millions of grid points takes seconds."""
     check([table], TABLES, "table")
-    have = set(query(root, f"SELECT DISTINCT run_id FROM {table} WHERE list_contains(?, run_id)",
+    source = INDEX_OF.get(table, table)
+    have = set(query(root, f"SELECT DISTINCT run_id FROM {source} WHERE list_contains(?, run_id)",
                      [list(run_ids)])["run_id"])
     return [r for r in run_ids if r in have]
