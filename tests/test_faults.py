@@ -33,7 +33,8 @@ KNOWN = (("kill", "after", "save:resume"),      # epoch 0 stored twice on resume
          ("kill", "after", "part:analyses"),    # scheduled analysis left `running`
          ("kill", "during", "save:checkpoints"))  # a killed writer's temporary
 ENOSPC_KNOWN = (("enospc", "during", "part:epochs"),   # epoch 0 recorded outside the try
-                ("enospc1", "during", "save:resume"))  # torch's cryptic RuntimeError
+                ("enospc1", "during", "save:resume"),  # torch's cryptic RuntimeError
+                ("enospc1", "during", "part:analyses"))  # the `running` row outside the try
 
 launcher = fc.launcher
 

@@ -94,9 +94,9 @@ def _compute(ctx: AnalysisContext, kind: str, params: dict) -> None:
            "split": params.get("split"), "n_samples": params.get("samples"),
            "device": str(ctx.device), "engine": params.get("engine"),
            "lib_version": versions(), "started_at": datetime.now()}
-    ctx.write("analyses", [row])
     started = time.perf_counter()
     try:
+        ctx.write("analyses", [row])  # a full disk here too: the failure stored if it can be
         ANALYSES.get(kind).runner()(ctx, params)
         ctx.write("analyses", [{**row, "status": ANALYSIS_DONE,
                                 "engine": ctx.engine or row["engine"],
