@@ -73,6 +73,7 @@ def per_run() -> None:
                     y_labels=False)])
     per_run_columns = ["run_id", "epoch", "trace", "trace_se", "trace_lo", "trace_hi",
                        "lam_min", "lam_min_residual", "lam_min_status", "lowest_ritz",
+                       "lam_min_lanczos",
                        "lam_min_consistent", "convexity_ratio", "neg_share", "neg_share_se",
                        "neg_lo", "neg_hi", "neg_eps", "near_zero_share"]
     charts.show(chart, df[per_run_columns], "hessian_per_run", key="csv_per_run")

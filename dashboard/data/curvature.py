@@ -15,7 +15,8 @@ from .statuses import DONE
 # The whole-model columns of hessian_summary the pages show (NULL where an analysis predates
 # a column: the pages say "not measured").
 SUMMARY_COLUMNS = ["top_eig", "top_eig_residual", "top_eig_converged", "lam_min",
-                   "lam_min_residual", "lam_min_converged", "lowest_ritz", "lam_min_consistent",
+                   "lam_min_residual", "lam_min_converged", "lowest_ritz", "lam_min_lanczos",
+                   "lam_min_consistent",
                    "convexity_ratio", "trace", "trace_se", "neg_share", "neg_share_se", "neg_eps",
                    "near_zero_share", "n_params", "n_products"]
 
