@@ -8,8 +8,9 @@ its own cursor with the tables it reads registered from the snapshot, and its re
 for a few seconds (`st.cache_data`, keyed by the store root and the filter values).
 
 All SQL takes user values as parameters (`?`); lists go in as one list parameter tested with
-`list_contains(?, col)`, or a few values on a disk table as `col IN (?, ?, ...)` (`marks`). Names that vary (a chosen metric, a group-by key) are checked against
-fixed lists first, so no user text ever becomes SQL.
+`list_contains(?, col)`, or a few values on a disk table as `col IN (?, ?, ...)` (`marks`).
+Names that vary (a chosen metric, a group-by key) are checked against fixed lists first, so no
+user text ever becomes SQL.
 """
 from __future__ import annotations
 

@@ -204,14 +204,20 @@ def lowest_of_both(op, bottom: Eigen, q: SLQResult, tol: float, floor: float
     node = q.lowest_node
     node_res = float(np.hypot(res[0], rayleigh[0] - node))  # Hy - node y, split orthogonally
     consistent = bool(bottom.values[0] <= node + bottom.residuals[0] + node_res)
+    counted = dataclasses.replace(bottom, n_products=bottom.n_products + 1)
     if node >= bottom.values[0]:
-        return dataclasses.replace(bottom, n_products=bottom.n_products + 1), consistent
-    values, residuals = bottom.values.copy(), bottom.residuals.copy()
-    vectors, converged = bottom.vectors.clone(), bottom.converged.copy()
-    values[0], residuals[0], vectors[:, 0] = node, node_res, q.lowest
-    converged[0] = node_res <= tol * max(abs(node), floor)
-    return Eigen(values, vectors, residuals, converged, bottom.n_products + 1,
-                 bottom.steps), consistent
+        return counted, consistent
+    vectors = bottom.vectors.clone()
+    vectors[:, 0] = q.lowest
+
+    def first(a: np.ndarray, v) -> np.ndarray:  # the lowest pair replaced by the node's
+        return np.concatenate([[v], a[1:]])
+
+    return dataclasses.replace(
+        counted, values=first(bottom.values, node), vectors=vectors,
+        residuals=first(bottom.residuals, node_res),
+        converged=first(bottom.converged, node_res <= tol * max(abs(node), floor))
+    ), consistent
 
 
 def analyse(op, model: nn.Module | None = None, s: HessianSettings | None = None, *,

@@ -26,6 +26,7 @@ residual ||H_bb y - theta y|| (an error bound) and whether it is within toleranc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Sequence
 
 import numpy as np
@@ -71,13 +72,11 @@ class Blocks:
         out = torch.zeros(self.count, X.shape[1], device=X.device, dtype=X.dtype)
         return out.index_add_(0, self.seg, X)
 
-    @property
+    @cached_property
     def contiguous(self) -> bool:
         """Block b is rows sum(sizes[:b]) to sum(sizes[:b + 1])."""
-        if not hasattr(self, "_contiguous"):
-            self._contiguous = bool((self.seg[1:] >= self.seg[:-1]).all()) and bool(
-                (torch.unique_consecutive(self.seg).numel() == self.count))
-        return self._contiguous
+        return bool((self.seg[1:] >= self.seg[:-1]).all()) and bool(
+            torch.unique_consecutive(self.seg).numel() == self.count)
 
     def expand(self, v: Tensor, active: Tensor) -> Tensor:
         """Packed vector (P,) -> (P, len(active)): column i is v on block active[i], 0 elsewhere."""
