@@ -97,22 +97,26 @@ def query(root: str, sql: str, params: Iterable = (), run_id: str | None = None
     return reader.query(sql, list(params))
 
 
-_RUNS_SEEN: dict[str, tuple[object, int]] = {}  # root -> (runs snapshot held, its number)
-_RUNS_SEEN_LOCK = threading.Lock()
+_SEEN: dict[tuple[str, str], tuple[object, int]] = {}  # (root, table) -> (snapshot held, number)
+_SEEN_LOCK = threading.Lock()
 
 
-def runs_version(root: str) -> int:
-    """A number that changes whenever the runs table does: the reader replaces its Arrow
-    snapshot of a table when any of its files changes (checked every REFRESH seconds), so a
-    new snapshot object means new rows. Keys the run list's cache, so that a 10,000-run list
-    is made once per change, not once per page visit (the snapshot is held here, so its
-    identity cannot be reused by another object)."""
-    table = _store(root).table("runs")
-    with _RUNS_SEEN_LOCK:
-        held, number = _RUNS_SEEN.get(root, (None, 0))
-        if held is not table:
-            _RUNS_SEEN[root] = table, number + 1
-        return _RUNS_SEEN[root][1]
+def versions(root: str, tables: Iterable[str] = ("runs",)) -> tuple[int, ...]:
+    """Numbers that change whenever one of `tables` does (tables held in memory): the reader
+    replaces its Arrow snapshot of a table when any of its files changes (checked every REFRESH
+    seconds), so a new snapshot object means new rows. Keys the caches of results costly at
+    10,000 runs (the run list, the study report), so that they are made once per change, not
+    once per page visit (each snapshot is held here, so its identity cannot be reused by
+    another object)."""
+    out = []
+    for name in tables:
+        table = _store(root).table(name)
+        with _SEEN_LOCK:
+            held, number = _SEEN.get((root, name), (None, 0))
+            if held is not table:
+                _SEEN[root, name] = table, number + 1
+            out.append(_SEEN[root, name][1])
+    return tuple(out)
 
 
 def problems(root: str) -> dict[str, str]:

@@ -105,6 +105,9 @@ MEASURES = {  # per-run measure -> (label, kind of interval)
 }
 
 
+MEASURE_TABLES = ("runs", "hessian_summary", "analyses", "surface_summary")  # run_measures reads
+
+
 @st.cache_data(ttl=TTL, show_spinner=False)
 def run_measures(root: str, f: Filters, run_ids: tuple[str, ...] = ()) -> pd.DataFrame:
     """Per filtered run (or per run of `run_ids`): every config key, final metrics, sharpness at

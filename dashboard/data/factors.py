@@ -2,6 +2,8 @@
 seeds), the studies that vary a factor, and paired comparisons of a factor's levels."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -104,8 +106,8 @@ def paired_table(measures: pd.DataFrame, factor: str, baseline, match: list[str]
     difference (or ratio for positive quantities) with its 95% interval over seeds. Seeds
     present at both levels are paired (paired t-test); otherwise Welch's test on all runs."""
     df = measures.reset_index(drop=True)
-    config = (df[match].astype(str).agg(" · ".join, axis=1) if match
-              else pd.Series("all runs", index=df.index))
+    config = (functools.reduce(lambda a, b: a + " · " + b, (df[k].astype(str) for k in match))
+              if match else pd.Series("all runs", index=df.index))
     is_base = (df[factor].astype(str) == str(baseline)).to_numpy()
     seed = df["seed"].to_numpy()
     has_seed = df["seed"].notna().to_numpy()

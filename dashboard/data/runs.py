@@ -9,7 +9,7 @@ import streamlit as st
 from landscape_lib.store import columns
 
 from .core import (MAX_POINTS, TTL, Filters, check, filtered_runs, finite, query,
-                   runs_version, with_runs)
+                   versions, with_runs)
 
 # Config keys a page can group or filter by: key -> (SQL over the runs relation r, label).
 # Run-table columns first, then RunConfig fields that only the stored config_json holds.
@@ -70,7 +70,7 @@ def group_label_sql(keys) -> str:
 
 def runs(root: str, f: Filters) -> pd.DataFrame:
     """The filtered runs, newest first: the run table's columns, every config key, config_json."""
-    return _runs(root, f, runs_version(root))
+    return _runs(root, f, versions(root)[0])
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
