@@ -1,7 +1,8 @@
 """Curvature: per run (runs on an axis) the top eigenvalues, lambda_min with its convergence,
-the convexity ratio, the trace with its standard error and the negative share; eigenvalue
-densities on a log axis; per-layer curvature by depth and type; the spectra over epochs when a
-run has several analysed epochs; sharpness against generalization within the shown runs."""
+the convexity ratio, the trace with its standard error and the negative share (every number
+as a table in a view of its own); eigenvalue densities on a log axis; per-layer curvature by
+depth and type; the spectra over epochs when a run has several analysed epochs; sharpness
+against generalization within the shown runs."""
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -28,7 +29,8 @@ if len(ids) > CAP:
 ids = tuple(ids[:CAP])
 summary = curvature.hessian_summary(root, ids)
 multi = bool(summary.groupby("run_id")["epoch"].nunique().gt(1).any())
-views = ["Per run", "Density", "Per layer", "Sharpness and generalization"] + (
+# One view at a time (the browser draws only its chart or table); the default is one chart.
+views = ["Per run", "Table", "Density", "Per layer", "Sharpness and generalization"] + (
     ["Over epochs"] if multi else [])
 view = st.segmented_control("View", views, default=views[0], key="curv_view",
                             bind="query-params") or views[0]
@@ -85,7 +87,11 @@ def per_run() -> None:
                   "; near-zero mass |lambda| <= neg_eps x lambda_max is counted apart)"
                   if len(eps) else "0 (these analyses predate the neg_eps threshold)")
                + ". Columns an analysis did not measure read 'not measured'.")
-    table = df[["run_id", "epoch", *curvature.SUMMARY_COLUMNS]].copy()
+    st.caption("Every number of the whole-network analysis, per run: the view Table.")
+
+
+def summary_table() -> None:
+    table = last[["run_id", "epoch", *curvature.SUMMARY_COLUMNS]].copy()
     for col in curvature.SUMMARY_COLUMNS:  # text: a value, or "not measured" where NULL
         table[col] = table[col].map(lambda v: NOT_MEASURED if pd.isna(v) else
                                     (str(v) if isinstance(v, (bool, np.bool_)) else f"{v:.4g}"))
@@ -166,5 +172,5 @@ def sharpness() -> None:
                                 "p_value": st.column_config.NumberColumn(format="%.2g")})
 
 
-{"Per run": per_run, "Density": density, "Per layer": per_layer, "Over epochs": over_epochs,
- "Sharpness and generalization": sharpness}[view]()
+{"Per run": per_run, "Table": summary_table, "Density": density, "Per layer": per_layer,
+ "Over epochs": over_epochs, "Sharpness and generalization": sharpness}[view]()
