@@ -94,7 +94,11 @@ def test_lab_runs_analysis_and_lists_every_stored_result(monkeypatch, lab_store,
     assert len(fake_cli) == 1
     new = at.dataframe[0].value.iloc[0]
     assert new["status"] == "done" and '"top_k": 4' in new["params_json"]
-    assert at.success and "fake" in at.success[0].value
+    assert at.success and "fake" in at.success[0].value and "`top_k=4`" in at.success[0].value
+    assert len(at.dataframe) == 1  # the result's tables: one at a time, once picked
+    at.segmented_control(key="lab_table").set_value("hessian_eigs").run()
+    eigs = at.dataframe[1].value
+    assert eigs["eigenvalue"].tolist() == pytest.approx([4.0 / (k + 1) for k in range(4)])
     assert not fake_cli[0].workdir.exists()  # the job's temporary folder is gone
 
 

@@ -171,11 +171,11 @@ labels = {f"{r.kind} · epoch {r.epoch} · {r.analysis_id}": r.analysis_id
 aid = labels[st.selectbox("Show stored result", list(labels), key="lab_show",
                           persist_state="session")]
 row = done[done["analysis_id"] == aid].iloc[0]
+given = json.loads(row["params_json"] or "{}")
 st.success(f"Stored result `{aid}`: computed on **{row['device'] or 'unknown device'}** "
            f"({row['engine'] or 'engine ?'}) at {row['started_at']} in "
-           f"{_fmt(row['seconds'], '.1f')} s.")
-with st.expander("Parameters"):
-    st.json(json.loads(row["params_json"] or "{}"))
+           f"{_fmt(row['seconds'], '.1f')} s. Parameters: "
+           + (", ".join(f"`{k}={json.dumps(v)}`" for k, v in given.items()) or "the defaults"))
 tables = specs[row["kind"]].tables if row["kind"] in specs else ()
 result = lab.analysis_result(root, run_id, aid, tables)
 if row["kind"] == "hessian":
@@ -199,7 +199,10 @@ elif row["kind"] == "surface" and not result["surface_points"].empty:
         "title": f"{run_id} epoch {row['epoch']}", "x_title": "direction 1",
         "y_title": "direction 2"}})
     charts.show(chart, points, f"surface_{aid}", key="csv_lab_surface")
-for table, df in result.items():
-    with st.expander(f"`{table}` ({len(df)} rows)"):
-        charts.table(df, f"{table}_{aid}", key=f"csv_lab_{table}")
+# The result's tables one at a time, none until picked (the browser draws every table shown,
+# even in a closed expander).
+table = st.segmented_control("Result table", list(result), key="lab_table",
+                             persist_state="session", format_func=lambda t: f"{t} ({len(result[t])} rows)")
+if table in result:
+    charts.table(result[table], f"{table}_{aid}", key=f"csv_lab_{table}")
 st.caption("Other pages (Curvature, Surfaces, Attention) show this result next to other runs.")
