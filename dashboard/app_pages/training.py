@@ -7,7 +7,7 @@ from dashboard import charts, stats
 from dashboard.data import core
 from dashboard.data import runs as runs_data
 
-LIMIT = 10  # runs drawn one by one when nothing is compared
+LIMIT = 10  # runs drawn one by one when nothing is compared; groups drawn
 
 root, filters, compare = core.context()
 st.title("Training")
@@ -36,9 +36,13 @@ if groups:
     ids = tuple(compare)
     curves = runs_data.group_curves(root, core.Filters() if compare else filters, groups,
                                     tuple(metrics), ids)
+    names = curves["group"].drop_duplicates()
+    drawn = set(names.head(LIMIT))  # one line and band each: the browser draws every one
     st.caption(f"{'The compared' if compare else 'The filtered'} runs "
-               f"({len(pool)}) in {curves['group'].nunique()} groups; runs per group in the "
-               "CSV (`runs`). Groups of one run are drawn as points.")
+               f"({len(pool)}) in {len(names)} groups"
+               + (f", the first {LIMIT} drawn (the CSVs have them all: narrow the filters or "
+                  "group by fewer keys to see others)" if len(names) > LIMIT else "")
+               + "; runs per group in the CSV (`runs`). Groups of one run are drawn as points.")
 else:
     ids = tuple(compare or filtered["run_id"].head(LIMIT))
     curves = runs_data.epoch_curves(root, ids, tuple(metrics))
@@ -53,8 +57,9 @@ for i, metric in enumerate(metrics):
                     + [c for c in curves if c.startswith(f"{metric}_")]]
         df = stats.add_interval(df, metric, runs_data.metric_kind(metric))
         df = runs_data.smooth(df, metric, "group", alpha)
-        chart = charts.lines(df, "epoch", metric, "group", band=(f"{metric}_lo", f"{metric}_hi"),
-                             log_y=log_y, title=metric, show_legend=last, single_points="runs")
+        chart = charts.lines(df[df["group"].isin(drawn)], "epoch", metric, "group",
+                             band=(f"{metric}_lo", f"{metric}_hi"), log_y=log_y, title=metric,
+                             show_legend=last, single_points="runs")
     else:
         df = runs_data.smooth(curves[["run_id", "epoch", metric]], metric, "run_id", alpha)
         chart = charts.lines(df, "epoch", metric, "run_id", log_y=log_y, title=metric,
