@@ -202,7 +202,8 @@ elif row["kind"] == "surface" and not result["surface_points"].empty:
 # The result's tables one at a time, none until picked (the browser draws every table shown,
 # even in a closed expander).
 table = st.segmented_control("Result table", list(result), key="lab_table",
-                             persist_state="session", format_func=lambda t: f"{t} ({len(result[t])} rows)")
+                             persist_state="session",
+                             format_func=lambda t: f"{t} ({len(result[t])} rows)")
 if table in result:
     charts.table(result[table], f"{table}_{aid}", key=f"csv_lab_{table}")
 st.caption("Other pages (Curvature, Surfaces, Attention) show this result next to other runs.")

@@ -1,7 +1,6 @@
 """Study report: each factor a study varies, with its effect on accuracy and sharpness (means,
 95% intervals over seeds, paired tests where configurations match), downloadable as one
 Markdown or HTML file with its figures."""
-import pandas as pd
 import streamlit as st
 
 from dashboard import charts, report
@@ -21,21 +20,17 @@ study = st.selectbox("Study", studies, key="report_study", bind="query-params",
                      index=studies.index(default[0]) if default else 0)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def study_measures(root: str, study: str, version: tuple) -> pd.DataFrame:
-    """The study's runs with their measures, made again only when a table they come from
-    changes (`version`): at 10,000 runs the report's tables take seconds to build."""
-    return curvature.run_measures(root, core.Filters(studies=(study,)))
-
-
 @st.cache_data(max_entries=64, show_spinner=False)
 def study_section(root: str, study: str, factor: str, baseline: str, version: tuple
                   ) -> report.Section:
-    return report.section(study_measures(root, study, version), factor, baseline)
+    """One factor's section, made again only when a table of the measures changes (`version`):
+    at 10,000 runs a section takes a few tenths of a second to build."""
+    measures = curvature.run_measures(root, core.Filters(studies=(study,)))
+    return report.section(measures, factor, baseline)
 
 
 version = core.versions(root, curvature.MEASURE_TABLES)
-measures = study_measures(root, study, version)
+measures = curvature.run_measures(root, core.Filters(studies=(study,)))
 baselines = report.factors(measures)
 st.markdown(report.intro(study, measures))
 if not baselines:

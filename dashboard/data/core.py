@@ -15,6 +15,7 @@ user text ever becomes SQL.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from typing import Iterable, NamedTuple
 
@@ -108,15 +109,36 @@ def versions(root: str, tables: Iterable[str] = ("runs",)) -> tuple[int, ...]:
     10,000 runs (the run list, the study report), so that they are made once per change, not
     once per page visit (each snapshot is held here, so its identity cannot be reused by
     another object)."""
-    out = []
+    reader, out = _store(root), []
     for name in tables:
-        table = _store(root).table(name)
+        if name in reader.disk_tables:  # read from its files at each use: no snapshot to key
+            raise ValueError(f"{name} is not held in memory: it has no version")
+        table = reader.table(name)
         with _SEEN_LOCK:
             held, number = _SEEN.get((root, name), (None, 0))
             if held is not table:
                 _SEEN[root, name] = table, number + 1
             out.append(_SEEN[root, name][1])
     return tuple(out)
+
+
+def by_version(*tables: str):
+    """st.cache_data for a query function `fn(root, ...)` that reads only `tables` (tables
+    held in memory, not DISK_TABLES): a result is kept until one of them changes (versions()),
+    not for TTL seconds, so that a page visited again finds its costly results ready."""
+    def wrap(fn):
+        def cached(version, root, *args, **kwargs):
+            return fn(root, *args, **kwargs)
+        # st.cache_data keys a function by its module, name and source: those of `fn`
+        cached.__module__, cached.__qualname__ = fn.__module__, fn.__qualname__
+        cached = st.cache_data(max_entries=64, show_spinner=False)(cached)
+
+        @functools.wraps(fn)
+        def call(root: str, *args, **kwargs):
+            return cached(versions(root, tables), root, *args, **kwargs)
+        call.clear = cached.clear
+        return call
+    return wrap
 
 
 def problems(root: str) -> dict[str, str]:
@@ -146,7 +168,7 @@ def finite(expr: str) -> str:
     return f"CASE WHEN isfinite({expr}) THEN {expr} END"
 
 
-@st.cache_data(ttl=TTL, show_spinner=False)
+@by_version("runs")
 def run_count(root: str) -> int:
     return int(query(root, "SELECT count(DISTINCT run_id) AS n FROM runs")["n"].iloc[0])
 
@@ -209,7 +231,7 @@ def with_runs(f: Filters) -> tuple[str, list]:
     return f"WITH r AS ({sql})", params
 
 
-@st.cache_data(ttl=TTL, show_spinner=False)
+@by_version("runs")
 def filter_options(root: str) -> pd.DataFrame:
     """Distinct combinations of the filterable columns (for the sidebar's choices)."""
     cols = ", ".join(dict.fromkeys(FILTER_COLUMNS.values()))
