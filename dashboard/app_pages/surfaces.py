@@ -8,6 +8,8 @@ from dashboard import charts, figures3d
 from dashboard.data import core, surfaces
 from dashboard.data import runs as runs_data
 
+MAX_CHOICES = 1000  # runs offered
+
 root, filters, compare = core.context()
 st.title("Surfaces")
 candidates = compare or runs_data.runs(root, filters)["run_id"].tolist()
@@ -16,8 +18,15 @@ if not have:
     st.info("No filtered run has a 2-D surface yet. Run `python -m landscape_lib analyze RUN "
             "--what surface` or use the Lab page.")
     st.stop()
-picked = st.multiselect("Runs side by side (up to 6)", have, default=have[:2], max_selections=6,
-                        key="surf_runs", bind="query-params")
+# The newest runs with a surface are offered, and any picked one (in the URL or the session): a
+# browser handles a select box of thousands of options slowly.
+asked = set(st.query_params.get_all("surf_runs")) | set(st.session_state.get("surf_runs", []))
+options = list(dict.fromkeys(have[:MAX_CHOICES] + [r for r in have if r in asked]))
+picked = st.multiselect("Runs side by side (up to 6)", options, default=have[:2],
+                        max_selections=6, key="surf_runs", bind="query-params")
+if len(options) < len(have):
+    st.caption(f"The {len(options):,} newest of the {len(have):,} runs with a surface are "
+               "offered: narrow the filters or pick runs to compare to reach others.")
 if not picked:
     st.stop()
 KINDS = ["heat map", "contour", "3-D surface"]  # Plotly (contour, 3-D) only on request
