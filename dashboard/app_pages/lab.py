@@ -178,6 +178,8 @@ st.success(f"Stored result `{aid}`: computed on **{row['device'] or 'unknown dev
            + (", ".join(f"`{k}={json.dumps(v)}`" for k, v in given.items()) or "the defaults"))
 tables = specs[row["kind"]].tables if row["kind"] in specs else ()
 result = lab.analysis_result(root, run_id, aid, tables)
+CHART = "chart"  # the result's chart: the eigenvalue density or the surface heat map
+charted = {"hessian": "hessian_density", "surface": "surface_points"}.get(row["kind"])
 if row["kind"] == "hessian":
     whole = result["hessian_summary"]
     whole = whole[whole["layer"] == WHOLE_MODEL] if "layer" in whole else whole
@@ -188,22 +190,24 @@ if row["kind"] == "hessian":
         m[1].metric("trace", _fmt(r["trace"]), help=f"standard error {_fmt(r['trace_se'])}")
         m[2].metric("lowest eigenvalue", _fmt(r["lam_min"]))
         m[3].metric("negative share", _fmt(r["neg_share"], ".1%"))
+# The result's chart and tables one at a time, none until picked: a browser draws every chart
+# and table shown (even in a closed expander), and the Lab is first for starting analyses.
+parts = ([CHART] if charted and not result[charted].empty else []) + list(result)
+part = st.segmented_control(
+    "Show", parts, key="lab_part", persist_state="session",
+    format_func=lambda t: {"hessian": "Eigenvalue density", "surface": "Loss surface"}[
+        row["kind"]] if t == CHART else f"{t} ({len(result[t])} rows)")
+if part == CHART and row["kind"] == "hessian":
     dens = result["hessian_density"][["x", "density"]].assign(run_id=run_id)
-    if not dens.empty:
-        chart = charts.lines(dens, "x", "density", "run_id", x_title="eigenvalue", log_y=True,
-                             title="Eigenvalue density (log)", show_legend=False)
-        charts.show(chart, dens, f"density_{aid}", key="csv_lab_density")
-elif row["kind"] == "surface" and not result["surface_points"].empty:
+    chart = charts.lines(dens, "x", "density", "run_id", x_title="eigenvalue", log_y=True,
+                         title="Eigenvalue density (log)", show_legend=False)
+    charts.show(chart, dens, f"density_{aid}", key="csv_lab_density")
+elif part == CHART:
     points = result["surface_points"]
     chart = figures3d.surfaces_heatmap(points, "loss", {aid: {
         "title": f"{run_id} epoch {row['epoch']}", "x_title": "direction 1",
         "y_title": "direction 2"}})
     charts.show(chart, points, f"surface_{aid}", key="csv_lab_surface")
-# The result's tables one at a time, none until picked (the browser draws every table shown,
-# even in a closed expander).
-table = st.segmented_control("Result table", list(result), key="lab_table",
-                             persist_state="session",
-                             format_func=lambda t: f"{t} ({len(result[t])} rows)")
-if table in result:
-    charts.table(result[table], f"{table}_{aid}", key=f"csv_lab_{table}")
+elif part in result:
+    charts.table(result[part], f"{part}_{aid}", key=f"csv_lab_{part}")
 st.caption("Other pages (Curvature, Surfaces, Attention) show this result next to other runs.")
