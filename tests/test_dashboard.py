@@ -324,6 +324,13 @@ def test_surfaces_six_runs_scales_and_open_view_only(monkeypatch, store_root, do
     assert "random 1" in panel["layer"][0]["encoding"]["x"]["title"]
     assert panel["layer"][1]["mark"]["shape"] == "cross"
     assert heat[0]["resolve"]["scale"]["color"] == "shared"
+    assert not at.dataframe  # the tables on request
+    at.segmented_control(key="surf_table").set_value("Surface statistics").run()
+    shown = csv_of(at, downloads, "csv_surface_summary").set_index("analysis_id")
+    want = store.query("SELECT analysis_id, curvature_x FROM surface_summary WHERE "
+                       "list_contains(?, analysis_id)", [shown.index.tolist()])
+    assert len(shown) == 6 and shown.loc[want["analysis_id"], "curvature_x"].tolist() == \
+        pytest.approx(want["curvature_x"].tolist())
     at.radio(key="surf_scale").set_value("per panel").run()
     assert vega_specs(at)[0]["resolve"]["scale"]["color"] == "independent"
     at.radio(key="surf_scale").set_value("shared").run()
