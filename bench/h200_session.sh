@@ -33,8 +33,7 @@
 #            study A's ResNet-18 (4 epochs) and its analysis, then the compiled product
 #            candidates at that checkpoint (issue 14's product target)
 #
-#   phase 11 (carry .whl/lib .cifar):  the GPU surface tests; a 41x41 surface on 1 vs 2 GPUs,
-#            channels-last and contiguous
+#   phase 11 (carry .whl/lib .cifar):  phase 4 again
 #
 #   bash bench/h200_session.sh 1      # results under $OUT (phase<N>.tgz plus the .txt logs)
 set -u
@@ -61,6 +60,12 @@ setup() {  # wheels and the CIFAR-10 JPEG copy (carried as .whl/lib and .cifar)
 }
 STUDY_A=(runs/grid.toml --study A-vit-sam --epochs 12 --set seed=0 --set dataset=folder
          --set "dataset_options={path=\"$DATA\"}" --store $A --data-root $ROOT --no-progress)
+surfaces() {  # the GPU surface tests, then a 41x41 ResNet-18 surface on 1 vs 2 GPUs (channels-last)
+  step pytest-surface 200 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py \
+      tests/test_gpu_devices.py -k "surface or gpus"
+  step surface-gpus 240 python3 bench/bench_surface_gpus.py --data-folder $DATA \
+      --data-root $ROOT --json "$RES/surface.json"
+}
 missing_hessians() {  # study A's done runs without a finished Hessian analysis
   python3 -c "from landscape_lib.store import Store
 from landscape_lib.store.queries import hessian_study_table as t
@@ -108,12 +113,9 @@ case $PHASE in
   step ray-grid 150 python3 bench/bench_ray_grid.py --data-folder $DATA --data-root $ROOT \
       --variants BC --out /tmp/raygrid --logs "$RES/raygrid-logs" --json "$RES/raygrid.json"
   ;;
-4)
+4|11)
   [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
-  step pytest-surface 200 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py \
-      tests/test_gpu_devices.py -k "surface or gpus"
-  step surface-gpus 240 python3 bench/bench_surface_gpus.py --data-folder $DATA \
-      --data-root $ROOT --json "$RES/surface.json"
+  surfaces
   step surface-gpus-contiguous 200 python3 bench/bench_surface_gpus.py --data-folder $DATA \
       --data-root $ROOT --contiguous --no-processes --json "$RES/surface-contiguous.json"
   ;;
@@ -173,24 +175,12 @@ case $PHASE in
   ;;
 10)
   [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
-  step pytest-surface 200 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py \
-      tests/test_gpu_devices.py -k "surface or gpus"
-  step surface-gpus 240 python3 bench/bench_surface_gpus.py --data-folder $DATA \
-      --data-root $ROOT --json "$RES/surface.json"
+  surfaces
   export CUDA_VISIBLE_DEVICES=0
   step train-resnet 120 python3 bench/bench_hessian_analysis.py --data-folder $DATA \
       --data-root $ROOT --store $H --archs resnet18 --variants after --repeats 1
   step hvp-compile 330 python3 bench/bench_hvp.py --data-folder $DATA --cache-root $ROOT \
       --store $H --run resnet18 --repeats 3 \
       --candidates "graph x4 /4,compile x4 /4,compile x4 /4 chlast" --json "$RES/hvp-compile.json"
-  ;;
-11)
-  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
-  step pytest-surface 200 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py \
-      tests/test_gpu_devices.py -k "surface or gpus"
-  step surface-gpus 240 python3 bench/bench_surface_gpus.py --data-folder $DATA \
-      --data-root $ROOT --json "$RES/surface.json"
-  step surface-gpus-contiguous 200 python3 bench/bench_surface_gpus.py --data-folder $DATA \
-      --data-root $ROOT --contiguous --no-processes --json "$RES/surface-contiguous.json"
   ;;
 esac
