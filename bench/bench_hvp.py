@@ -15,7 +15,11 @@ analysis' seeded subset of the training split) or synthetic ones. Or a trained r
    float32-exact ones), with TF32 as the analysis uses it (``--tf32``, default on): setup
    seconds (construction and first product: graph capture, compilation), ms per product with
    1 column and with 8 columns per call, peak GPU memory, the relative error of its products
-   and the max relative error of its top-5 eigenvalues (tol 1e-3) against the reference.
+   and the max relative error of its top-5 eigenvalues (tol 1e-3) against the reference;
+   the max relative residual ||A y - theta y|| / |theta| of its top-5 Ritz pairs under its own
+   products (``top5_res``) and under the reference's (``top5_res_ref``). A candidate labelled
+   ``... fp32`` is the same one with TF32 off. The checkpoint's smallest BatchNorm running
+   variances are printed (a near-dead channel amplifies the rounding of its inputs).
    A candidate that fails prints its error and the run goes on.
 The acceptance of issue 14: <= 45 ms per product within 20 GiB, top-5 within 0.5%
 (``ok`` column). Rows print as they finish and go to ``--json`` after each one.
@@ -40,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape_lib.analyses.hessian.lanczos import extreme_eigenpairs
+from landscape_lib.analyses.hessian.lanczos import extreme_eigenpairs, verify
 from landscape_lib.analyses.hessian.operator import HessianOperator
 from landscape_lib.data import DeviceData, load_dataset
 from landscape_lib.models import create_model
@@ -66,17 +70,24 @@ CANDIDATES = {
     "graph x4 /4": {"mode": "graph", "chunk_size": 4, "split": 4},
     "graph x4 /4 chlast": {"mode": "graph", "chunk_size": 4, "split": 4, "channels_last": True},
     "graph x8 /8 chlast": {"mode": "graph", "chunk_size": 8, "split": 8, "channels_last": True},
+    "graph x4 /2": {"mode": "graph", "chunk_size": 4, "split": 2},
     "graph x4 /2 chlast": {"mode": "graph", "chunk_size": 4, "split": 2, "channels_last": True},
     "graph /2 chlast": {"mode": "graph", "split": 2, "channels_last": True},
     "compile": {"mode": "compile"},
     "compile x4": {"mode": "compile", "chunk_size": 4},
+    "compile x4 /4": {"mode": "compile", "chunk_size": 4, "split": 4},
+    "compile x4 /4 chlast": {"mode": "compile", "chunk_size": 4, "split": 4,
+                             "channels_last": True},
     "graph bf16": {"mode": "graph", "autocast": "bf16"},
     "graph bf16 x4": {"mode": "graph", "chunk_size": 4, "autocast": "bf16"},
 }
-QUICK = "auto,cached,reverse,forward,forward x4,forward x4 /4"
+# "<label> fp32": the same candidate with TF32 off (true float32 products)
+CANDIDATES.update({f"{label} fp32": {**kw, "tf32": False} for label, kw in list(CANDIDATES.items())
+                   if kw["mode"] not in ("auto", "compile")})
+QUICK = "auto,cached,reverse,forward,forward x4,forward x4 /4,forward fp32"
 TARGET_MS, TARGET_GIB, TARGET_ERR = 45.0, 20.0, 5e-3
 COLUMNS = ["candidate", "setup_s", "ms_1col", "ms_8col", "peak_GiB", "prod_err", "top5_err",
-           "top5_products", "ok", "chosen", "error"]
+           "top5_res", "top5_res_ref", "top5_products", "ok", "chosen", "error"]
 
 
 def parse_args(argv=None):
@@ -157,6 +168,18 @@ def model_and_batch(args, device):
     return model.to(device).eval(), [(x, y)]
 
 
+def bn_variances(model) -> str:
+    """The smallest BatchNorm running variance and how many channels lie below 1e-3 and 1e-5
+    (a near-dead channel's normalisation amplifies the rounding of its inputs)."""
+    v = [m.running_var.detach().float().cpu() for m in model.modules()
+         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None]
+    if not v:
+        return "none"
+    v = torch.cat(v)
+    return (f"min {v.min().item():.3g}, {int((v < 1e-3).sum())} of {v.numel()} channels < 1e-3, "
+            f"{int((v < 1e-5).sum())} < 1e-5")
+
+
 def ms_per_product(op, device, columns: int, repeats: int) -> float:
     V = torch.randn(op.shape[0], columns, device=device,
                     generator=torch.Generator(device=device).manual_seed(1))
@@ -176,8 +199,19 @@ def top5(op, tol, quick):
                                   max_steps=20 if quick else 300)
 
 
+def relative_residuals(op, eig, tf32: bool) -> np.ndarray:
+    """||A y - theta y|| / |theta| of ``eig``'s vectors under ``op`` (TF32 as given), where
+    theta is ``op``'s own Rayleigh quotient: the Ritz pairs checked by a second operator."""
+    set_tf32(tf32)
+    theta, res, _ = verify(op, eig.vectors, 0.0)
+    return res / np.abs(theta)
+
+
 def run_candidate(label, kwargs, model, batches, ref, device, args) -> dict:
     row = {"candidate": label}
+    kwargs = dict(kwargs)
+    tf32 = kwargs.pop("tf32", args.tf32)
+    set_tf32(tf32)
     gc.collect()  # the previous candidate's CUDA graphs and their memory pools go first
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -191,7 +225,12 @@ def run_candidate(label, kwargs, model, batches, ref, device, args) -> dict:
     row["ms_1col"] = ms_per_product(op, device, 1, args.repeats)
     row["ms_8col"] = ms_per_product(op, device, 8, max(1, args.repeats // 2))
     res = top5(op, 1e-2 if args.quick else 1e-3, args.quick)
+    row["top5"] = res.values.tolist()
     row["top5_err"] = float(np.max(np.abs(res.values - ref["top"]) / np.abs(ref["top"])))
+    # its Ritz pairs' residuals under its own products and under the float32 reference's
+    row["top5_res"] = float(relative_residuals(op, res, tf32).max())
+    row["top5_res_ref"] = float(relative_residuals(ref["op"], res, False).max())
+    set_tf32(tf32)
     row["top5_products"] = res.n_products
     row["peak_GiB"] = (torch.cuda.max_memory_allocated(device) / 2**30
                        if device.type == "cuda" else float("nan"))
@@ -229,14 +268,17 @@ def main(argv=None):
                              else "cached")
     V = torch.randn(n, 2, device=device, generator=torch.Generator(device=device).manual_seed(2))
     ref_top = top5(ref_op, 1e-2 if args.quick else 1e-5, args.quick)
-    ref = {"V": V, "HV": ref_op @ V, "top": ref_top.values}
+    ref = {"V": V, "HV": ref_op @ V, "top": ref_top.values, "op": ref_op}
+    ref_res = relative_residuals(ref_op, ref_top, False)
     print(f"reference (float32, TF32 off): top-5 {np.array2string(ref_top.values, precision=6)}"
-          f" in {time.perf_counter() - t0:.1f} s, {ref_op.n_products} products", flush=True)
-    del ref_op
+          f" in {time.perf_counter() - t0:.1f} s, {ref_op.n_products} products; relative "
+          f"residuals {np.array2string(ref_res, precision=2)}", flush=True)
+    print(f"BatchNorm running variances: {bn_variances(model)}", flush=True)
     set_tf32(args.tf32)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     report = {"model": args.arch, "params": n, "images": args.images, "device": str(device),
               "gpu": gpu.strip(" ()"), "tf32": args.tf32, "reference_top5": ref["top"].tolist(),
+              "reference_residuals": ref_res.tolist(), "bn_variances": bn_variances(model),
               "targets": {"ms": TARGET_MS, "GiB": TARGET_GIB, "top5_rel_err": TARGET_ERR},
               "rows": []}
     print(" | ".join(f"{c:>10}" for c in COLUMNS), flush=True)
@@ -250,6 +292,8 @@ def main(argv=None):
             traceback.print_exc(limit=1)
         report["rows"].append(row)
         print(fmt(row), flush=True)
+        if "top5" in row:
+            print(f"    top-5 {np.array2string(np.array(row['top5']), precision=6)}", flush=True)
         if "trials" in row:
             print(f"    auto's trials (ms per column): {row['trials']}; "
                   f"{row['trial_products']} trial products", flush=True)

@@ -25,9 +25,19 @@
 #   phase 8 (after 7, same machine):   every product candidate at phase 7's ResNet-18 checkpoint,
 #            on the analysis' own 512 images
 #
+#   phase 9 (carry .whl/lib .cifar):   GPU 0: study A's ResNet-18 (4 epochs) and its default
+#            Hessian analysis, then every product candidate at that checkpoint, TF32 and float32,
+#            each top-5's residuals under its own and under float32 products; GPU 1 meanwhile:
+#            the channels-last and compiled candidates at initialization
+#   phase 10:                          the GPU surface tests; a 41x41 surface on 1 vs 2 GPUs;
+#            study A's ResNet-18 (4 epochs) and its analysis, then the compiled product
+#            candidates at that checkpoint (issue 14's product target)
+#
+#   phase 11 (carry .whl/lib .cifar):  phase 4 again
+#
 #   bash bench/h200_session.sh 1      # results under $OUT (phase<N>.tgz plus the .txt logs)
 set -u
-PHASE=${1:?phase 1 to 8}
+PHASE=${1:?phase 1 to 11}
 OUT=${OUT:-/tmp/h200-out}
 RES=/tmp/h200-res/phase$PHASE
 DATA=/tmp/cifar ROOT=/tmp/lsdata H=/tmp/hstore A=/tmp/studyA
@@ -50,6 +60,12 @@ setup() {  # wheels and the CIFAR-10 JPEG copy (carried as .whl/lib and .cifar)
 }
 STUDY_A=(runs/grid.toml --study A-vit-sam --epochs 12 --set seed=0 --set dataset=folder
          --set "dataset_options={path=\"$DATA\"}" --store $A --data-root $ROOT --no-progress)
+surfaces() {  # the GPU surface tests, then a 41x41 ResNet-18 surface on 1 vs 2 GPUs (channels-last)
+  step pytest-surface 200 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py \
+      tests/test_gpu_devices.py -k "surface or gpus"
+  step surface-gpus 240 python3 bench/bench_surface_gpus.py --data-folder $DATA \
+      --data-root $ROOT --json "$RES/surface.json"
+}
 missing_hessians() {  # study A's done runs without a finished Hessian analysis
   python3 -c "from landscape_lib.store import Store
 from landscape_lib.store.queries import hessian_study_table as t
@@ -97,12 +113,9 @@ case $PHASE in
   step ray-grid 150 python3 bench/bench_ray_grid.py --data-folder $DATA --data-root $ROOT \
       --variants BC --out /tmp/raygrid --logs "$RES/raygrid-logs" --json "$RES/raygrid.json"
   ;;
-4)
+4|11)
   [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
-  step pytest-surface 200 python3 -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py \
-      tests/test_gpu_devices.py -k "surface or gpus"
-  step surface-gpus 240 python3 bench/bench_surface_gpus.py --data-folder $DATA \
-      --data-root $ROOT --json "$RES/surface.json"
+  surfaces
   step surface-gpus-contiguous 200 python3 bench/bench_surface_gpus.py --data-folder $DATA \
       --data-root $ROOT --contiguous --no-processes --json "$RES/surface-contiguous.json"
   ;;
@@ -143,5 +156,31 @@ case $PHASE in
   step hvp-checkpoint 500 python3 bench/bench_hvp.py --data-folder $DATA --cache-root $ROOT \
       --store $H --run resnet18 --no-compile --repeats 3 --candidates "$HVP" \
       --json "$RES/hvp-checkpoint.json"
+  ;;
+9)
+  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
+  ( export CUDA_VISIBLE_DEVICES=1
+    timeout 500 python3 bench/bench_hvp.py --data-folder $DATA --cache-root $ROOT --repeats 3 \
+        --candidates "graph chlast,graph x4 /4,graph x4 /4 chlast,graph x4 /2 chlast,graph x4 /2,graph chlast x4,compile x4 /4 chlast,compile x4 /4,compile x4" \
+        --json "$RES/hvp-init.json" > "$RES/hvp-init.txt" 2>&1 ) &
+  export CUDA_VISIBLE_DEVICES=0
+  step hessian-analysis 240 python3 bench/bench_hessian_analysis.py --data-folder $DATA \
+      --data-root $ROOT --store $H --archs resnet18 --variants after --repeats 2 \
+      --json "$RES/hessian-analysis.json"
+  step hvp-checkpoint 300 python3 bench/bench_hvp.py --data-folder $DATA --cache-root $ROOT \
+      --store $H --run resnet18 --no-compile --repeats 3 \
+      --candidates "auto,cached,graph,graph x4 /4,graph x4 /4 chlast,cached fp32,graph fp32,graph x4 /4 fp32,graph x4 /4 chlast fp32,graph bf16" \
+      --json "$RES/hvp-checkpoint.json"
+  wait; grep -v "it/s" "$RES/hvp-init.txt" | tail -n 40
+  ;;
+10)
+  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
+  surfaces
+  export CUDA_VISIBLE_DEVICES=0
+  step train-resnet 120 python3 bench/bench_hessian_analysis.py --data-folder $DATA \
+      --data-root $ROOT --store $H --archs resnet18 --variants after --repeats 1
+  step hvp-compile 330 python3 bench/bench_hvp.py --data-folder $DATA --cache-root $ROOT \
+      --store $H --run resnet18 --repeats 3 \
+      --candidates "graph x4 /4,compile x4 /4,compile x4 /4 chlast" --json "$RES/hvp-compile.json"
   ;;
 esac

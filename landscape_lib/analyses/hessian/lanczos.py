@@ -233,9 +233,12 @@ def extreme_eigenpairs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, *,
         conv = res <= tol * np.maximum(np.abs(values), floor)
     order = np.argsort(values)[::-1] if which == "LA" else np.argsort(values)
     if not conv.all():
+        bound = np.maximum(np.maximum(np.abs(values), floor), np.finfo(float).tiny)[order]
         warnings.warn(f"Lanczos ({which}) stopped after {lz.steps} steps with residuals "
-                      f"{np.array2string(res[order], precision=3)} above tol={tol} relative to "
-                      "the Ritz values", RuntimeWarning, stacklevel=2)
+                      f"{np.array2string(res[order], precision=3)}, relative to the Ritz values"
+                      f"{' (or floor)' if floor else ''} "
+                      f"{np.array2string(res[order] / bound, precision=2)}: not all within "
+                      f"tol={tol}", RuntimeWarning, stacklevel=2)
     return Eigen(values=values[order], vectors=Y[:, torch.as_tensor(order.copy())],
                  residuals=res[order], converged=conv[order], n_products=products,
                  steps=lz.steps)

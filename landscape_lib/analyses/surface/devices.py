@@ -16,7 +16,12 @@ seconds per surface, about as long as a whole 41x41 ResNet-18 surface on one GPU
 Measured on 2 H200s (41x41 ResNet-18, 1,024 images): threads 1.71-1.78x over one GPU at 82-92 %
 utilisation, two processes 1.94-1.96x once started: the threads still lose some time to the GIL.
 Replaying each point as a CUDA graph was tried; its capture inside these threads was invalidated
-(cudaErrorStreamCaptureInvalidated) even one capture at a time, so it is not used.
+(cudaErrorStreamCaptureInvalidated) even one capture at a time, and so was a capture of each
+device's point by the caller's thread before the workers started, so it is not used. Two ways
+of making fewer Python calls per point changed neither figure and are not used either: joining
+the loop engine's batches (one forward of 1,024 images per point instead of two of 512: 1 GPU
+13.45 s, 2 GPUs 1.72x at 86 % each) and writing a point's weights with one ``addmv`` into a
+flat buffer that the parameters view (instead of 62 copies: 13.57 s, 1.74x, 86 % each).
 ``bench/bench_surface_gpus.py`` measures both. Blocks shrink as the grid empties ("guided":
 the rows left / (2 x devices), at least one), so the devices finish together.
 
