@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import jobs
+from dashboard import jobs, widgets
 from dashboard.pages import PAGES
 from dashboard.data import core
 from landscape_lib.errors import StoreError
@@ -65,14 +65,11 @@ def sidebar_filters(root: str) -> core.Filters:
                         statuses=chosen["status"], seeds=chosen["seed"], text=text or "")
 
 
-MAX_CHOICES = 1000  # run ids offered in a select box (the newest filtered ones)
-
-
 def sidebar_compare(root: str, filters: core.Filters) -> list[str]:
     """Runs picked for side-by-side views; kept when the filters change."""
     from dashboard.data import runs as runs_data
     filtered = runs_data.runs(root, filters)["run_id"].tolist()
-    n_filtered, filtered = len(filtered), filtered[:MAX_CHOICES]
+    n_filtered, filtered = len(filtered), filtered[:widgets.MAX_CHOICES]  # the newest
     current = [r for r in st.session_state.get("compare", []) if r not in set(filtered)]
     known = set(runs_data.runs(root, core.Filters())["run_id"]) if current else set()
     options = filtered + [r for r in current if r in known]

@@ -1,15 +1,18 @@
-"""The data layer's caches keyed on the store snapshot's versions (dashboard.data.core.by_version,
-core.versions): a result is reused while the tables it reads are unchanged, and made again, with
-the new rows, once one of them changes."""
+"""What keeps pages light at 10,000 runs: the data layer's caches keyed on the store snapshot's
+versions (dashboard.data.core.by_version, core.versions: a result is reused while the tables it
+reads are unchanged, and made again, with the new rows, once one of them changes), and select
+boxes of run ids that offer the newest runs only (dashboard.widgets)."""
 from __future__ import annotations
 
 import time
 
 import pytest
 
-from dashboard.data import core, curvature
+from dashboard import widgets
+from dashboard.data import core, curvature, surfaces
 from dashboard.data import runs as runs_data
 from dashboard_store import copy_of, sample_root
+from test_dashboard import app
 from landscape_lib.store import Store
 
 
@@ -41,3 +44,20 @@ def test_cached_queries_see_a_new_run(tmp_path, tmp_path_factory):
 def test_versions_refuse_a_table_read_from_disk(tmp_path_factory):
     with pytest.raises(ValueError, match="surface_points"):
         core.versions(sample_root(tmp_path_factory), ("surface_points",))
+
+
+def test_run_choices_are_the_newest_and_the_picked(monkeypatch, tmp_path_factory):
+    """A select box of run ids offers the MAX_CHOICES newest runs with results and any run
+    picked in the URL, however old (the Surfaces page; Attention uses the same widget)."""
+    root = sample_root(tmp_path_factory)
+    monkeypatch.setattr(widgets, "MAX_CHOICES", 2)
+    have = surfaces.runs_with(root, "surface_points",
+                              tuple(runs_data.runs(root, core.Filters())["run_id"]))
+    assert len(have) > 3
+    at = app(monkeypatch, root, "surfaces")
+    box = at.multiselect(key="surf_runs")
+    assert box.options == have[:2] and box.value == have[:2]
+    assert any(f"The 2 newest of the {len(have)} runs" in c.value for c in at.caption)
+    at = app(monkeypatch, root, "surfaces", surf_runs=[have[-1]])
+    box = at.multiselect(key="surf_runs")
+    assert box.options == [*have[:2], have[-1]] and box.value == [have[-1]]

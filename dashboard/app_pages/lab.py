@@ -9,7 +9,7 @@ import json
 
 import streamlit as st
 
-from dashboard import charts, figures3d, jobs
+from dashboard import charts, figures3d, jobs, widgets
 from dashboard.data import core, lab
 from dashboard.data import runs as runs_data
 from landscape_lib.store.schema import WHOLE_MODEL
@@ -89,7 +89,7 @@ def progress_panel(root: str, run_id: str) -> None:
 
 root, filters, compare = core.context()
 st.title("Lab")
-filtered = runs_data.runs(root, filters)["run_id"].head(1000).tolist()  # the newest
+filtered = runs_data.runs(root, filters)["run_id"].head(widgets.MAX_CHOICES).tolist()
 ids = list(dict.fromkeys(list(compare) + filtered))
 if not ids:
     st.info("No run matches the filters in the sidebar.")

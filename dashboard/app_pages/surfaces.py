@@ -4,11 +4,9 @@ the Gaussian fit and optimizer paths over its contours. Only the open view is dr
 import altair as alt
 import streamlit as st
 
-from dashboard import charts, figures3d
+from dashboard import charts, figures3d, widgets
 from dashboard.data import core, surfaces
 from dashboard.data import runs as runs_data
-
-MAX_CHOICES = 1000  # runs offered
 
 root, filters, compare = core.context()
 st.title("Surfaces")
@@ -18,15 +16,8 @@ if not have:
     st.info("No filtered run has a 2-D surface yet. Run `python -m landscape_lib analyze RUN "
             "--what surface` or use the Lab page.")
     st.stop()
-# The newest runs with a surface are offered, and any picked one (in the URL or the session): a
-# browser handles a select box of thousands of options slowly.
-asked = set(st.query_params.get_all("surf_runs")) | set(st.session_state.get("surf_runs", []))
-options = list(dict.fromkeys(have[:MAX_CHOICES] + [r for r in have if r in asked]))
-picked = st.multiselect("Runs side by side (up to 6)", options, default=have[:2],
-                        max_selections=6, key="surf_runs", bind="query-params")
-if len(options) < len(have):
-    st.caption(f"The {len(options):,} newest of the {len(have):,} runs with a surface are "
-               "offered: narrow the filters or pick runs to compare to reach others.")
+picked = widgets.runs_multiselect("Runs side by side (up to 6)", have, key="surf_runs",
+                                 default=2, most=6)
 if not picked:
     st.stop()
 KINDS = ["heat map", "contour", "3-D surface"]  # Plotly (contour, 3-D) only on request
