@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import jobs
+from dashboard import jobs, widgets
 from dashboard.pages import PAGES
 from dashboard.data import core
 from landscape_lib.errors import StoreError
@@ -40,27 +40,36 @@ def _clear_filters() -> None:
 
 
 def sidebar_filters(root: str) -> core.Filters:
+    """The study filter, and the others in a popover: a browser draws a popover's widgets only
+    when it is open (each select box costs every page's first render), while their values, in
+    the URL, filter as ever; the active ones are listed under it."""
     combos = core.filter_options(root)
     chosen: dict[str, tuple] = {}
-    for key, label, column in FILTERS:
-        where = {FILTERS_BY_KEY[k]: chosen[k] for k in UPSTREAM.get(key, [])}
-        chosen[key] = _multiselect(key, label, core.options_for(combos, column, where))
-    text = st.text_input("Search run id, study or tags", key="q", bind="query-params")
-    st.button("Clear filters", on_click=_clear_filters, icon=":material/filter_alt_off:")
+
+    def draw(filters: list) -> None:
+        for key, label, column in filters:
+            where = {FILTERS_BY_KEY[k]: chosen[k] for k in UPSTREAM.get(key, [])}
+            chosen[key] = _multiselect(key, label, core.options_for(combos, column, where))
+    draw(FILTERS[:1])
+    with st.popover("More filters", icon=":material/filter_list:", width="stretch"):
+        draw(FILTERS[1:])
+        text = st.text_input("Search run id, study or tags", key="q", bind="query-params")
+        st.button("Clear filters", on_click=_clear_filters, icon=":material/filter_alt_off:")
+    active = [f"{label}: {', '.join(map(str, chosen[key]))}" for key, label, _ in FILTERS[1:]
+              if chosen[key]] + ([f"search: {text}"] if text else [])
+    if active:
+        st.caption(":material/filter_alt: " + " · ".join(active))
     return core.Filters(studies=chosen["study"], datasets=chosen["dataset"],
                         archs=chosen["arch"], model_labels=chosen["model"],
                         inits=chosen["init"], optimizers=chosen["opt"],
                         statuses=chosen["status"], seeds=chosen["seed"], text=text or "")
 
 
-MAX_CHOICES = 1000  # run ids offered in a select box (the newest filtered ones)
-
-
 def sidebar_compare(root: str, filters: core.Filters) -> list[str]:
     """Runs picked for side-by-side views; kept when the filters change."""
     from dashboard.data import runs as runs_data
     filtered = runs_data.runs(root, filters)["run_id"].tolist()
-    n_filtered, filtered = len(filtered), filtered[:MAX_CHOICES]
+    n_filtered, filtered = len(filtered), filtered[:widgets.MAX_CHOICES]  # the newest
     current = [r for r in st.session_state.get("compare", []) if r not in set(filtered)]
     known = set(runs_data.runs(root, core.Filters())["run_id"]) if current else set()
     options = filtered + [r for r in current if r in known]

@@ -93,9 +93,13 @@ def table(df: pd.DataFrame, name: str, key: str | None = None, **kwargs) -> None
     downloads(df, name, key)
 
 
-def show(chart: alt.TopLevelMixin, df: pd.DataFrame, name: str, key: str | None = None) -> None:
-    """An Altair chart built on `df`, with `df` as CSV and the chart as PNG and SVG."""
-    st.vega_lite_chart(spec=spec(chart), width="stretch")
+def show(chart: alt.TopLevelMixin | Callable, df: pd.DataFrame, name: str,
+         key: str | None = None, drawn: dict | None = None) -> None:
+    """An Altair chart built on `df`, with `df` as CSV and the chart as PNG and SVG. With
+    `drawn`, its Vega-Lite spec made beforehand (e.g. cached: building a chart of several
+    panels takes a few tenths of a second), `chart` may be a function making the chart, called
+    for a PNG or SVG download only."""
+    st.vega_lite_chart(spec=drawn or spec(chart), width="stretch")
     downloads(df, name, key, chart)
 
 

@@ -11,7 +11,8 @@ import altair as alt
 import pandas as pd
 
 from dashboard import charts, stats
-from dashboard.data import curvature, factors
+from dashboard.data import curvature
+from dashboard.data import factors as factors_data
 from dashboard.data.runs import LABELS, distinct_keys, varying_keys
 
 MEASURES = curvature.MEASURES
@@ -39,24 +40,33 @@ class Section:
                                   **charts.TITLE))
 
 
-def build(measures: pd.DataFrame) -> list[Section]:
-    """One section per factor (config key other than the seed) that varies among the runs."""
-    sections = []
+def factors(measures: pd.DataFrame) -> dict[str, str]:
+    """{factor: its baseline level} for each config key other than the seed and the study that
+    varies among the runs (cheap: no section is built)."""
+    out = {}
     for factor in distinct_keys(measures, varying_keys(measures, exclude=("seed", "study"))):
-        rows = []
-        for level, group in measures.groupby(measures[factor].astype(str), sort=True):
-            for m, (_, kind) in MEASURES.items():
-                rows.append({"level": level, "measure": m, **stats.summarize(group[m], kind)})
-        levels = pd.DataFrame(rows)
-        if levels.empty or levels["level"].nunique() < 2:
-            continue
-        baseline = str(sorted(measures[factor].astype(str).unique())[0])
-        match = factors.match_keys(measures, factor)
-        table = factors.paired_table(measures.assign(**{factor: measures[factor].astype(str)}),
-                                     factor, baseline, match,
-                                     {m: k for m, (_, k) in MEASURES.items()})
-        sections.append(Section(factor, levels, table, baseline, match))
-    return sections
+        levels = sorted(measures[factor].astype(str).unique())
+        if len(levels) >= 2:
+            out[factor] = str(levels[0])
+    return out
+
+
+def section(measures: pd.DataFrame, factor: str, baseline: str) -> Section:
+    """The section of one factor: its levels' means and intervals, and the paired table."""
+    rows = []
+    for level, group in measures.groupby(measures[factor].astype(str), sort=True):
+        for m, (_, kind) in MEASURES.items():
+            rows.append({"level": level, "measure": m, **stats.summarize(group[m], kind)})
+    match = factors_data.match_keys(measures, factor)
+    table = factors_data.paired_table(measures.assign(**{factor: measures[factor].astype(str)}),
+                                      factor, baseline, match,
+                                      {m: k for m, (_, k) in MEASURES.items()})
+    return Section(factor, pd.DataFrame(rows), table, baseline, match)
+
+
+def build(measures: pd.DataFrame) -> list[Section]:
+    """One section per factor that varies among the runs (see factors())."""
+    return [section(measures, f, b) for f, b in factors(measures).items()]
 
 
 def _fmt(v) -> str:

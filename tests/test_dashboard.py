@@ -242,6 +242,8 @@ def test_runs_page_columns_diff_parallel_and_scatter(monkeypatch, store_root, do
         "SELECT config_json FROM runs WHERE list_contains(?, run_id) ORDER BY run_id",
         [ids])["config_json"])
     assert set(diff.index) == {k for k in a if a[k] != b[k]} == {"optimizer"}
+    assert at.segmented_control(key="runs_view").value is None and not vega_specs(at)
+    at.segmented_control(key="runs_view").set_value("Parallel coordinates").run()
     parallel = csv_of(at, downloads, "csv_parallel")
     assert set(parallel["run_id"]) == set(store.query(
         "SELECT run_id FROM runs WHERE study = 'optimizers'")["run_id"])
@@ -258,7 +260,7 @@ def test_curvature_one_epoch_per_run(monkeypatch, store_root, downloads):
                       "ORDER BY run_id")["run_id"].tolist()
     at = app(monkeypatch, store_root, "curvature", compare=ids)
     assert at.segmented_control(key="curv_view").options == [
-        "Per run", "Density", "Per layer", "Sharpness and generalization"]  # one epoch each
+        "Per run", "Table", "Density", "Per layer", "Sharpness and generalization"]  # one epoch
     eigs = csv_of(at, downloads, "csv_top_eigs").sort_values(["run_id", "k"])
     want = store.query("SELECT run_id, k, eigenvalue FROM hessian_eigs WHERE which = 'top' AND "
                        "list_contains(?, run_id) ORDER BY run_id, k", [ids])
@@ -271,6 +273,9 @@ def test_curvature_one_epoch_per_run(monkeypatch, store_root, downloads):
     lam = csv_of(at, downloads, "csv_per_run")
     assert len(lam) == len(ids) and lam["lam_min"].notna().all()
     assert set(lam["lam_min_status"]) <= {"converged", "not converged", "not measured"}
+    assert not at.dataframe  # the default view is one chart; the table is a view of its own
+    at.segmented_control(key="curv_view").set_value("Table").run()
+    assert len(at.dataframe) == 1 and not vega_specs(at)
     summary = csv_of(at, downloads, "csv_hessian_summary")
     stored = store.query("SELECT near_zero_share FROM hessian_summary WHERE layer = ? "
                          "AND list_contains(?, run_id)", [WHOLE_MODEL, ids])["near_zero_share"]
@@ -319,6 +324,13 @@ def test_surfaces_six_runs_scales_and_open_view_only(monkeypatch, store_root, do
     assert "random 1" in panel["layer"][0]["encoding"]["x"]["title"]
     assert panel["layer"][1]["mark"]["shape"] == "cross"
     assert heat[0]["resolve"]["scale"]["color"] == "shared"
+    assert not at.dataframe  # the tables on request
+    at.segmented_control(key="surf_table").set_value("Surface statistics").run()
+    shown = csv_of(at, downloads, "csv_surface_summary").set_index("analysis_id")
+    want = store.query("SELECT analysis_id, curvature_x FROM surface_summary WHERE "
+                       "list_contains(?, analysis_id)", [shown.index.tolist()])
+    assert len(shown) == 6 and shown.loc[want["analysis_id"], "curvature_x"].tolist() == \
+        pytest.approx(want["curvature_x"].tolist())
     at.radio(key="surf_scale").set_value("per panel").run()
     assert vega_specs(at)[0]["resolve"]["scale"]["color"] == "independent"
     at.radio(key="surf_scale").set_value("shared").run()

@@ -16,7 +16,7 @@ from dashboard import jobs
 from dashboard_store import copy_of, sample_root
 from landscape_lib.store import Store
 from landscape_lib.store.schema import INTERRUPTED
-from test_dashboard import app, problems
+from test_dashboard import app, csv_of, downloads, problems, vega_specs  # noqa: F401 (fixture)
 
 FAKE_CLI = textwrap.dedent('''
     import argparse, json, os, sys, time
@@ -94,7 +94,11 @@ def test_lab_runs_analysis_and_lists_every_stored_result(monkeypatch, lab_store,
     assert len(fake_cli) == 1
     new = at.dataframe[0].value.iloc[0]
     assert new["status"] == "done" and '"top_k": 4' in new["params_json"]
-    assert at.success and "fake" in at.success[0].value
+    assert at.success and "fake" in at.success[0].value and "`top_k=4`" in at.success[0].value
+    assert len(at.dataframe) == 1  # the result's chart and tables: one at a time, once picked
+    at.segmented_control(key="lab_part").set_value("hessian_eigs").run()
+    eigs = at.dataframe[1].value
+    assert eigs["eigenvalue"].tolist() == pytest.approx([4.0 / (k + 1) for k in range(4)])
     assert not fake_cli[0].workdir.exists()  # the job's temporary folder is gone
 
 
@@ -244,3 +248,18 @@ def test_quick_grid_button_fills_an_empty_store(monkeypatch, tmp_path):
         time.sleep(0.5)
         at.run()
     assert at.dataframe[0].value["run_id"].tolist() == ["quick-1"]
+
+
+def test_lab_draws_a_stored_result_chart_only_when_picked(monkeypatch, lab_store, downloads):
+    store = Store(lab_store)
+    aid, run_id = store.query("SELECT analysis_id, run_id FROM hessian_density "
+                              "GROUP BY ALL ORDER BY run_id LIMIT 1").iloc[0]
+    at = app(monkeypatch, lab_store, "lab", lab_run=run_id)
+    shown = at.selectbox(key="lab_show")
+    shown.set_value(next(o for o in shown.options if o.endswith(aid))).run()
+    assert not problems(at) and not vega_specs(at)  # the result's headline numbers only
+    at.segmented_control(key="lab_part").set_value("chart").run()
+    assert len(vega_specs(at)) == 1
+    drawn = csv_of(at, downloads, "csv_lab_density")["x"].tolist()
+    want = store.query("SELECT x FROM hessian_density WHERE analysis_id = ? ORDER BY x", [aid])
+    assert drawn == pytest.approx(want["x"].tolist())

@@ -4,7 +4,7 @@ view at a time (the browser draws the open one only)."""
 import altair as alt
 import streamlit as st
 
-from dashboard import charts
+from dashboard import charts, widgets
 from dashboard.data import attention, core, surfaces
 from dashboard.data import runs as runs_data
 
@@ -23,8 +23,7 @@ def divergence() -> None:
         st.info("No filtered run has attention-divergence results (transformer runs with the "
                 "`attention` analysis).")
         return
-    picked = st.multiselect("Runs (up to 4)", have, default=have[:2], max_selections=4,
-                            key="jsd_runs", bind="query-params")
+    picked = widgets.runs_multiselect("Runs (up to 4)", have, key="jsd_runs", default=2, most=4)
     jsd = surfaces.rows_for_runs(root, "attention_jsd", tuple(picked))
     jsd = jsd[jsd["epoch"] == jsd.groupby("run_id")["epoch"].transform("max")]  # latest epoch
     if jsd.empty:

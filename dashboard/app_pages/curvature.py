@@ -1,7 +1,8 @@
 """Curvature: per run (runs on an axis) the top eigenvalues, lambda_min with its convergence,
-the convexity ratio, the trace with its standard error and the negative share; eigenvalue
-densities on a log axis; per-layer curvature by depth and type; the spectra over epochs when a
-run has several analysed epochs; sharpness against generalization within the shown runs."""
+the convexity ratio, the trace with its standard error and the negative share (every number
+as a table in a view of its own); eigenvalue densities on a log axis; per-layer curvature by
+depth and type; the spectra over epochs when a run has several analysed epochs; sharpness
+against generalization within the shown runs."""
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -28,7 +29,8 @@ if len(ids) > CAP:
 ids = tuple(ids[:CAP])
 summary = curvature.hessian_summary(root, ids)
 multi = bool(summary.groupby("run_id")["epoch"].nunique().gt(1).any())
-views = ["Per run", "Density", "Per layer", "Sharpness and generalization"] + (
+# One view at a time (the browser draws only its chart or table); the default is one chart.
+views = ["Per run", "Table", "Density", "Per layer", "Sharpness and generalization"] + (
     ["Over epochs"] if multi else [])
 view = st.segmented_control("View", views, default=views[0], key="curv_view",
                             bind="query-params") or views[0]
@@ -43,21 +45,10 @@ def flag(values) -> pd.Series:
         NOT_MEASURED)
 
 
-def per_run() -> None:
-    log_x = st.toggle("Log scale for eigenvalues and traces", key="curv_log",
-                      persist_state="session")
-    eigs = curvature.hessian_eigs(root, ids)
-    eigs = eigs.merge(pd.DataFrame(at, columns=["run_id", "epoch"]))
-    top = eigs[eigs["which"] == "top"].assign(k=lambda d: "k=" + d["k"].astype(str))
-    df = last.assign(lam_min_status=flag(last["lam_min_converged"].tolist()).values,
-                     top_status=flag(last["top_eig_converged"].tolist()).values)
-    df["trace_lo"] = df["trace"] - 1.96 * df["trace_se"].fillna(0)
-    df["trace_hi"] = df["trace"] + 1.96 * df["trace_se"].fillna(0)
-    df["neg_lo"] = (df["neg_share"] - 1.96 * df["neg_share_se"].fillna(0)).clip(0, 1)
-    df["neg_hi"] = (df["neg_share"] + 1.96 * df["neg_share_se"].fillna(0)).clip(0, 1)
-    # One chart of five panels in two rows, runs on y: one view for the browser to draw
+def per_run_chart(top: pd.DataFrame, df: pd.DataFrame, log_x: bool) -> alt.TopLevelMixin:
+    """One chart of five panels in two rows, runs on y: one view for the browser to draw."""
     width = 180
-    chart = charts.panels([
+    return charts.panels([
         charts.dots(top, "eigenvalue", "run_id", "k", log_x=log_x, show_legend=True,
                     title="Top eigenvalues (Lanczos)", width=width),
         charts.dots(df, "trace", "run_id", "run_id", err=("trace_lo", "trace_hi"),
@@ -71,12 +62,33 @@ def per_run() -> None:
         charts.dots(df, "neg_share", "run_id", "run_id", err=("neg_lo", "neg_hi"),
                     show_legend=False, title="Negative share ±1.96 SE", width=width,
                     y_labels=False)])
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def per_run_spec(top: pd.DataFrame, df: pd.DataFrame, log_x: bool) -> dict:
+    """per_run_chart's spec, made once per data (a page visited again skips Altair)."""
+    return charts.spec(per_run_chart(top, df, log_x))
+
+
+def per_run() -> None:
+    log_x = st.toggle("Log scale for eigenvalues and traces", key="curv_log",
+                      persist_state="session")
+    eigs = curvature.hessian_eigs(root, ids)
+    eigs = eigs.merge(pd.DataFrame(at, columns=["run_id", "epoch"]))
+    top = eigs[eigs["which"] == "top"].assign(k=lambda d: "k=" + d["k"].astype(str))
+    df = last.assign(lam_min_status=flag(last["lam_min_converged"].tolist()).values,
+                     top_status=flag(last["top_eig_converged"].tolist()).values)
+    df["trace_lo"] = df["trace"] - 1.96 * df["trace_se"].fillna(0)
+    df["trace_hi"] = df["trace"] + 1.96 * df["trace_se"].fillna(0)
+    df["neg_lo"] = (df["neg_share"] - 1.96 * df["neg_share_se"].fillna(0)).clip(0, 1)
+    df["neg_hi"] = (df["neg_share"] + 1.96 * df["neg_share_se"].fillna(0)).clip(0, 1)
     per_run_columns = ["run_id", "epoch", "trace", "trace_se", "trace_lo", "trace_hi",
                        "lam_min", "lam_min_residual", "lam_min_status", "lowest_ritz",
                        "lam_min_lanczos",
                        "lam_min_consistent", "convexity_ratio", "neg_share", "neg_share_se",
                        "neg_lo", "neg_hi", "neg_eps", "near_zero_share"]
-    charts.show(chart, df[per_run_columns], "hessian_per_run", key="csv_per_run")
+    charts.show(lambda: per_run_chart(top, df, log_x), df[per_run_columns], "hessian_per_run",
+                key="csv_per_run", drawn=per_run_spec(top, df, log_x))
     st.caption("The top eigenvalues as CSV (one row per run and k):")
     charts.downloads(top, "top_eigenvalues", key="csv_top_eigs")
     eps = df["neg_eps"].dropna()
@@ -85,7 +97,11 @@ def per_run() -> None:
                   "; near-zero mass |lambda| <= neg_eps x lambda_max is counted apart)"
                   if len(eps) else "0 (these analyses predate the neg_eps threshold)")
                + ". Columns an analysis did not measure read 'not measured'.")
-    table = df[["run_id", "epoch", *curvature.SUMMARY_COLUMNS]].copy()
+    st.caption("Every number of the whole-network analysis, per run: the view Table.")
+
+
+def summary_table() -> None:
+    table = last[["run_id", "epoch", *curvature.SUMMARY_COLUMNS]].copy()
     for col in curvature.SUMMARY_COLUMNS:  # text: a value, or "not measured" where NULL
         table[col] = table[col].map(lambda v: NOT_MEASURED if pd.isna(v) else
                                     (str(v) if isinstance(v, (bool, np.bool_)) else f"{v:.4g}"))
@@ -166,5 +182,5 @@ def sharpness() -> None:
                                 "p_value": st.column_config.NumberColumn(format="%.2g")})
 
 
-{"Per run": per_run, "Density": density, "Per layer": per_layer, "Over epochs": over_epochs,
- "Sharpness and generalization": sharpness}[view]()
+{"Per run": per_run, "Table": summary_table, "Density": density, "Per layer": per_layer,
+ "Over epochs": over_epochs, "Sharpness and generalization": sharpness}[view]()

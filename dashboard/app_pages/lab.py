@@ -9,7 +9,7 @@ import json
 
 import streamlit as st
 
-from dashboard import charts, figures3d, jobs
+from dashboard import charts, figures3d, jobs, widgets
 from dashboard.data import core, lab
 from dashboard.data import runs as runs_data
 from landscape_lib.store.schema import WHOLE_MODEL
@@ -89,7 +89,7 @@ def progress_panel(root: str, run_id: str) -> None:
 
 root, filters, compare = core.context()
 st.title("Lab")
-filtered = runs_data.runs(root, filters)["run_id"].head(1000).tolist()  # the newest
+filtered = runs_data.runs(root, filters)["run_id"].head(widgets.MAX_CHOICES).tolist()
 ids = list(dict.fromkeys(list(compare) + filtered))
 if not ids:
     st.info("No run matches the filters in the sidebar.")
@@ -171,13 +171,15 @@ labels = {f"{r.kind} · epoch {r.epoch} · {r.analysis_id}": r.analysis_id
 aid = labels[st.selectbox("Show stored result", list(labels), key="lab_show",
                           persist_state="session")]
 row = done[done["analysis_id"] == aid].iloc[0]
+given = json.loads(row["params_json"] or "{}")
 st.success(f"Stored result `{aid}`: computed on **{row['device'] or 'unknown device'}** "
            f"({row['engine'] or 'engine ?'}) at {row['started_at']} in "
-           f"{_fmt(row['seconds'], '.1f')} s.")
-with st.expander("Parameters"):
-    st.json(json.loads(row["params_json"] or "{}"))
+           f"{_fmt(row['seconds'], '.1f')} s. Parameters: "
+           + (", ".join(f"`{k}={json.dumps(v)}`" for k, v in given.items()) or "the defaults"))
 tables = specs[row["kind"]].tables if row["kind"] in specs else ()
 result = lab.analysis_result(root, run_id, aid, tables)
+CHART = "chart"  # the result's chart: the eigenvalue density or the surface heat map
+charted = {"hessian": "hessian_density", "surface": "surface_points"}.get(row["kind"])
 if row["kind"] == "hessian":
     whole = result["hessian_summary"]
     whole = whole[whole["layer"] == WHOLE_MODEL] if "layer" in whole else whole
@@ -188,18 +190,24 @@ if row["kind"] == "hessian":
         m[1].metric("trace", _fmt(r["trace"]), help=f"standard error {_fmt(r['trace_se'])}")
         m[2].metric("lowest eigenvalue", _fmt(r["lam_min"]))
         m[3].metric("negative share", _fmt(r["neg_share"], ".1%"))
+# The result's chart and tables one at a time, none until picked: a browser draws every chart
+# and table shown (even in a closed expander), and the Lab is first for starting analyses.
+parts = ([CHART] if charted and not result[charted].empty else []) + list(result)
+part = st.segmented_control(
+    "Show", parts, key="lab_part", persist_state="session",
+    format_func=lambda t: {"hessian": "Eigenvalue density", "surface": "Loss surface"}[
+        row["kind"]] if t == CHART else f"{t} ({len(result[t])} rows)")
+if part == CHART and row["kind"] == "hessian":
     dens = result["hessian_density"][["x", "density"]].assign(run_id=run_id)
-    if not dens.empty:
-        chart = charts.lines(dens, "x", "density", "run_id", x_title="eigenvalue", log_y=True,
-                             title="Eigenvalue density (log)", show_legend=False)
-        charts.show(chart, dens, f"density_{aid}", key="csv_lab_density")
-elif row["kind"] == "surface" and not result["surface_points"].empty:
+    chart = charts.lines(dens, "x", "density", "run_id", x_title="eigenvalue", log_y=True,
+                         title="Eigenvalue density (log)", show_legend=False)
+    charts.show(chart, dens, f"density_{aid}", key="csv_lab_density")
+elif part == CHART:
     points = result["surface_points"]
     chart = figures3d.surfaces_heatmap(points, "loss", {aid: {
         "title": f"{run_id} epoch {row['epoch']}", "x_title": "direction 1",
         "y_title": "direction 2"}})
     charts.show(chart, points, f"surface_{aid}", key="csv_lab_surface")
-for table, df in result.items():
-    with st.expander(f"`{table}` ({len(df)} rows)"):
-        charts.table(df, f"{table}_{aid}", key=f"csv_lab_{table}")
+elif part in result:
+    charts.table(result[part], f"{part}_{aid}", key=f"csv_lab_{part}")
 st.caption("Other pages (Curvature, Surfaces, Attention) show this result next to other runs.")

@@ -18,33 +18,53 @@ if not studies:
 default = [s for s in filters.studies if s in studies]
 study = st.selectbox("Study", studies, key="report_study", bind="query-params",
                      index=studies.index(default[0]) if default else 0)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def study_section(root: str, study: str, factor: str, baseline: str, version: tuple
+                  ) -> report.Section:
+    """One factor's section, made again only when a table of the measures changes (`version`):
+    at 10,000 runs a section takes a few tenths of a second to build."""
+    measures = curvature.run_measures(root, core.Filters(studies=(study,)))
+    return report.section(measures, factor, baseline)
+
+
+version = core.versions(root, curvature.MEASURE_TABLES)
 measures = curvature.run_measures(root, core.Filters(studies=(study,)))
-sections = report.build(measures)
+baselines = report.factors(measures)
 st.markdown(report.intro(study, measures))
-if not sections:
+if not baselines:
     st.info(f"Study {study} varies no factor besides the seed.")
     st.stop()
+
+
+def every_section() -> list[report.Section]:
+    return [study_section(root, study, f, b, version) for f, b in baselines.items()]
+
+
 with st.container(horizontal=True, gap="small"):
-    st.download_button("Markdown report", data=lambda: report.markdown(study, measures, sections),
+    st.download_button("Markdown report",
+                       data=lambda: report.markdown(study, measures, every_section()),
                        file_name=f"report_{charts.slug(study)}.md", mime="text/markdown",
                        key="report_md", icon=":material/description:", on_click="ignore")
-    st.download_button("HTML report", data=lambda: report.to_html(study, measures, sections),
+    st.download_button("HTML report", data=lambda: report.to_html(study, measures, every_section()),
                        file_name=f"report_{charts.slug(study)}.html", mime="text/html",
                        key="report_html", icon=":material/html:", on_click="ignore")
-# One factor's section at a time (the browser draws its chart and tables only); the Markdown
-# and HTML reports above hold every section.
-names = {s.factor: f"{runs_data.LABELS[s.factor]} (baseline: {s.baseline})" for s in sections}
-factor = st.segmented_control("Factor", list(names), default=sections[0].factor,
+# One factor's section at a time, built when first shown (the browser draws its chart and tables
+# only); the Markdown and HTML reports above hold every section.
+first = next(iter(baselines))
+names = {f: f"{runs_data.LABELS[f]} (baseline: {b})" for f, b in baselines.items()}
+factor = st.segmented_control("Factor", list(names), default=first,
                               key="report_factor", bind="query-params",
-                              format_func=names.get) or sections[0].factor
-for s in [s for s in sections if s.factor == factor]:
-    st.subheader(f"{runs_data.LABELS[s.factor]} (baseline: {s.baseline})")
-    levels = s.levels.assign(measure=s.levels["measure"].map(lambda m: report.MEASURES[m][0]))
-    charts.show(s.figure(), s.levels, f"report_{s.factor}", key=f"csv_report_{s.factor}")
-    charts.table(levels, f"report_levels_{s.factor}", key=f"csv_report_levels_{s.factor}")
-    if s.paired.empty:
-        st.caption("No configuration has runs at the baseline and another level.")
-    else:
-        st.caption("Paired comparison against the baseline within configurations equal in "
-                   + (", ".join(runs_data.LABELS[k] for k in s.match) or "everything") + ".")
-        charts.table(s.paired, f"report_paired_{s.factor}", key=f"csv_report_paired_{s.factor}")
+                              format_func=names.get) or first
+s = study_section(root, study, factor, baselines[factor], version)
+st.subheader(names[factor])
+levels = s.levels.assign(measure=s.levels["measure"].map(lambda m: report.MEASURES[m][0]))
+charts.show(s.figure(), s.levels, f"report_{factor}", key=f"csv_report_{factor}")
+charts.table(levels, f"report_levels_{factor}", key=f"csv_report_levels_{factor}")
+if s.paired.empty:
+    st.caption("No configuration has runs at the baseline and another level.")
+else:
+    st.caption("Paired comparison against the baseline within configurations equal in "
+               + (", ".join(runs_data.LABELS[k] for k in s.match) or "everything") + ".")
+    charts.table(s.paired, f"report_paired_{factor}", key=f"csv_report_paired_{factor}")

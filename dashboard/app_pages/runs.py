@@ -135,10 +135,14 @@ def details() -> None:
                 .to_json(date_format="iso", default_handler=str))
 
 
-# One view at a time: the browser draws only the open one's chart.
+# One view at a time, none until picked: the table above loads first, and the browser draws
+# only the picked view's chart.
 VIEWS = {"Parallel coordinates": parallel, "Final metric against a hyperparameter":
          against_hyperparameter, "Run details": details}
-view = st.segmented_control("View", list(VIEWS), default="Parallel coordinates",
-                            key="runs_view", bind="query-params") or "Parallel coordinates"
-st.subheader(view)
-VIEWS[view]()
+view = st.segmented_control("View", list(VIEWS), key="runs_view", bind="query-params")
+if view:
+    st.subheader(view)
+    VIEWS[view]()
+else:
+    st.caption("Pick a view: parallel coordinates (config keys to a final metric), a final "
+               "metric against a hyperparameter, or one run's configuration and summary.")

@@ -4,7 +4,7 @@ the Gaussian fit and optimizer paths over its contours. Only the open view is dr
 import altair as alt
 import streamlit as st
 
-from dashboard import charts, figures3d
+from dashboard import charts, figures3d, widgets
 from dashboard.data import core, surfaces
 from dashboard.data import runs as runs_data
 
@@ -16,8 +16,8 @@ if not have:
     st.info("No filtered run has a 2-D surface yet. Run `python -m landscape_lib analyze RUN "
             "--what surface` or use the Lab page.")
     st.stop()
-picked = st.multiselect("Runs side by side (up to 6)", have, default=have[:2], max_selections=6,
-                        key="surf_runs", bind="query-params")
+picked = widgets.runs_multiselect("Runs side by side (up to 6)", have, key="surf_runs",
+                                 default=2, most=6)
 if not picked:
     st.stop()
 KINDS = ["heat map", "contour", "3-D surface"]  # Plotly (contour, 3-D) only on request
@@ -93,10 +93,15 @@ def two_d() -> None:
                + "; ".join(f"{run}: {_axis(r, 1)} and {_axis(r, 2)}, seed "
                            f"{'?' if r.dir_seed != r.dir_seed else int(r.dir_seed)}"
                            for run, r in zip(picked, chosen)))
-    if not summary.empty:
-        charts.table(summary.reset_index(), "surface_summary", key="csv_surface_summary")
+    # The tables on request, one at a time: the browser draws every table shown.
     spread = surfaces.surface_seed_spread(root, tuple(picked))
-    if (spread["n_seeds"] > 1).any():
+    tables = (["Surface statistics"] if not summary.empty else []) + (
+        ["Spread over direction seeds"] if (spread["n_seeds"] > 1).any() else [])
+    table = st.segmented_control("Table", tables, key="surf_table", persist_state="session")
+    if table == "Surface statistics":
+        st.caption("Centre loss, curvature along each direction and basin width per surface.")
+        charts.table(summary.reset_index(), "surface_summary", key="csv_surface_summary")
+    elif table:
         st.caption("Centre curvature and basin width across random-direction seeds "
                    "(mean and standard deviation over the seeds of each run).")
         charts.table(spread, "surface_seed_spread", key="csv_surface_seed_spread")

@@ -15,6 +15,7 @@ user text ever becomes SQL.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from typing import Iterable, NamedTuple
 
@@ -97,22 +98,47 @@ def query(root: str, sql: str, params: Iterable = (), run_id: str | None = None
     return reader.query(sql, list(params))
 
 
-_RUNS_SEEN: dict[str, tuple[object, int]] = {}  # root -> (runs snapshot held, its number)
-_RUNS_SEEN_LOCK = threading.Lock()
+_SEEN: dict[tuple[str, str], tuple[object, int]] = {}  # (root, table) -> (snapshot held, number)
+_SEEN_LOCK = threading.Lock()
 
 
-def runs_version(root: str) -> int:
-    """A number that changes whenever the runs table does: the reader replaces its Arrow
-    snapshot of a table when any of its files changes (checked every REFRESH seconds), so a
-    new snapshot object means new rows. Keys the run list's cache, so that a 10,000-run list
-    is made once per change, not once per page visit (the snapshot is held here, so its
-    identity cannot be reused by another object)."""
-    table = _store(root).table("runs")
-    with _RUNS_SEEN_LOCK:
-        held, number = _RUNS_SEEN.get(root, (None, 0))
-        if held is not table:
-            _RUNS_SEEN[root] = table, number + 1
-        return _RUNS_SEEN[root][1]
+def versions(root: str, tables: Iterable[str] = ("runs",)) -> tuple[int, ...]:
+    """Numbers that change whenever one of `tables` does (tables held in memory): the reader
+    replaces its Arrow snapshot of a table when any of its files changes (checked every REFRESH
+    seconds), so a new snapshot object means new rows. Keys the caches of results costly at
+    10,000 runs (the run list, the study report), so that they are made once per change, not
+    once per page visit (each snapshot is held here, so its identity cannot be reused by
+    another object)."""
+    reader, out = _store(root), []
+    for name in tables:
+        if name in reader.disk_tables:  # read from its files at each use: no snapshot to key
+            raise ValueError(f"{name} is not held in memory: it has no version")
+        table = reader.table(name)
+        with _SEEN_LOCK:
+            held, number = _SEEN.get((root, name), (None, 0))
+            if held is not table:
+                _SEEN[root, name] = table, number + 1
+            out.append(_SEEN[root, name][1])
+    return tuple(out)
+
+
+def by_version(*tables: str):
+    """st.cache_data for a query function `fn(root, ...)` that reads only `tables` (tables
+    held in memory, not DISK_TABLES): a result is kept until one of them changes (versions()),
+    not for TTL seconds, so that a page visited again finds its costly results ready."""
+    def wrap(fn):
+        def cached(version, root, *args, **kwargs):
+            return fn(root, *args, **kwargs)
+        # st.cache_data keys a function by its module, name and source: those of `fn`
+        cached.__module__, cached.__qualname__ = fn.__module__, fn.__qualname__
+        cached = st.cache_data(max_entries=64, show_spinner=False)(cached)
+
+        @functools.wraps(fn)
+        def call(root: str, *args, **kwargs):
+            return cached(versions(root, tables), root, *args, **kwargs)
+        call.clear = cached.clear
+        return call
+    return wrap
 
 
 def problems(root: str) -> dict[str, str]:
@@ -142,7 +168,7 @@ def finite(expr: str) -> str:
     return f"CASE WHEN isfinite({expr}) THEN {expr} END"
 
 
-@st.cache_data(ttl=TTL, show_spinner=False)
+@by_version("runs")
 def run_count(root: str) -> int:
     return int(query(root, "SELECT count(DISTINCT run_id) AS n FROM runs")["n"].iloc[0])
 
@@ -205,7 +231,7 @@ def with_runs(f: Filters) -> tuple[str, list]:
     return f"WITH r AS ({sql})", params
 
 
-@st.cache_data(ttl=TTL, show_spinner=False)
+@by_version("runs")
 def filter_options(root: str) -> pd.DataFrame:
     """Distinct combinations of the filterable columns (for the sidebar's choices)."""
     cols = ", ".join(dict.fromkeys(FILTER_COLUMNS.values()))

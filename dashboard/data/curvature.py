@@ -8,7 +8,7 @@ import streamlit as st
 
 from landscape_lib.store.schema import WHOLE_MODEL
 
-from .core import TTL, Filters, query, with_runs
+from .core import TTL, Filters, by_version, query, with_runs
 from .runs import KEYS
 from .statuses import DONE
 
@@ -33,7 +33,7 @@ def latest(table: str, where: str = "true") -> str:
                                    ORDER BY a.started_at DESC NULLS LAST, t.analysis_id DESC) = 1"""
 
 
-@st.cache_data(ttl=TTL, show_spinner=False)
+@by_version("runs", "hessian_summary")
 def runs_with_hessian(root: str, f: Filters) -> list[str]:
     """Filtered runs with a whole-model Hessian result, newest first."""
     head, params = with_runs(f)
@@ -45,7 +45,7 @@ def runs_with_hessian(root: str, f: Filters) -> list[str]:
                  params + [WHOLE_MODEL])["run_id"].tolist()
 
 
-@st.cache_data(ttl=TTL, show_spinner=False)
+@by_version("hessian_summary", "analyses")
 def hessian_summary(root: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
     """Whole-model Hessian summaries of the runs at every analysed epoch (one analysis each)."""
     cols = ", ".join(f"h.{c}" for c in SUMMARY_COLUMNS)
@@ -57,7 +57,7 @@ def hessian_summary(root: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
                  [list(run_ids), WHOLE_MODEL, WHOLE_MODEL])
 
 
-@st.cache_data(ttl=TTL, show_spinner=False)
+@by_version("hessian_eigs", "analyses")
 def hessian_eigs(root: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
     """Top and bottom Hessian eigenvalues per run, epoch and rank k."""
     return query(root, f"""
@@ -105,7 +105,10 @@ MEASURES = {  # per-run measure -> (label, kind of interval)
 }
 
 
-@st.cache_data(ttl=TTL, show_spinner=False)
+MEASURE_TABLES = ("runs", "hessian_summary", "analyses", "surface_summary")  # run_measures reads
+
+
+@by_version(*MEASURE_TABLES)
 def run_measures(root: str, f: Filters, run_ids: tuple[str, ...] = ()) -> pd.DataFrame:
     """Per filtered run (or per run of `run_ids`): every config key, final metrics, sharpness at
     its last analysed epoch (lambda_max, trace of the newest finished analysis) and the surface

@@ -2,12 +2,13 @@
 seeds), the studies that vary a factor, and paired comparisons of a factor's levels."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
-import streamlit as st
 
 from .. import stats
-from .core import TTL, Filters, check, query, with_runs
+from .core import Filters, by_version, check, query, with_runs
 from .statuses import DIVERGED
 from .runs import determined_by, distinct_keys, group_label_sql, key_sql, moments, varying_keys
 
@@ -45,7 +46,7 @@ def default_groups(runs: pd.DataFrame, factor: str) -> list[str]:
     return distinct_keys(runs, [k for k in others if k not in determined_by(runs, factor, others)])
 
 
-@st.cache_data(ttl=TTL, show_spinner=False)
+@by_version("runs", "epochs")
 def factor_table(root: str, f: Filters, keys: tuple[str, ...], conv_fraction: float = 0.9
                  ) -> pd.DataFrame:
     """Per group of runs sharing the `keys` values: run counts and, per quantity, its centre,
@@ -84,7 +85,7 @@ def factor_table(root: str, f: Filters, keys: tuple[str, ...], conv_fraction: fl
     return df
 
 
-@st.cache_data(ttl=TTL, show_spinner=False)
+@by_version("runs")
 def run_points(root: str, f: Filters, keys: tuple[str, ...], value: str) -> pd.DataFrame:
     """One row per filtered run: its group label and a per-run quantity (for groups of one and
     distribution plots)."""
@@ -104,8 +105,8 @@ def paired_table(measures: pd.DataFrame, factor: str, baseline, match: list[str]
     difference (or ratio for positive quantities) with its 95% interval over seeds. Seeds
     present at both levels are paired (paired t-test); otherwise Welch's test on all runs."""
     df = measures.reset_index(drop=True)
-    config = (df[match].astype(str).agg(" · ".join, axis=1) if match
-              else pd.Series("all runs", index=df.index))
+    config = (functools.reduce(lambda a, b: a + " · " + b, (df[k].astype(str) for k in match))
+              if match else pd.Series("all runs", index=df.index))
     is_base = (df[factor].astype(str) == str(baseline)).to_numpy()
     seed = df["seed"].to_numpy()
     has_seed = df["seed"].notna().to_numpy()

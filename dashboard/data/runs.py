@@ -8,8 +8,8 @@ import streamlit as st
 
 from landscape_lib.store import columns
 
-from .core import (MAX_POINTS, TTL, Filters, check, filtered_runs, finite, query,
-                   runs_version, with_runs)
+from .core import (MAX_POINTS, TTL, Filters, by_version, check, filtered_runs, finite, query,
+                   versions, with_runs)
 
 # Config keys a page can group or filter by: key -> (SQL over the runs relation r, label).
 # Run-table columns first, then RunConfig fields that only the stored config_json holds.
@@ -70,7 +70,7 @@ def group_label_sql(keys) -> str:
 
 def runs(root: str, f: Filters) -> pd.DataFrame:
     """The filtered runs, newest first: the run table's columns, every config key, config_json."""
-    return _runs(root, f, runs_version(root))
+    return _runs(root, f, versions(root)[0])
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -161,7 +161,7 @@ _THIN = """QUALIFY epoch % CAST(greatest(1, ceil(count(*) OVER () / ?)) AS INTEG
              OR epoch = max(epoch) OVER (PARTITION BY {by})"""
 
 
-@st.cache_data(ttl=TTL, show_spinner=False)
+@by_version("epochs")
 def epoch_curves(root: str, run_ids: tuple[str, ...], metrics: tuple[str, ...],
                  max_points: int = MAX_POINTS) -> pd.DataFrame:
     """Per-epoch values of `metrics` for the runs: columns run_id, epoch, *metrics.
@@ -175,7 +175,7 @@ def epoch_curves(root: str, run_ids: tuple[str, ...], metrics: tuple[str, ...],
         ORDER BY run_id, epoch""", [list(run_ids), max_points])
 
 
-@st.cache_data(ttl=TTL, show_spinner=False)
+@by_version("runs", "epochs")
 def group_curves(root: str, f: Filters, keys: tuple[str, ...], metrics: tuple[str, ...],
                  run_ids: tuple[str, ...] = (), max_points: int = MAX_POINTS) -> pd.DataFrame:
     """Per group of the filtered runs (or of `run_ids`) that share the `keys` values, and per

@@ -9,10 +9,12 @@ import streamlit as st
 from landscape_lib.store import TABLES
 from landscape_lib.store.queries import SURFACE_SEED_SPREAD
 
-from .core import TTL, check, marks, query
+from .core import TTL, by_version, check, marks, query
 
 
-@st.cache_data(ttl=TTL, show_spinner=False)
+# A surface's points are written with its summary row (INDEX_OF below) and never change:
+# their queries are cached until the summaries or the analyses change.
+@by_version("surface_summary", "analyses")
 def surfaces(root: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
     """Every 2-D surface of the runs: analysis_id, run_id, epoch, grid size, directions, their
     seed and normalisation (from the analysis' parameters), newest first."""
@@ -31,7 +33,7 @@ def surfaces(root: str, run_ids: tuple[str, ...]) -> pd.DataFrame:
         ORDER BY p.run_id, p.epoch DESC, started_at DESC NULLS LAST""", list(run_ids))
 
 
-@st.cache_data(ttl=TTL, show_spinner=False)
+@by_version("surface_summary", "analyses")
 def surface_points(root: str, analysis_ids: tuple[str, ...], run_ids: tuple[str, ...]
                    ) -> pd.DataFrame:
     """Grid points (i, j, x, y, loss, acc) of the given surfaces of the given runs (the run ids
