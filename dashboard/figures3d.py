@@ -89,13 +89,20 @@ def surfaces_figure(grids: list[dict], *, kind: str = "surface", z_title: str = 
     return fig
 
 
+# Heat-map panels: the main column is about WIDTH px wide in a 1,500 px window; a panel's y axis
+# (ticks and title) and a colour legend take about AXIS and LEGEND px beside its square.
+PANELS_PER_ROW, WIDTH, AXIS, LEGEND = 3, 1000, 70, 75
+
+
 def surfaces_heatmap(points: pd.DataFrame, value: str, panels: dict, shared: bool = True,
                      log_z: bool = False) -> alt.TopLevelMixin:
     """Heat maps of 2-D surfaces side by side, drawn by Vega (the Surfaces page's default view,
     light for the browser, and the PNG/SVG downloads of every surface view). `panels`:
     {analysis_id: {"title": [lines], "x_title": ..., "y_title": ...}} in panel order. `shared`:
     one colour scale for all panels (one legend), else one per panel. The centre (the
-    checkpoint itself, the grid point nearest (0, 0)) is marked with a red cross."""
+    checkpoint itself, the grid point nearest (0, 0)) is marked with a red cross. At most
+    PANELS_PER_ROW panels a row, each sized so that a row with its axes and legends fits the
+    page's width (WIDTH)."""
     df = chart_safe(points[["analysis_id", "x", "y", value]])
     if log_z:
         df = df.assign(**{value: np.log10(df[value].where(df[value] > 0))})
@@ -103,7 +110,9 @@ def surfaces_heatmap(points: pd.DataFrame, value: str, panels: dict, shared: boo
     finite = df[value].dropna()
     domain = {"domain": [float(finite.min()), float(finite.max())]} if shared and len(
         finite) else {}
-    side = max(140, min(300, 1100 // max(1, len(panels)) - 90))
+    cols = max(1, min(PANELS_PER_ROW, len(panels)))
+    legends = 0 if shared else cols  # one legend per panel, else one for the chart
+    side = max(140, min(300, (WIDTH - cols * AXIS - (legends or 1) * LEGEND) // cols))
     axis = {"format": ".2f", "labelOverlap": True}
     cells = []
     for aid, panel in panels.items():
@@ -121,7 +130,9 @@ def surfaces_heatmap(points: pd.DataFrame, value: str, panels: dict, shared: boo
                                             filled=True).encode(x=x, y=y)
         cells.append((rect + mark).properties(
             width=side, height=side, title=alt.TitleParams(panel["title"], fontSize=11)))
-    chart = alt.hconcat(*cells).resolve_scale(color="shared" if shared else "independent")
+    mode = "shared" if shared else "independent"
+    chart = alt.vconcat(*(alt.hconcat(*cells[i:i + cols]).resolve_scale(color=mode)
+                          for i in range(0, len(cells), cols))).resolve_scale(color=mode)
     return chart.properties(title=alt.TitleParams(
         f"{title} around each checkpoint ({'shared' if shared else 'per-panel'} scale)",
         **TITLE))

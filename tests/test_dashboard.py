@@ -20,6 +20,7 @@ from scipy import stats as sps
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
+from dashboard import figures3d
 from dashboard_store import sample_root
 from landscape_lib.store import Store
 from landscape_lib.store.schema import WHOLE_MODEL
@@ -319,8 +320,10 @@ def test_surfaces_six_runs_scales_and_open_view_only(monkeypatch, store_root, do
     # named after the directions, one shared colour scale
     assert at.radio(key="surf_kind").value == "heat map" and not at.get("plotly_chart")
     heat = vega_specs(at)
-    assert len(heat) == 1 and len(heat[0]["hconcat"]) == 6
-    panel = heat[0]["hconcat"][0]
+    # two rows of three panels, each row within the page's width
+    assert len(heat) == 1 and [len(row["hconcat"]) for row in heat[0]["vconcat"]] == [3, 3]
+    panel = heat[0]["vconcat"][0]["hconcat"][0]
+    assert 3 * (panel["width"] + figures3d.AXIS) + figures3d.LEGEND <= figures3d.WIDTH
     assert "random 1" in panel["layer"][0]["encoding"]["x"]["title"]
     assert panel["layer"][1]["mark"]["shape"] == "cross"
     assert heat[0]["resolve"]["scale"]["color"] == "shared"
