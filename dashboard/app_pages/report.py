@@ -20,16 +20,14 @@ study = st.selectbox("Study", studies, key="report_study", bind="query-params",
                      index=studies.index(default[0]) if default else 0)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def study_section(root: str, study: str, factor: str, baseline: str, version: tuple
-                  ) -> report.Section:
-    """One factor's section, made again only when a table of the measures changes (`version`):
-    at 10,000 runs a section takes a few tenths of a second to build."""
+@core.by_version(*curvature.MEASURE_TABLES)
+def study_section(root: str, study: str, factor: str, baseline: str) -> report.Section:
+    """One factor's section, made again only when a table of the measures changes: at 10,000
+    runs a section takes a few tenths of a second to build."""
     measures = curvature.run_measures(root, core.Filters(studies=(study,)))
     return report.section(measures, factor, baseline)
 
 
-version = core.versions(root, curvature.MEASURE_TABLES)
 measures = curvature.run_measures(root, core.Filters(studies=(study,)))
 baselines = report.factors(measures)
 st.markdown(report.intro(study, measures))
@@ -39,7 +37,7 @@ if not baselines:
 
 
 def every_section() -> list[report.Section]:
-    return [study_section(root, study, f, b, version) for f, b in baselines.items()]
+    return [study_section(root, study, f, b) for f, b in baselines.items()]
 
 
 with st.container(horizontal=True, gap="small"):
@@ -57,7 +55,7 @@ names = {f: f"{runs_data.LABELS[f]} (baseline: {b})" for f, b in baselines.items
 factor = st.segmented_control("Factor", list(names), default=first,
                               key="report_factor", bind="query-params",
                               format_func=names.get) or first
-s = study_section(root, study, factor, baselines[factor], version)
+s = study_section(root, study, factor, baselines[factor])
 st.subheader(names[factor])
 levels = s.levels.assign(measure=s.levels["measure"].map(lambda m: report.MEASURES[m][0]))
 charts.show(s.figure(), s.levels, f"report_{factor}", key=f"csv_report_{factor}")

@@ -9,7 +9,7 @@ import streamlit as st
 from landscape_lib.store import columns
 
 from .core import (MAX_POINTS, TTL, Filters, by_version, check, filtered_runs, finite, query,
-                   versions, with_runs)
+                   with_runs)
 
 # Config keys a page can group or filter by: key -> (SQL over the runs relation r, label).
 # Run-table columns first, then RunConfig fields that only the stored config_json holds.
@@ -68,14 +68,10 @@ def group_label_sql(keys) -> str:
     return " || ' · ' || ".join(parts)
 
 
+@by_version("runs")
 def runs(root: str, f: Filters) -> pd.DataFrame:
-    """The filtered runs, newest first: the run table's columns, every config key, config_json."""
-    return _runs(root, f, versions(root)[0])
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _runs(root: str, f: Filters, version: int) -> pd.DataFrame:
-    """runs(), made again only when the runs table changes (`version`)."""
+    """The filtered runs, newest first: the run table's columns, every config key, config_json
+    (made again only when the runs table changes)."""
     sql, params = filtered_runs(f)
     extra = ", ".join(f"{expr} AS {k}" for k, (expr, _) in KEYS.items() if k in _JSON_KEYS)
     cols = ", ".join(f"r.{c}" for c in RUN_COLUMNS)
