@@ -81,6 +81,7 @@ def analyse(store, run_id, params, device, data_root) -> dict:
 
     costs, summary, analyses = rows("analysis_costs"), rows("hessian_summary"), rows("analyses")
     whole = summary[summary.layer == WHOLE_MODEL].iloc[0]
+    layers = summary[summary.layer != WHOLE_MODEL]
     engine = analyses["engine"].iloc[-1]
     trials = store.analysis_artifact(run_id, aid, HVP_TRIALS)
     return {"wall_s": wall, "parts_s": float(costs["seconds"].sum()),
@@ -89,6 +90,10 @@ def analyse(store, run_id, params, device, data_root) -> dict:
                       for r in costs.sort_values("part", key=lambda s: s.map(PARTS.index))
                       .itertuples()},
             "layers": int((summary.layer != WHOLE_MODEL).sum()),
+            "layer_steps": {int(k): int(v) for k, v in sorted(
+                layers["n_products"].value_counts().items())},
+            "layers_unconverged": int((~layers["top_eig_converged"].astype(bool)).sum()),
+            "top_eig_converged": bool(whole.top_eig_converged),
             "lambda_max": float(whole.top_eig), "lam_min": float(whole.lam_min),
             "lam_min_residual": float(whole.lam_min_residual),
             "lam_min_consistent": bool(whole.lam_min_consistent),
@@ -114,7 +119,9 @@ def main(argv=None):
                       f"{row['products']:5d} products ({row['engine']}); lambda_max "
                       f"{row['lambda_max']:.4g}, lambda_min {row['lam_min']:.4g} +- "
                       f"{row['lam_min_residual']:.2g} (consistent {row['lam_min_consistent']}), "
-                      f"neg share {row['neg_share']:.3f}, {row['layers']} layers\n"
+                      f"neg share {row['neg_share']:.3f}, {row['layers']} layers "
+                      f"(Lanczos steps: layers {row['layer_steps']}, "
+                      f"{row['layers_unconverged']} not within tol)\n"
                       f"{'':>17}parts (products, s): {row['parts']}\n"
                       f"{'':>17}auto's trials (ms per column): {row['hvp_trials']}", flush=True)
                 if args.json:

@@ -183,7 +183,8 @@ def bn_variances(model) -> str:
 def ms_per_product(op, device, columns: int, repeats: int) -> float:
     V = torch.randn(op.shape[0], columns, device=device,
                     generator=torch.Generator(device=device).manual_seed(1))
-    op @ V  # warm-up (and capture of this width)
+    for _ in range(2):  # warm-up: a graph mode's eager first call, then its capture
+        op @ V
     sync(device)
     t0 = time.perf_counter()
     for _ in range(repeats):

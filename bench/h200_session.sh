@@ -34,10 +34,13 @@
 #            candidates at that checkpoint (issue 14's product target)
 #
 #   phase 11 (carry .whl/lib .cifar):  phase 4 again
+#   phase 12 (carry .whl/lib .cifar; one GPU is enough): the Hessian GPU tests, then issue 14's
+#            analysis targets as in phase 7 (ResNet-18 and ViT patch 4, 3 analyses each), then
+#            what 3, 4 and 8 columns per call cost (bench_hvp_shapes)
 #
 #   bash bench/h200_session.sh 1      # results under $OUT (phase<N>.tgz plus the .txt logs)
 set -u
-PHASE=${1:?phase 1 to 11}
+PHASE=${1:?phase 1 to 12}
 OUT=${OUT:-/tmp/h200-out}
 RES=/tmp/h200-res/phase$PHASE
 DATA=/tmp/cifar ROOT=/tmp/lsdata H=/tmp/hstore A=/tmp/studyA
@@ -182,5 +185,15 @@ case $PHASE in
   step hvp-compile 330 python3 bench/bench_hvp.py --data-folder $DATA --cache-root $ROOT \
       --store $H --run resnet18 --repeats 3 \
       --candidates "graph x4 /4,compile x4 /4,compile x4 /4 chlast" --json "$RES/hvp-compile.json"
+  ;;
+12)
+  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
+  export CUDA_VISIBLE_DEVICES=0
+  step pytest-gpu-hessian 150 python3 -m pytest -q -m gpu -rs -p no:cacheprovider \
+      tests/test_gpu_hessian.py
+  step hessian-analysis 420 python3 bench/bench_hessian_analysis.py --data-folder $DATA \
+      --data-root $ROOT --store $H --archs resnet18,vit-p4 --variants after --repeats 3 \
+      --json "$RES/hessian-analysis.json"
+  step hvp-shapes 120 python3 bench/bench_hvp_shapes.py --shapes 3x1,4x1,8x2 --profile ""
   ;;
 esac
