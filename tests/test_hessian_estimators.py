@@ -85,7 +85,7 @@ def test_defaults_on_known_spectra_n3000(kind, seed, one_thread):  # noqa: F811
         res = analyse(op, s=settings(per_layer=False, seed=seed))
     check_extremes(res, evals)
     check_shares(res, evals)
-    assert list(res.costs["part"]) == ["top", "trace", "density", "bottom"]
+    assert list(res.costs["part"]) == ["density", "top", "trace", "bottom"]
     assert res.costs["n_products"].sum() == op.n_products == res.summary()["n_products"]
     assert res.costs.set_index("part").loc["density", "n_products"] == 3 * 60
 
@@ -113,7 +113,7 @@ def test_defaults_on_trained_nets_against_dense_hessians(analysed):
     check_shares(res, net.evals)
     assert res.trace == pytest.approx(torch.trace(net.H).item(), abs=5 * res.trace_se)
     costs = res.costs.set_index("part")
-    assert list(costs.index) == ["top", "trace", "density", "bottom", "per-layer"]
+    assert list(costs.index) == ["density", "top", "trace", "bottom", "per-layer"]
     assert costs.loc["trace", "n_products"] == DEFAULTS.trace_samples
     assert (costs["seconds"] > 0).all()
 

@@ -82,7 +82,7 @@ def rigged_auto(monkeypatch):
     hessian_auto.forget()
 
 
-@pytest.mark.parametrize("faster", ["forward", "forward x4 /4", "cached"])
+@pytest.mark.parametrize("faster", ["forward", "forward x4", "forward x8 /2", "cached"])
 def test_auto_mode_keeps_the_fastest_measured_candidate(rigged_auto, mlp_problem, faster):
     model, batches, H, _ = mlp_problem
     rigged_auto(faster)
@@ -93,12 +93,14 @@ def test_auto_mode_keeps_the_fastest_measured_candidate(rigged_auto, mlp_problem
     torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-12)
     assert op.label == faster
     # every graph candidate failed and was replaced by the same product run eagerly
-    assert list(op.trials) == ["graph", "forward", "graph x4 /4", "forward x4 /4", "cached"]
+    assert list(op.trials) == ["graph", "forward", "graph x4", "forward x4", "graph x8 /2",
+                               "forward x8 /2", "cached"]
     assert all(str(op.trials[k]).startswith("failed: ConfigError") for k in op.trials
                if "graph" in k)
-    assert sorted(v for v in op.trials.values() if not isinstance(v, str)) == [1e3, 2e3, 2e3]
+    assert sorted(v for v in op.trials.values() if not isinstance(v, str)) == [1e3, 2e3, 2e3,
+                                                                                2e3]
     assert (op._graphs is not None) == (faster == "cached")  # the losers' memory is freed
-    assert op.trial_products == 2 * (1 + 4 + 1)  # warm-up + timed call of each that ran
+    assert op.trial_products == 2 * (1 + 4 + 8 + 1)  # warm-up + timed call of each that ran
     assert op.n_products == 3 + op.trial_products
     torch.testing.assert_close(op @ V[:, 0], H @ V[:, 0], rtol=1e-9, atol=1e-12)
     assert op.n_products == 4 + op.trial_products
@@ -138,10 +140,10 @@ def test_auto_mode_retries_out_of_memory_candidates_on_smaller_micro_batches(
 
 def test_analysis_keeps_autos_choice_and_trials(rigged_auto, mlp_problem):
     """The analysis' result names the product mode auto chose and keeps every trial (the
-    runner stores them as hvp_trials.json); the trial products count in the top part; TF32 and
-    cuDNN's autotuner are on during the analysis and restored after."""
+    runner stores them as hvp_trials.json); the trial products count in the first part
+    (density); TF32 and cuDNN's autotuner are on during the analysis and restored after."""
     model, batches, H, evals = mlp_problem
-    rigged_auto("forward x4 /4")
+    rigged_auto("forward x8 /2")
     cudnn = torch.backends.cudnn
     before = (torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark)
     with tf32(True):
@@ -149,10 +151,11 @@ def test_analysis_keeps_autos_choice_and_trials(rigged_auto, mlp_problem):
     assert (torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark) == before
     res = hessian_analysis(model, CE, batches, top_k=2, trace_samples=4, density_vectors=2,
                            density_steps=8, layer_steps=3, bottom_max_steps=20)
-    assert res.hvp_mode == "forward x4 /4"
-    assert res.hvp_trials["forward x4 /4"] == 1e3 and res.hvp_trials["cached"] == 2e3
-    top = res.costs.set_index("part").loc["top", "n_products"]
-    assert top == res.top.n_products + 2 * (1 + 4 + 1)
+    assert res.hvp_mode == "forward x8 /2"
+    assert res.hvp_trials["forward x8 /2"] == 1e3 and res.hvp_trials["cached"] == 2e3
+    costs = res.costs.set_index("part")["n_products"]
+    assert costs["density"] == 2 * 8 + 2 * (1 + 4 + 8 + 1)
+    assert costs["top"] == res.top.n_products
     # within each value's own residual of the dense eigenvalue (Krylov-Bogoliubov)
     assert np.all(np.abs(res.top.values - evals.numpy()[::-1][:2]) <= res.top.residuals)
 
@@ -271,8 +274,9 @@ def test_model_is_evaluated_in_eval_mode_and_mode_restored():
 def test_auto_mode_over_the_memory_budget_takes_the_least_hungry_candidate(monkeypatch,
                                                                             mlp_problem):
     """Every candidate over the budget (a ViT with 256 tokens on 512 images needs ~62 GiB in
-    each mode): the forward ones are tried again on smaller micro-batches (here down to the
-    5-sample batch's 4 parts), then the analysis still runs, in the mode needing least."""
+    each mode): the forward ones (1, 4 and 8 columns per call) are tried again on smaller
+    micro-batches (here down to the 5-sample batch's 4 parts), then the analysis still runs,
+    in the mode needing least."""
     model, batches, H, _ = mlp_problem
     monkeypatch.setattr(hessian_ops, "_resolve_mode", lambda m, d: m)
     monkeypatch.setattr(hessian_auto, "AUTO_MAX_GIB", -1.0)  # on the CPU every need is 0 GiB
@@ -282,6 +286,7 @@ def test_auto_mode_over_the_memory_budget_takes_the_least_hungry_candidate(monke
                     dtype=torch.float64)
     torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-12)
     dropped = [k for k, v in op.trials.items() if str(v).startswith("dropped")]
-    assert dropped == ["forward", "forward /2", "forward /4", "forward x4 /4", "cached"]
+    assert dropped == ["forward", "forward /2", "forward /4", "forward x4", "forward x4 /2",
+                       "forward x4 /4", "forward x8 /2", "forward x8 /4", "cached"]
     assert op.trials["chosen over budget"] == "forward" == op.label
     hessian_auto.forget()

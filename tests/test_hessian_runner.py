@@ -43,7 +43,7 @@ def test_every_column_and_cost_is_written(trained):
     assert len(layers) == 2 and layers["n_params"].sum() == whole["n_params"]  # two Linears
     assert layers[LAYER].notna().all().all()
     costs = rows(store, "analysis_costs", aid)
-    assert costs["part"].tolist() == ["top", "trace", "density", "bottom", "per-layer"]
+    assert costs["part"].tolist() == ["density", "top", "trace", "bottom", "per-layer"]
     assert costs["n_products"].sum() == whole["n_products"] and (costs["seconds"] > 0).all()
     assert costs.loc[costs.part == "trace", "n_products"].item() == 8
     analyses = rows(store, "analyses", aid).iloc[0]
@@ -65,8 +65,13 @@ def test_two_gloo_processes_equal_one_and_share_the_id(trained):
     for col in ("top_eig", "lam_min", "trace", "neg_share", "lowest_ritz"):
         np.testing.assert_allclose(mine[col].astype(float), ref[col].astype(float), rtol=1e-4,
                                    atol=1e-7, err_msg=col)
-    assert got["analysis_costs"]["n_products"].tolist() == \
-        rows(store, "analysis_costs", one)["n_products"].tolist()
+    # the same work: products per part equal, but a Lanczos whose stopping test is met at
+    # rounding level (the all-reduce sums in another order) may take one step more or less
+    mine, ref = (c.set_index("part")["n_products"] for c in
+                 (got["analysis_costs"], rows(store, "analysis_costs", one)))
+    assert mine.index.tolist() == ref.index.tolist()
+    assert (mine - ref).abs().max() <= 1, (mine.tolist(), ref.tolist())
+    assert mine.drop("bottom").tolist() == ref.drop("bottom").tolist()
 
 
 def test_study_table_gives_each_runs_convexity_evidence(trained):

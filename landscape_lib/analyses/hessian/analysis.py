@@ -5,20 +5,32 @@ and the products and seconds of each part (``HessianResult.costs``, the ``analys
 ``HessianOperator``, a ``ShardedOperator`` over several processes, a dense tensor when
 ``per_layer`` is off), in this order, each reusing what the previous ones found:
 
-1. ``top``: top-k eigenpairs, the stopping rule on each Ritz value's own residual, then the
-   residuals measured with the full operator (k products);
-2. ``trace``: Hutchinson with the top-k part counted exactly; the same products give every
-   layer's trace (``spectrum.deflated_trace``);
-3. ``density``: SLQ nodes -> broadened density, the negative and near-zero shares with their
-   standard errors over the probes (``shares``), the lowest Ritz node and its vector;
+1. ``density``: SLQ nodes -> broadened density, the negative and near-zero shares with their
+   standard errors over the probes (``shares``, once lambda_max is known), the lowest Ritz
+   node and its vector, and the top-k Ritz pairs of the best-settled probe;
+2. ``top``: top-k eigenpairs. Each SLQ probe is a full-reorthogonalised Lanczos run, 60 steps
+   by default where a top-k Lanczos needs about 15, so its top Ritz pairs usually meet the
+   stopping rule already: their residuals are measured with the full operator (k products)
+   and kept when each is within ``tol`` of its value and no other probe shows an eigenvalue
+   they miss; otherwise a Lanczos started from their sum plus a seeded Gaussian (for what
+   their Krylov space may lack) runs to the rule on each Ritz value's own residual
+   (``lanczos.extreme_eigenpairs``), then measured the same way.
+   Either way the stored values are Rayleigh quotients with measured residuals;
+3. ``trace``: Hutchinson with the top-k part counted exactly; the same products give every
+   layer's trace (``spectrum.deflated_trace``). The probes need the top eigenpairs only after
+   their products, so they ride along in the density's calls up to ``RIDE_WIDTH`` columns
+   (``spectrum.TraceProbes``; the rest here): their products count in this part, their
+   seconds in the density's;
 4. ``bottom``: lambda_min by Lanczos on the compression to the top eigenvectors' complement,
    started from the lowest SLQ Ritz vector, stopping on its own residual with the floor
    ``neg_eps * lambda_max``, its residual measured with the full operator. The lowest SLQ node
    is a Ritz value too (so >= lambda_min): the stored lambda_min is the lower of the two, with
    its measured residual (``lowest_of_both``); ``lam_min_lanczos`` keeps the Lanczos value and
    ``lam_min_consistent`` says whether the two agree within their residuals;
-5. ``per-layer``: every layer's top eigenvalue, all layers' Lanczos in lockstep from low-rank
-   starts (``layers.block_top_eigenvalues``), or the separate way (``layer_method``).
+5. ``per-layer``: every layer's top eigenvalue, all layers' Lanczos in lockstep
+   (``layers.block_top_eigenvalues``), each started from its block of the Rayleigh-Ritz
+   approximation of the Hessian on the best SLQ probe's Krylov space (all its Ritz pairs,
+   ``layers.lowrank_block_starts``, no products), or the separate way (``layer_method``).
 
 ``hessian_analysis(model, loss_fn, batches, settings)`` builds the operator (``hvp_mode``), sets
 TF32 for the analysis and runs ``analyse``; every default is in ``settings.HessianSettings``.
@@ -45,10 +57,11 @@ from .operator import FORWARD_MODES, HVP_MODES, HessianOperator
 from .pyhessian_adapter import pyhessian_spectrum
 from .settings import ENGINES, LAYER_METHODS, HessianSettings
 from .shares import Shares, spectral_shares
-from .spectrum import SLQResult, broadened_density, deflated_trace, slq
+from .spectrum import SLQResult, TraceProbes, broadened_density, slq
 
 TRACE_BLOCK = 8  # Hutchinson probes per multi-column product
-PARTS = ("top", "trace", "density", "bottom", "per-layer")
+RIDE_WIDTH = 4   # the SLQ's calls carry trace probes up to this many columns (TraceProbes)
+PARTS = ("density", "top", "trace", "bottom", "per-layer")
 _POSITIVE = ("top_k", "trace_samples", "density_vectors", "density_steps", "layer_steps",
              "bottom_max_steps")
 _NON_NEGATIVE = ("samples", "bottom_k", "hvp_chunk", "neg_eps", "tol", "bottom_tol",
@@ -150,6 +163,7 @@ class _Clock:
     def __init__(self, op, report: Callable[[float, str], None] | None):
         self.op, self.rows, self.report = op, [], report or (lambda f, m: None)
         self.device = device_dtype(op)[0]
+        self.counts = hasattr(op, "n_products")  # a dense tensor counts nothing
 
     @contextlib.contextmanager
     def part(self, name: str):
@@ -174,12 +188,34 @@ def _pyhessian_top(op, s, source, part) -> Eigen:
                  residuals[order], conv[order], res.n_products + s.top_k, 0)
 
 
-def _per_layer(op, model, s, blocks, top, layer_traces, make_op, progress) -> pd.DataFrame:
+def top_from_density(op, q: SLQResult, s: HessianSettings, progress: bool = False) -> Eigen:
+    """The top-k eigenpairs from the SLQ probes' Krylov spaces (module docstring, part 2):
+    their measured residuals within ``s.tol`` and nothing missed, or else Lanczos from their
+    sum plus a seeded Gaussian. ``n_products`` counts every product of the part; ``steps`` the
+    Lanczos' (0 when the SLQ pairs were kept)."""
+    k, checked = s.top_k, 0
+    if q.top is not None and q.top.shape[1] == k:
+        values, residuals, conv = verify(op, q.top, s.tol)
+        checked = k
+        if conv.all() and not q.missed:
+            order = np.argsort(values)[::-1]
+            return Eigen(values[order], q.top[:, torch.as_tensor(order.copy())],
+                         residuals[order], conv[order], k, 0)
+    start = None
+    if q.top is not None:  # their sum, for a fast start, and a seeded Gaussian, for what
+        device, dtype = device_dtype(op)  # their Krylov space may lack, in equal parts
+        g = torch.randn(q.top.shape[0], generator=seeded_generator(device, s.seed),
+                        device=device, dtype=dtype)
+        y = q.top.sum(1)
+        start = y / y.norm() + g / g.norm()
+    top = extreme_eigenpairs(op, k, "LA", s.tol, start=start, seed=s.seed, progress=progress)
+    return dataclasses.replace(top, n_products=top.n_products + checked)
+
+
+def _per_layer(op, model, s, blocks, start, layer_traces, make_op, progress) -> pd.DataFrame:
     if s.layer_method == "separate":
         return per_layer_spectrum(model, None, None, 1, s.trace_samples, tol=s.layer_tol,
                                   seed=s.seed, make_op=make_op, progress=progress)
-    gen = seeded_generator(device_dtype(op)[0], s.seed + 3)
-    start = lowrank_block_starts(blocks, top.vectors, top.values, gen)
     tops = block_top_eigenvalues(op, blocks, start, steps=s.layer_steps, tol=s.layer_tol,
                                  progress=progress)
     return pd.DataFrame({
@@ -240,23 +276,31 @@ def analyse(op, model: nn.Module | None = None, s: HessianSettings | None = None
             raise ConfigError("per_layer needs the model (and make_op for the separate way)")
         if s.layer_method == "shared":
             blocks = module_blocks(model, op.param_names, device_dtype(op)[0])
+    layer_start = None
+    probes = TraceProbes(op, s.trace_samples, s.seed + 7, block=TRACE_BLOCK, blocks=blocks,
+                         progress=progress)
+    with clock.part("density") as part:
+        q = slq(probes.riding(RIDE_WIDTH), s.density_vectors, s.density_steps, s.seed,
+                top_k=s.top_k, tol=s.tol, keep_ritz=blocks is not None, progress=progress)
+        part["products"] -= probes.riders * clock.counts  # counted in the trace part
+        grid, density = broadened_density(q.nodes, q.weights)
+        if blocks is not None:  # the per-layer Lanczos' start; then the P x steps Ritz vectors go
+            layer_start = lowrank_block_starts(blocks, q.ritz_vectors, q.ritz_values,
+                                               seeded_generator(device_dtype(op)[0], s.seed + 3))
+            q.ritz_vectors = None
     with clock.part("top") as part:
         top = (_pyhessian_top(op, s, pyhessian, part) if pyhessian else
-               extreme_eigenpairs(op, s.top_k, "LA", s.tol, seed=s.seed, progress=progress))
+               top_from_density(op, q, s, progress))
     lam_max = float(top.values[0])
+    shares = spectral_shares(q.nodes, q.weights, lam_max, s.neg_eps)
     with clock.part("trace") as part:
-        trace, trace_se, layer_traces = deflated_trace(
-            op, top.vectors, top.values, s.trace_samples, s.seed + 7, block=TRACE_BLOCK,
-            blocks=blocks, progress=progress)
+        trace, trace_se, layer_traces = probes.finish(top.vectors, top.values)
+        part["products"] += probes.riders * clock.counts
         if pyhessian:  # the stored whole-network trace is PyHessian's (a cross-check)
             ph = pyhessian_spectrum(*pyhessian, 1, 1.0, max_iter=1,
                                     trace_samples=s.trace_samples)
             trace, trace_se = ph.trace, ph.trace_std_err
             part["products"] += ph.n_products
-    with clock.part("density"):
-        q = slq(op, s.density_vectors, s.density_steps, s.seed, progress=progress)
-        grid, density = broadened_density(q.nodes, q.weights)
-        shares = spectral_shares(q.nodes, q.weights, lam_max, s.neg_eps)
     bottom, consistent, lanczos_min = None, None, None
     if s.bottom_k:
         room = op.shape[0] - top.vectors.shape[1] > s.bottom_k  # deflation leaves enough
@@ -271,7 +315,8 @@ def analyse(op, model: nn.Module | None = None, s: HessianSettings | None = None
     layers = None
     if s.per_layer:
         with clock.part("per-layer") as part:
-            layers = _per_layer(op, model, s, blocks, top, layer_traces, make_op, progress)
+            layers = _per_layer(op, model, s, blocks, layer_start, layer_traces, make_op,
+                                progress)
             if s.layer_method == "separate":
                 part["products"] += int(layers["n_products"].sum())
     return HessianResult(

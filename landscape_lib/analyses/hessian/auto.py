@@ -1,18 +1,23 @@
 """``hvp_mode = "auto"`` on CUDA: time the float32-exact ways of a product, keep the fastest.
 
 Candidates (``candidates``): forward-over-reverse as CUDA graphs (``graph``) with one column
-over the whole batch and ``WIDE`` columns per ``vmap`` over micro-batches of 1/``WIDE`` of it
-(the primal pass shared by the columns at about the memory of one column), each also in
-channels-last memory format when the model has convolutions; and the retained gradient graph
-(``cached``). A graph candidate that cannot be captured is replaced by the same product run
-eagerly (``forward``); one whose memory (model and data included) exceeds ``AUTO_MAX_GIB`` is
-tried again on micro-batches half as large (down to 1/``MAX_SPLIT`` of a batch), so a large
-model or batch still gets a forward mode.
+over the whole batch, and ``WIDTHS`` columns per ``vmap`` (the primal pass shared by the
+columns) over the whole batch or micro-batches of it (``FIRST_SPLIT``), the narrower ones also
+in channels-last memory format when the model has convolutions; and the retained gradient
+graph (``cached``). A graph candidate that cannot be captured is replaced by the same product
+run eagerly (``forward``); one whose memory (model and data included) exceeds the budget
+(``budget_gib``: ``AUTO_MAX_GIB``, or a quarter of a larger GPU) is tried again on
+micro-batches half as large (down to 1/``MAX_SPLIT`` of a batch), so a large model or batch
+still gets a forward mode. More columns per call cost less per column (on an H200, 512 CIFAR
+images, per column: ResNet-18 54 ms at 4 columns over 4 micro-batches, 48 ms at 4 over the
+whole batch, 46 ms at 8 over 2 micro-batches; ViT patch 4 56, 50 and 44 ms:
+``bench/bench_hvp_shapes.py``), so the budget decides.
 
 The trial is the same for every candidate (``trial_seconds``): a block of its width, one call
-to warm up (build the gradient graph, capture the CUDA graphs, pick cuDNN plans), then the
-fastest of ``TIMED`` synchronised calls, in milliseconds per column; its memory is the peak of
-those calls (what the mode keeps included). Every timing or the reason
+to warm up (build the gradient graph, pick cuDNN plans), then the fastest of ``TIMED``
+synchronised calls (a graph mode captures its CUDA graph in the first and replays it in the
+next), in milliseconds per column; its memory is the peak of those calls (what the mode keeps
+included). Every timing or the reason
 a candidate was dropped is kept in ``op.trials`` (label -> ms per column or text); the choice
 is remembered for the rest of the process for operators of the same model structure, batch
 shapes, dtype, device and TF32 setting (``op.trials["reused"]`` then names it, no trial runs).
@@ -28,8 +33,11 @@ import torch
 from ...errors import ConfigError
 from ...train.environment import sync
 
-AUTO_MAX_GIB = 20.0   # a candidate needing more GPU memory (model and data included) is dropped
-WIDE = 4              # columns per vmap call of the wide candidates (over WIDE micro-batches)
+AUTO_MAX_GIB = 20.0   # memory budget of a candidate (model and data included), at least
+GPU_SHARE = 0.25      # or this share of the GPU's memory (35 GiB of an H200's 140)
+WIDTHS = (4, 8)       # columns per vmap call of the wide candidates
+FIRST_SPLIT = {1: 1, 4: 1, 8: 2}  # micro-batches a width is tried on first (more if over budget)
+CHANNELS_LAST = (1, 4)  # widths also tried in channels-last memory format (convolutions)
 MAX_SPLIT = 16        # smallest micro-batch tried for memory: 1/MAX_SPLIT of a batch
 TIMED = 2             # timed calls per candidate (the fastest counts), after one warm-up
 _CHOICES: dict[tuple, tuple["Candidate", dict]] = {}
@@ -54,10 +62,19 @@ def candidates(op) -> list[Candidate]:
     conv = any(p.ndim == 4 for p in op.params)
     given = op._given_chunk
     out = []
-    for chunk in ((given,) if given else (1, WIDE)):
-        for cl in ((False, True) if conv else (False,)):
-            out.append(Candidate("graph", chunk, chunk, cl))
+    for chunk in ((given,) if given else (1, *WIDTHS)):
+        split = FIRST_SPLIT.get(chunk, chunk)
+        for cl in ((False, True) if conv and (given or chunk in CHANNELS_LAST) else (False,)):
+            out.append(Candidate("graph", chunk, split, cl))
     return out + [Candidate("cached")]
+
+
+def budget_gib(device: torch.device) -> float:
+    """GPU memory a candidate may need: ``AUTO_MAX_GIB``, or ``GPU_SHARE`` of a larger GPU."""
+    if device.type != "cuda":
+        return AUTO_MAX_GIB
+    total = torch.cuda.get_device_properties(device).total_memory / 2**30
+    return max(AUTO_MAX_GIB, GPU_SHARE * total)
 
 
 def _args(c: Candidate) -> tuple:
@@ -126,6 +143,7 @@ def choose(op) -> None:
         return
     gen = torch.Generator(device=op.device).manual_seed(0)
     base, best, over = _gib(op.device), None, None
+    budget = budget_gib(op.device)
     queue = candidates(op)
     while queue:
         cand = queue.pop(0)
@@ -138,8 +156,8 @@ def choose(op) -> None:
             op._setup(*_args(cand))
             seconds = trial_seconds(op, W) / cand.chunk
             need = base + _gib(op.device, peak=True) - before
-            if need > AUTO_MAX_GIB:
-                op.trials[cand.label] = f"dropped: {need:.1f} GiB > {AUTO_MAX_GIB:g} GiB"
+            if need > budget:
+                op.trials[cand.label] = f"dropped: {need:.1f} GiB > {budget:g} GiB"
                 queue[:0] = _smaller(op, cand)
                 if over is None or need < over[0]:
                     over = (need, cand)

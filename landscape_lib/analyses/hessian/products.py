@@ -14,8 +14,10 @@ Options, each a candidate of ``bench/bench_hvp.py``:
 - ``graph``: each width's product over all pieces captured once as a **CUDA graph** and
   replayed (static input and output buffers, one memory pool for all captures: they replay one
   at a time, each output is copied out), which removes the per-kernel launch and Python
-  overhead that bounds forward mode on mid-sized nets. Widths 1 to ``chunk``, each captured
-  when first needed (no padded columns), so at most ``chunk`` captures.
+  overhead that bounds forward mode on mid-sized nets. Widths 1 to ``chunk`` (no padded
+  columns), so at most ``chunk`` captures; a width's first call runs eagerly (the warm-up a
+  capture needs, and that call's answer), its second is captured and replayed, so a width
+  used once (a per-layer step's ragged last chunk) costs no capture.
 - ``compile``: ``torch.compile`` of the product (a ``torch.compile`` mode, e.g.
   ``"max-autotune-no-cudagraphs"``): minutes of compilation, for benchmarks and long runs.
 - ``autocast``: ``"bf16"`` runs the model under ``torch.autocast`` (loss, tangents and results
@@ -83,6 +85,7 @@ class ForwardProducts:
         fn = self._product
         self._fn = torch.compile(fn, mode=compile, dynamic=False) if compile else fn
         self._graphs: dict | None = {} if graph else None
+        self._warm: set[int] = set()  # widths run once (eagerly) before their capture
         self._pool = torch.cuda.graph_pool_handle() if graph else None
 
     def _context(self):
@@ -132,14 +135,20 @@ class ForwardProducts:
 
     def _graphed(self, V: Tensor) -> Tensor:
         key = V.shape[1]
-        if key not in self._graphs:
-            static_in = V.clone()
+        if key not in self._warm:
+            # A width's first call runs eagerly on a side stream: the warm-up a capture needs
+            # (allocator, cuDNN plans), and this call's answer. A width used once (a ragged
+            # last chunk) is never captured; one used again is captured then.
+            self._warm.add(key)
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
-                for _ in range(2):  # warm-up outside the capture (allocator, cuDNN plans)
-                    self._run(static_in)
+                out = self._run(V)
             torch.cuda.current_stream().wait_stream(stream)
+            out.record_stream(torch.cuda.current_stream())  # used there from now on
+            return out
+        if key not in self._graphs:
+            static_in = V.clone()
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g, pool=self._pool):
                 static_out = self._all(static_in)
