@@ -7,7 +7,8 @@ from torch import nn
 
 from hessian_problems import CE, mlp_problem, rel_err, spd_with_spectrum  # noqa: F401
 from landscape_lib.analyses.hessian.analysis import analyse, hessian_analysis, settings
-from landscape_lib.analyses.hessian.lanczos import Lanczos, seeded_generator, top_eigenpairs
+from landscape_lib.analyses.hessian.lanczos import (Lanczos, extreme_eigenpairs,
+                                                    seeded_generator, top_eigenpairs)
 from landscape_lib.analyses.hessian.layers import Blocks, per_layer_spectrum
 from landscape_lib.analyses.hessian.operator import HessianOperator
 from landscape_lib.analyses.hessian.pyhessian_adapter import pyhessian_engine
@@ -382,3 +383,15 @@ def test_trace_probes_riding_in_the_slq_equal_their_own_products():
     np.testing.assert_allclose(got[2][0], ref[2][0], rtol=1e-10)
     np.testing.assert_allclose(got[2][1], ref[2][1], rtol=1e-10)
     assert ref[0] == pytest.approx(spectrum.sum(), abs=5 * ref[1])  # and near the truth
+
+
+def test_unconverged_lanczos_warns_with_readable_relative_residuals():
+    """A capped Lanczos warns with its residuals and their ratios to the values in scientific
+    notation: a ratio of ~1e-3 (a TF32 network's) must not print as 0."""
+    spectrum = np.concatenate([np.linspace(0, 1, 60), [100, 101, 102]])
+    A = spd_with_spectrum(spectrum, seed=1)
+    with pytest.warns(RuntimeWarning) as caught:
+        res = extreme_eigenpairs(A, 3, "LA", 1e-12, max_steps=4, seed=0)
+    ratio = res.residuals / np.abs(res.values)
+    text = str(caught[0].message)
+    assert f"{ratio[0]:.2e}" in text and f"{res.residuals[0]:.2e}" in text

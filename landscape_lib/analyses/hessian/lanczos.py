@@ -167,6 +167,11 @@ def verify(op, Y: Tensor, tol: float, floor: float = 0.0
     return theta, res, res <= tol * np.maximum(np.abs(theta), floor)
 
 
+def _sci(x: np.ndarray) -> str:
+    """Numbers in scientific notation (NumPy's default prints 8.8e-4 as "0." at precision 2)."""
+    return np.array2string(np.asarray(x), formatter={"float_kind": lambda v: f"{v:.2e}"})
+
+
 def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
     return np.arange(len(theta) - k, len(theta))[::-1] if which == "LA" else np.arange(k)
 
@@ -235,10 +240,9 @@ def extreme_eigenpairs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, *,
     if not conv.all():
         bound = np.maximum(np.maximum(np.abs(values), floor), np.finfo(float).tiny)[order]
         warnings.warn(f"Lanczos ({which}) stopped after {lz.steps} steps with residuals "
-                      f"{np.array2string(res[order], precision=3)}, relative to the Ritz values"
-                      f"{' (or floor)' if floor else ''} "
-                      f"{np.array2string(res[order] / bound, precision=2)}: not all within "
-                      f"tol={tol}", RuntimeWarning, stacklevel=2)
+                      f"{_sci(res[order])}, relative to the Ritz values"
+                      f"{' (or floor)' if floor else ''} {_sci(res[order] / bound)}: not all "
+                      f"within tol={tol}", RuntimeWarning, stacklevel=2)
     return Eigen(values=values[order], vectors=Y[:, torch.as_tensor(order.copy())],
                  residuals=res[order], converged=conv[order], n_products=products,
                  steps=lz.steps)
