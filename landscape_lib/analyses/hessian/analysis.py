@@ -12,10 +12,14 @@ and the products and seconds of each part (``HessianResult.costs``, the ``analys
    by default where a top-k Lanczos needs about 15, so its top Ritz pairs usually meet the
    stopping rule already: their residuals are measured with the full operator (k products)
    and kept when each is within ``tol`` of its value and no other probe shows an eigenvalue
-   they miss; otherwise a Lanczos started from their sum plus a seeded Gaussian (for what
-   their Krylov space may lack) runs to the rule on each Ritz value's own residual
-   (``lanczos.extreme_eigenpairs``), then measured the same way.
-   Either way the stored values are Rayleigh quotients with measured residuals;
+   they miss (``SLQResult.misses``, with the measured residuals). They are also kept, flagged
+   not converged, when the recurrence had settled them tenfold inside ``tol`` but the
+   measurement is outside it: that is the products' rounding (TF32's ~1e-3 at a trained
+   ResNet-18), which a Lanczos over the same products cannot go below. Otherwise a Lanczos
+   started from their sum plus a seeded Gaussian (for what their Krylov space may lack) runs
+   to the rule on each Ritz value's own residual (``lanczos.extreme_eigenpairs``), then
+   measured the same way. Either way the stored values are Rayleigh quotients with measured
+   residuals;
 3. ``trace``: Hutchinson with the top-k part counted exactly; the same products give every
    layer's trace (``spectrum.deflated_trace``). The probes need the top eigenpairs only after
    their products, so they ride along in the density's calls up to ``RIDE_WIDTH`` columns
@@ -25,8 +29,8 @@ and the products and seconds of each part (``HessianResult.costs``, the ``analys
    started from the lowest SLQ Ritz vector, stopping on its own residual with the floor
    ``neg_eps * lambda_max``, its residual measured with the full operator. The lowest SLQ node
    is a Ritz value too (so >= lambda_min): the stored lambda_min is the lower of the two, with
-   its measured residual (``lowest_of_both``); ``lam_min_lanczos`` keeps the Lanczos value and
-   ``lam_min_consistent`` says whether the two agree within their residuals;
+   its measured residual (``extremes.lowest_of_both``); ``lam_min_lanczos`` keeps the Lanczos
+   value and ``lam_min_consistent`` says whether the two agree within their residuals;
 5. ``per-layer``: every layer's top eigenvalue, all layers' Lanczos in lockstep
    (``layers.block_top_eigenvalues``), each started from its block of the Rayleigh-Ritz
    approximation of the Hessian on the best SLQ probe's Krylov space (all its Ritz pairs,
@@ -50,6 +54,7 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError, check_choice
 from ...train.environment import sync
+from .extremes import lowest_of_both, top_from_density
 from .lanczos import Eigen, device_dtype, extreme_eigenpairs, seeded_generator, verify
 from .layers import (block_top_eigenvalues, lowrank_block_starts, module_blocks,
                      per_layer_spectrum)
@@ -188,30 +193,6 @@ def _pyhessian_top(op, s, source, part) -> Eigen:
                  residuals[order], conv[order], res.n_products + s.top_k, 0)
 
 
-def top_from_density(op, q: SLQResult, s: HessianSettings, progress: bool = False) -> Eigen:
-    """The top-k eigenpairs from the SLQ probes' Krylov spaces (module docstring, part 2):
-    their measured residuals within ``s.tol`` and nothing missed, or else Lanczos from their
-    sum plus a seeded Gaussian. ``n_products`` counts every product of the part; ``steps`` the
-    Lanczos' (0 when the SLQ pairs were kept)."""
-    k, checked = s.top_k, 0
-    if q.top is not None and q.top.shape[1] == k:
-        values, residuals, conv = verify(op, q.top, s.tol)
-        checked = k
-        if conv.all() and not q.missed:
-            order = np.argsort(values)[::-1]
-            return Eigen(values[order], q.top[:, torch.as_tensor(order.copy())],
-                         residuals[order], conv[order], k, 0)
-    start = None
-    if q.top is not None:  # their sum, for a fast start, and a seeded Gaussian, for what
-        device, dtype = device_dtype(op)  # their Krylov space may lack, in equal parts
-        g = torch.randn(q.top.shape[0], generator=seeded_generator(device, s.seed),
-                        device=device, dtype=dtype)
-        y = q.top.sum(1)
-        start = y / y.norm() + g / g.norm()
-    top = extreme_eigenpairs(op, k, "LA", s.tol, start=start, seed=s.seed, progress=progress)
-    return dataclasses.replace(top, n_products=top.n_products + checked)
-
-
 def _per_layer(op, model, s, blocks, start, layer_traces, make_op, progress) -> pd.DataFrame:
     if s.layer_method == "separate":
         return per_layer_spectrum(model, None, None, 1, s.trace_samples, tol=s.layer_tol,
@@ -223,37 +204,6 @@ def _per_layer(op, model, s, blocks, start, layer_traces, make_op, progress) -> 
         "top_eig": tops.values, "top_eig_residual": tops.residuals,
         "top_eig_converged": tops.converged, "trace": layer_traces[0],
         "trace_se": layer_traces[1], "n_products": tops.steps})
-
-
-def lowest_of_both(op, bottom: Eigen, q: SLQResult, tol: float, floor: float
-                   ) -> tuple[Eigen, bool]:
-    """lambda_min as the lower of two Ritz values, each with a residual measured with ``op``.
-
-    The bottom Lanczos' value and the lowest SLQ node are both Ritz values, hence both >=
-    lambda_min (up to the products' rounding); the lower one is the better estimate. The SLQ
-    node's residual ``||H y - node y||`` is measured with one product. Returns the bottom
-    eigenpairs with the lower value first, and whether the two agree: the Lanczos value
-    exceeds the node by at most the sum of their residuals (a Lanczos run that stopped far
-    above a lower node did not converge to lambda_min).
-    """
-    rayleigh, res, _ = verify(op, q.lowest[:, None], tol, floor)
-    node = q.lowest_node
-    node_res = float(np.hypot(res[0], rayleigh[0] - node))  # Hy - node y, split orthogonally
-    consistent = bool(bottom.values[0] <= node + bottom.residuals[0] + node_res)
-    counted = dataclasses.replace(bottom, n_products=bottom.n_products + 1)
-    if node >= bottom.values[0]:
-        return counted, consistent
-    vectors = bottom.vectors.clone()
-    vectors[:, 0] = q.lowest
-
-    def first(a: np.ndarray, v) -> np.ndarray:  # the lowest pair replaced by the node's
-        return np.concatenate([[v], a[1:]])
-
-    return dataclasses.replace(
-        counted, values=first(bottom.values, node), vectors=vectors,
-        residuals=first(bottom.residuals, node_res),
-        converged=first(bottom.converged, node_res <= tol * max(abs(node), floor))
-    ), consistent
 
 
 def analyse(op, model: nn.Module | None = None, s: HessianSettings | None = None, *,

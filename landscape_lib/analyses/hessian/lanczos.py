@@ -167,7 +167,7 @@ def verify(op, Y: Tensor, tol: float, floor: float = 0.0
     return theta, res, res <= tol * np.maximum(np.abs(theta), floor)
 
 
-def _sci(x: np.ndarray) -> str:
+def scientific(x) -> str:
     """Numbers in scientific notation (NumPy's default prints 8.8e-4 as "0." at precision 2)."""
     return np.array2string(np.asarray(x), formatter={"float_kind": lambda v: f"{v:.2e}"})
 
@@ -240,8 +240,8 @@ def extreme_eigenpairs(op, k: int = 1, which: str = "LA", tol: float = 1e-3, *,
     if not conv.all():
         bound = np.maximum(np.maximum(np.abs(values), floor), np.finfo(float).tiny)[order]
         warnings.warn(f"Lanczos ({which}) stopped after {lz.steps} steps with residuals "
-                      f"{_sci(res[order])}, relative to the Ritz values"
-                      f"{' (or floor)' if floor else ''} {_sci(res[order] / bound)}: not all "
+                      f"{scientific(res[order])}, relative to the Ritz values"
+                      f"{' (or floor)' if floor else ''} {scientific(res[order] / bound)}: not all "
                       f"within tol={tol}", RuntimeWarning, stacklevel=2)
     return Eigen(values=values[order], vectors=Y[:, torch.as_tensor(order.copy())],
                  residuals=res[order], converged=conv[order], n_products=products,

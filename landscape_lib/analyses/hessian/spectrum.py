@@ -10,6 +10,7 @@ The spectral shares (negative, near zero) of the SLQ nodes are in ``shares``.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -193,7 +194,21 @@ class SLQResult:
     n_products: int
     top: Tensor | None = None            # (P, top_k) unit top Ritz vectors of one probe
     top_values: np.ndarray | None = None  # (top_k,) their Ritz values, descending
-    missed: bool = False     # another probe has a settled Ritz value that ``top`` lacks
+    top_settled: np.ndarray | None = None  # (top_k,) their recurrence residual beta |s_last|
+    # the other probes' Ritz values settled within tol, with their recurrence residuals
+    others: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+    def misses(self, values: np.ndarray, bounds: np.ndarray, tol: float) -> bool:
+        """Whether another probe's settled Ritz value lies above the lowest of ``values`` (with
+        error ``bounds``, e.g. the measured residuals of ``top``) and matches none of them
+        within their bounds plus its own plus ``tol`` times it: an eigenvalue that ``top``'s
+        Krylov space missed."""
+        lowest = int(np.argmin(values))
+        for t, e in self.others:
+            if t > values[lowest] + bounds[lowest] and not np.any(
+                    np.abs(values - t) <= bounds + e + tol * abs(t)):
+                return True
+        return False
+
     # every Ritz pair of that probe (values ascending, unit vectors (P, steps)): the Rayleigh-
     # Ritz approximation of the operator on its Krylov space (``keep_ritz``; e.g. the start of
     # the per-layer Lanczos, ``layers.lowrank_block_starts``)
@@ -214,13 +229,13 @@ def slq(op, n_vectors: int = 3, n_steps: int = 60, seed: int = 0, *, top_k: int 
     Each probe's Lanczos is a full Krylov solver (``Lanczos``: reorthogonalised, no ghosts),
     so its top Ritz pairs are estimates of the top eigenpairs like those of a Lanczos run for
     them (``extreme_eigenpairs``), with recurrence residuals beta |s_last|. ``top`` takes
-    the probe with the smallest largest relative recurrence residual over its ``top_k`` and
-    ``missed`` says whether another probe has a Ritz value settled within ``tol`` above the
-    chosen k-th value that no chosen value matches within their residuals plus ``tol`` times
-    it (a Krylov space that missed an eigenvalue: the caller should not use ``top``). The
-    caller measures the residuals with the operator (``lanczos.verify``). ``keep_ritz`` also
-    keeps all of that probe's Ritz pairs (``ritz_values``, ``ritz_vectors``: P x steps
-    numbers).
+    the probe with the smallest largest relative recurrence residual over its ``top_k`` (and
+    ``top_settled`` those residuals); ``others`` keeps the other probes' Ritz values settled
+    within ``tol``, so that ``misses`` can tell whether one of them shows an eigenvalue that
+    ``top`` lacks once the caller has measured its residuals with the operator
+    (``lanczos.verify``): products with rounding (TF32) set the probes' Ritz values apart by
+    about their measured residuals, not by ``tol``. ``keep_ritz`` also keeps all of that
+    probe's Ritz pairs (``ritz_values``, ``ritz_vectors``: P x steps numbers).
     """
     n = dimension(op)
     if n_vectors < 1 or n_steps < 1:
@@ -244,14 +259,16 @@ def slq(op, n_vectors: int = 3, n_steps: int = 60, seed: int = 0, *, top_k: int 
     k = min(top_k, steps)
     if k or keep_ritz:
         best = _best_probe(ritz, max(k, 1))
-        theta, S, _ = ritz[best]
+        theta, S, est = ritz[best]
         if keep_ritz:
             res.ritz_values, res.ritz_vectors = theta, lz.ritz_vectors(S, best)
         if k:
             res.top_values = theta[-k:][::-1].copy()
+            res.top_settled = est[-k:][::-1].copy()
             res.top = (res.ritz_vectors[:, -k:].flip(1).clone() if keep_ritz else
                        lz.ritz_vectors(S[:, -k:][:, ::-1].copy(), best))
-            res.missed = _missed(ritz, best, k, tol)
+            res.others = [(float(t), float(e)) for c, (th, _, es) in enumerate(ritz)
+                          if c != best for t, e in zip(th, es) if e <= tol * abs(t)]
     return res
 
 
@@ -260,21 +277,6 @@ def _best_probe(ritz: list, k: int) -> int:
     def rel(theta, est):
         return float(np.max(est[-k:] / np.maximum(np.abs(theta[-k:]), np.finfo(float).tiny)))
     return min(range(len(ritz)), key=lambda c: rel(ritz[c][0], ritz[c][2]))
-
-
-def _missed(ritz: list, best: int, k: int, tol: float) -> bool:
-    """Whether another probe's settled Ritz values show an eigenvalue above the best probe's
-    k-th that none of its top k matches (``slq``)."""
-    theta, _, est = ritz[best]
-    values, bounds = theta[-k:], est[-k:]
-    for c, (th, _, es) in enumerate(ritz):
-        if c == best:
-            continue
-        settled = (es <= tol * np.abs(th)) & (th > values[0] + bounds[0])
-        for t, e in zip(th[settled], es[settled]):  # values within tol count as one
-            if not np.any(np.abs(values - t) <= bounds + e + tol * abs(t)):
-                return True
-    return False
 
 
 def slq_nodes(op, n_vectors: int = 3, n_steps: int = 60, seed: int = 0, *,
