@@ -46,6 +46,7 @@ from torch import nn
 
 from landscape_lib.analyses.hessian.lanczos import extreme_eigenpairs, verify
 from landscape_lib.analyses.hessian.operator import HessianOperator
+from landscape_lib.analyses.hessian.products import WARMUPS
 from landscape_lib.data import DeviceData, load_dataset
 from landscape_lib.models import create_model
 from landscape_lib.train.environment import resolve_device, set_tf32, sync
@@ -183,7 +184,7 @@ def bn_variances(model) -> str:
 def ms_per_product(op, device, columns: int, repeats: int) -> float:
     V = torch.randn(op.shape[0], columns, device=device,
                     generator=torch.Generator(device=device).manual_seed(1))
-    for _ in range(2):  # warm-up: a graph mode's eager first call, then its capture
+    for _ in range(WARMUPS + 1):  # warm-up: a graph mode's eager calls, then its capture
         op @ V
     sync(device)
     t0 = time.perf_counter()

@@ -27,6 +27,7 @@ from torch import nn
 
 from landscape_lib.analyses.hessian.analysis import tf32
 from landscape_lib.analyses.hessian.operator import HessianOperator
+from landscape_lib.analyses.hessian.products import WARMUPS
 from landscape_lib.models import create_model
 from landscape_lib.train.environment import sync
 
@@ -72,7 +73,8 @@ def shape_of(text: str) -> tuple[int, int, bool]:
 def timed(op, width: int, repeats: int) -> float:
     V = torch.randn(op.shape[0], width, device=op.device,
                     generator=torch.Generator(device=op.device).manual_seed(1))
-    op @ V
+    for _ in range(WARMUPS + 1):  # a graph mode's eager calls, then its capture
+        op @ V
     best = float("inf")
     for _ in range(repeats):
         sync(op.device)

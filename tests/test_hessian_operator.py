@@ -13,7 +13,7 @@ from landscape_lib.analyses.hessian.analysis import hessian_analysis, tf32
 from landscape_lib.analyses.hessian import operator as hessian_ops
 from landscape_lib.analyses.hessian.lanczos import top_eigenpairs
 from landscape_lib.analyses.hessian.operator import HessianOperator
-from landscape_lib.analyses.hessian.products import split_pieces
+from landscape_lib.analyses.hessian.products import WARMUPS, split_pieces
 from landscape_lib.errors import ConfigError
 from landscape_lib.params import vector_to_params
 
@@ -100,7 +100,8 @@ def test_auto_mode_keeps_the_fastest_measured_candidate(rigged_auto, mlp_problem
     assert sorted(v for v in op.trials.values() if not isinstance(v, str)) == [1e3, 2e3, 2e3,
                                                                                 2e3]
     assert (op._graphs is not None) == (faster == "cached")  # the losers' memory is freed
-    assert op.trial_products == 2 * (1 + 4 + 8 + 1)  # warm-up + timed call of each that ran
+    # the warm-ups and the timed call of each that ran
+    assert op.trial_products == (WARMUPS + 1) * (1 + 4 + 8 + 1)
     assert op.n_products == 3 + op.trial_products
     torch.testing.assert_close(op @ V[:, 0], H @ V[:, 0], rtol=1e-9, atol=1e-12)
     assert op.n_products == 4 + op.trial_products
@@ -154,7 +155,7 @@ def test_analysis_keeps_autos_choice_and_trials(rigged_auto, mlp_problem):
     assert res.hvp_mode == "forward x8 /2"
     assert res.hvp_trials["forward x8 /2"] == 1e3 and res.hvp_trials["cached"] == 2e3
     costs = res.costs.set_index("part")["n_products"]
-    assert costs["density"] == 2 * 8 + 2 * (1 + 4 + 8 + 1)
+    assert costs["density"] == 2 * 8 + (WARMUPS + 1) * (1 + 4 + 8 + 1)
     assert costs["top"] == res.top.n_products
     # within each value's own residual of the dense eigenvalue (Krylov-Bogoliubov)
     assert np.all(np.abs(res.top.values - evals.numpy()[::-1][:2]) <= res.top.residuals)
@@ -199,8 +200,9 @@ class _Cube(torch.autograd.Function):
         return 3 * x ** 2 * g  # differentiable: double backward works
 
 
-@pytest.mark.parametrize("mode, fallback, products", [("forward", "reverse", 3),
-                                                     ("auto", "cached", 3 + 3)])
+@pytest.mark.parametrize("mode, fallback, products", [
+    ("forward", "reverse", 3),
+    ("auto", "cached", 3 + WARMUPS + hessian_auto.TIMED)])  # the cached one's trial, 1 column
 def test_forward_mode_falls_back_to_double_backward(monkeypatch, mode, fallback, products):
     monkeypatch.setattr(hessian_ops, "_resolve_mode", lambda m, d: m)  # "auto" as on CUDA
     hessian_auto.forget()

@@ -13,7 +13,7 @@ images, per column: ResNet-18 54 ms at 4 columns over 4 micro-batches, 48 ms at 
 whole batch, 46 ms at 8 over 2 micro-batches; ViT patch 4 56, 50 and 44 ms:
 ``bench/bench_hvp_shapes.py``), so the budget decides.
 
-The trial is the same for every candidate (``trial_seconds``): a block of its width, one call
+The trial is the same for every candidate (``trial_seconds``): a block of its width, two calls
 to warm up (build the gradient graph, pick cuDNN plans), then the fastest of ``TIMED``
 synchronised calls (a graph mode captures its CUDA graph in the first and replays it in the
 next), in milliseconds per column; its memory is the peak of those calls (what the mode keeps
@@ -32,6 +32,7 @@ import torch
 
 from ...errors import ConfigError
 from ...train.environment import sync
+from .products import WARMUPS
 
 AUTO_MAX_GIB = 20.0   # memory budget of a candidate (model and data included), at least
 GPU_SHARE = 0.25      # or this share of the GPU's memory (35 GiB of an H200's 140)
@@ -102,11 +103,13 @@ def _gib(device: torch.device, peak: bool = False) -> float:
 
 
 def trial_seconds(op, W) -> float:
-    """Seconds of the fastest of ``TIMED`` products on W after one warm-up product. The peak
-    memory counts from after the warm-up: what the mode keeps (its gradient graph or captured
+    """Seconds of the fastest of ``TIMED`` products on W after ``products.WARMUPS`` warm-up
+    products (a graph mode captures in the first timed call and replays in the next). The peak
+    memory counts from after the warm-ups: what the mode keeps (its gradient graph or captured
     CUDA graphs) and what its products allocate, not the warm-up's passing workspaces (cuDNN's
     autotuner tries algorithms with large ones)."""
-    op._trial_product(W)
+    for _ in range(WARMUPS):  # a graph mode's eager calls before its capture
+        op._trial_product(W)
     if op.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(op.device)
     best = float("inf")

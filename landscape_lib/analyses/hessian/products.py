@@ -15,9 +15,10 @@ Options, each a candidate of ``bench/bench_hvp.py``:
   replayed (static input and output buffers, one memory pool for all captures: they replay one
   at a time, each output is copied out), which removes the per-kernel launch and Python
   overhead that bounds forward mode on mid-sized nets. Widths 1 to ``chunk`` (no padded
-  columns), so at most ``chunk`` captures; a width's first call runs eagerly (the warm-up a
-  capture needs, and that call's answer), its second is captured and replayed, so a width
-  used once (a per-layer step's ragged last chunk) costs no capture.
+  columns), so at most ``chunk`` captures; a width's first ``WARMUPS`` calls run eagerly (the
+  warm-ups a capture needs, on its static input and a side stream, each answering its call),
+  the next is captured and replayed, so a width used only once or twice (a per-layer step's
+  ragged last chunk) costs no capture.
 - ``compile``: ``torch.compile`` of the product (a ``torch.compile`` mode, e.g.
   ``"max-autotune-no-cudagraphs"``): minutes of compilation, for benchmarks and long runs.
 - ``autocast``: ``"bf16"`` runs the model under ``torch.autocast`` (loss, tangents and results
@@ -38,6 +39,7 @@ from torch.func import functional_call, grad, jvp, vmap
 from ...errors import ConfigError
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+WARMUPS = 2  # eager calls of a width before its CUDA graph is captured (graph mode)
 
 
 def _channels_last(t: Tensor) -> Tensor:
@@ -85,7 +87,7 @@ class ForwardProducts:
         fn = self._product
         self._fn = torch.compile(fn, mode=compile, dynamic=False) if compile else fn
         self._graphs: dict | None = {} if graph else None
-        self._warm: set[int] = set()  # widths run once (eagerly) before their capture
+        self._warm: dict[int, list] = {}  # width -> [eager calls before its capture, input]
         self._pool = torch.cuda.graph_pool_handle() if graph else None
 
     def _context(self):
@@ -135,20 +137,25 @@ class ForwardProducts:
 
     def _graphed(self, V: Tensor) -> Tensor:
         key = V.shape[1]
-        if key not in self._warm:
-            # A width's first call runs eagerly on a side stream: the warm-up a capture needs
-            # (allocator, cuDNN plans), and this call's answer. A width used once (a ragged
-            # last chunk) is never captured; one used again is captured then.
-            self._warm.add(key)
+        warm = self._warm.setdefault(key, [0, V.clone()])  # eager calls so far, static input
+        if warm[0] < WARMUPS:
+            # A width's first WARMUPS calls run eagerly on a side stream, each on the static
+            # input the capture will use (as the warm-ups before a capture must: allocator,
+            # cuDNN plans), and answer their call; a width used fewer times (a ragged last
+            # chunk) is never captured. The answer is written into a tensor of the caller's
+            # stream, so nothing allocated on the side stream leaves it.
+            static_in = warm[1]
+            static_in.copy_(V)
+            out = torch.empty_like(V)
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
-                out = self._run(V)
+                out.copy_(self._run(static_in))
             torch.cuda.current_stream().wait_stream(stream)
-            out.record_stream(torch.cuda.current_stream())  # used there from now on
+            warm[0] += 1
             return out
         if key not in self._graphs:
-            static_in = V.clone()
+            static_in = warm[1]
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g, pool=self._pool):
                 static_out = self._all(static_in)
