@@ -40,7 +40,7 @@ WIDTHS = (4, 8)       # columns per vmap call of the wide candidates
 FIRST_SPLIT = {1: 1, 4: 1, 8: 2}  # micro-batches a width is tried on first (more if over budget)
 CHANNELS_LAST = (1, 4)  # widths also tried in channels-last memory format (convolutions)
 MAX_SPLIT = 16        # smallest micro-batch tried for memory: 1/MAX_SPLIT of a batch
-TIMED = 2             # timed calls per candidate (the fastest counts), after one warm-up
+TIMED = 2             # timed calls per candidate (the fastest counts), after the warm-ups
 _CHOICES: dict[tuple, tuple["Candidate", dict]] = {}
 
 
