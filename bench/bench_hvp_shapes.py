@@ -6,8 +6,8 @@ For each architecture (``--arch``: the CIFAR ResNet-18 and study A's ViT patch 4
 
 1. ms per column of CUDA-graph products for each ``(columns per call, micro-batches,
    channels-last)`` of ``--shapes`` (``WxS[c]``: W columns in one ``vmap`` over S equal
-   micro-batches; ``c`` = channels-last), each the fastest of ``--repeats`` calls after a
-   warm-up; e.g. ``3x3`` against ``3x4`` shows what a micro-batch of 171 images costs against
+   micro-batches; ``c`` = channels-last), the mean of ``--repeats`` calls after the warm-ups
+   and the capture (``bench_hvp.ms_per_product``); e.g. ``3x3`` against ``3x4`` shows what a micro-batch of 171 images costs against
    one of 128;
 2. a ``torch.profiler`` trace of one eager product of ``--profile`` (default ``4x4``): the
    CUDA kernels taking the most time, and the share of convolution / matrix kernels against
@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import argparse
 import gc
-import time
 from collections import defaultdict
 
 import torch
 from torch import nn
 
+from bench_hvp import arch_options, ms_per_product
+
 from landscape_lib.analyses.hessian.analysis import tf32
 from landscape_lib.analyses.hessian.operator import HessianOperator
-from landscape_lib.analyses.hessian.products import WARMUPS
 from landscape_lib.models import create_model
 from landscape_lib.train.environment import sync
 
@@ -50,39 +50,17 @@ def parse_args(argv=None):
 
 
 def model_of(spec: str, device) -> nn.Module:
-    import ast
+    """``NAME[:key=value;...]`` -> the registry's model, seeded, in eval mode on ``device``."""
     name, _, opts = spec.partition(":")
-    kwargs = {}
-    for pair in filter(None, opts.split(";")):
-        key, _, value = pair.partition("=")
-        try:
-            kwargs[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            kwargs[key] = value
     torch.manual_seed(0)
     return create_model(name, in_channels=3, image_size=32, num_classes=10,
-                        **kwargs).to(device).eval()
+                        **arch_options(list(filter(None, opts.split(";"))))).to(device).eval()
 
 
 def shape_of(text: str) -> tuple[int, int, bool]:
     cl = text.endswith("c")
     w, s = text.rstrip("c").split("x")
     return int(w), int(s), cl
-
-
-def timed(op, width: int, repeats: int) -> float:
-    V = torch.randn(op.shape[0], width, device=op.device,
-                    generator=torch.Generator(device=op.device).manual_seed(1))
-    for _ in range(WARMUPS + 1):  # a graph mode's eager calls, then its capture
-        op @ V
-    best = float("inf")
-    for _ in range(repeats):
-        sync(op.device)
-        t0 = time.perf_counter()
-        op @ V
-        sync(op.device)
-        best = min(best, time.perf_counter() - t0)
-    return 1e3 * best / width
 
 
 def profile(model, batch, width: int, split: int, cl: bool, top: int) -> None:
@@ -136,7 +114,7 @@ def main(argv=None) -> None:
                                          split=s, channels_last=cl)
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats()
-                    ms = timed(op, w, args.repeats)
+                    ms = ms_per_product(op, op.device, w, args.repeats)
                     gib = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" \
                         else float("nan")
                     print(f"  {text:>6}: {ms:7.2f} ms per column, {ms * w:8.2f} ms per call, "

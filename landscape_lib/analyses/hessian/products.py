@@ -138,14 +138,14 @@ class ForwardProducts:
     def _graphed(self, V: Tensor) -> Tensor:
         key = V.shape[1]
         warm = self._warm.setdefault(key, [0, V.clone()])  # eager calls so far, static input
+        static_in = warm[1]
+        static_in.copy_(V)
         if warm[0] < WARMUPS:
             # A width's first WARMUPS calls run eagerly on a side stream, each on the static
             # input the capture will use (as the warm-ups before a capture must: allocator,
             # cuDNN plans), and answer their call; a width used fewer times (a ragged last
             # chunk) is never captured. The answer is written into a tensor of the caller's
             # stream, so nothing allocated on the side stream leaves it.
-            static_in = warm[1]
-            static_in.copy_(V)
             out = torch.empty_like(V)
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
@@ -155,13 +155,11 @@ class ForwardProducts:
             warm[0] += 1
             return out
         if key not in self._graphs:
-            static_in = warm[1]
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g, pool=self._pool):
                 static_out = self._all(static_in)
-            self._graphs[key] = (g, static_in, static_out)
-        g, static_in, static_out = self._graphs[key]
-        static_in.copy_(V)
+            self._graphs[key] = (g, static_out)
+        g, static_out = self._graphs[key]
         g.replay()
         self.columns += V.shape[1]
         return static_out.clone()

@@ -246,16 +246,14 @@ def slq(op, n_vectors: int = 3, n_steps: int = 60, seed: int = 0, *, top_k: int 
     lz = Lanczos(op, _rademacher(n, n_vectors, gen, device, dtype), gen, capacity=steps + 1)
     for _ in tqdm(range(steps), desc="SLQ", disable=not progress, leave=False):
         lz.step()
-    nodes, weights, lows, ritz = [], [], [], []
+    ritz = []  # per probe: Ritz values (ascending), eigenvectors of T, recurrence residuals
     for c in range(n_vectors):
         theta, S, beta = lz.ritz(c)
-        nodes.append(theta)
-        weights.append(S[0] ** 2)
-        lows.append((theta[0], c, S[:, :1]))
-        ritz.append((theta, S, beta * np.abs(S[-1])))  # recurrence residual of each pair
-    low, col, s = min(lows, key=lambda t: t[0])
-    res = SLQResult(np.array(nodes), np.array(weights), lz.ritz_vectors(s, col)[:, 0],
-                    float(low), steps * n_vectors)
+        ritz.append((theta, S, beta * np.abs(S[-1])))
+    col = min(range(n_vectors), key=lambda c: ritz[c][0][0])  # the lowest node's probe
+    res = SLQResult(np.array([r[0] for r in ritz]), np.array([r[1][0] ** 2 for r in ritz]),
+                    lz.ritz_vectors(ritz[col][1][:, :1], col)[:, 0], float(ritz[col][0][0]),
+                    steps * n_vectors)
     k = min(top_k, steps)
     if k or keep_ritz:
         best = _best_probe(ritz, max(k, 1))
