@@ -37,10 +37,15 @@
 #   phase 12 (carry .whl/lib .cifar; one GPU is enough): the Hessian GPU tests, then issue 14's
 #            analysis targets as in phase 7 (ResNet-18 and ViT patch 4, 3 analyses each), then
 #            what 3, 4 and 8 columns per call cost (bench_hvp_shapes)
+#   phase 13 (carry .whl/lib .cifar; one GPU): the Hessian GPU tests (the compiled product's
+#            included)
+#   phase 14 (after 13 or alone):      issue 14's target for the ResNet-18: 4 analyses in one
+#            process (1st: auto's trials; 2nd: the compiled product's trial; then steady)
+#   phase 15 (after 14 or alone):      the same for the ViT patch 4
 #
 #   bash bench/h200_session.sh 1      # results under $OUT (phase<N>.tgz plus the .txt logs)
 set -u
-PHASE=${1:?phase 1 to 12}
+PHASE=${1:?phase 1 to 15}
 OUT=${OUT:-/tmp/h200-out}
 RES=/tmp/h200-res/phase$PHASE
 DATA=/tmp/cifar ROOT=/tmp/lsdata H=/tmp/hstore A=/tmp/studyA
@@ -195,5 +200,19 @@ case $PHASE in
       --data-root $ROOT --store $H --archs resnet18,vit-p4 --variants after --repeats 3 \
       --json "$RES/hessian-analysis.json"
   step hvp-shapes 120 python3 bench/bench_hvp_shapes.py --shapes 3x1,4x1,8x2 --profile ""
+  ;;
+13)
+  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
+  export CUDA_VISIBLE_DEVICES=0
+  step pytest-gpu-hessian 400 python3 -m pytest -q -m gpu -rs -p no:cacheprovider \
+      tests/test_gpu_hessian.py
+  ;;
+14|15)
+  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
+  export CUDA_VISIBLE_DEVICES=0
+  ARCH=$([ "$PHASE" = 14 ] && echo resnet18 || echo vit-p4)
+  step hessian-analysis-$ARCH 560 python3 bench/bench_hessian_analysis.py --data-folder $DATA \
+      --data-root $ROOT --store $H --archs $ARCH --variants after --repeats 4 \
+      --json "$RES/hessian-analysis-$ARCH.json"
   ;;
 esac

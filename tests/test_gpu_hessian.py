@@ -4,7 +4,9 @@ skipped without CUDA; `python -m pytest -m gpu` runs them with test_gpu.py).
 - forward-over-reverse products, per column and vmapped, eager and as CUDA graphs, equal the
   cached double-backward graph's products (float32, TF32 off);
 - `auto` times its candidates on CUDA, keeps the fastest measured one, counts its trial
-  products and answers like the cached graph;
+  products and answers like the cached graph; the second operator of a structure also tries
+  the compiled product;
+- compiled products (inductor) equal the cached graph's, one compilation for two checkpoints;
 - two NCCL processes (one per GPU; skipped with fewer than 2 GPUs) summing products over
   their data shards equal one process: products and top eigenvalues (issue 13).
 """
@@ -14,7 +16,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from landscape_lib.analyses.hessian import auto as hessian_auto
+from landscape_lib.analyses.hessian import auto as hessian_auto, products
 from landscape_lib.analyses.hessian.distributed import ShardedOperator, launch, shard
 from landscape_lib.analyses.hessian.lanczos import extreme_eigenpairs
 from landscape_lib.analyses.hessian.operator import HessianOperator
@@ -76,10 +78,40 @@ def test_auto_mode_keeps_the_fastest_candidate_and_answers_like_them(cnn_problem
     assert op.label == min(timed, key=timed.get)
     assert op.trial_products > 0 and op.n_products == V.shape[1] + op.trial_products
     assert rel(out, cached) < HVP_TOLERANCE
-    again = HessianOperator(model, CE, batches)  # the choice is remembered, no trials
+    # the key's second operator (a second analysis) also tries the compiled product
+    again = HessianOperator(model, CE, batches)
     assert rel(again @ V, cached) < HVP_TOLERANCE
-    assert again.label == op.label and again.trial_products == 0
+    assert hessian_auto.COMPILED.label in again.trials and "compile trial" in again.trials
+    timed = {k: v for k, v in again.trials.items() if isinstance(v, float)}
+    assert again.label == min(timed, key=timed.get) and again.trial_products > 0
+    third = HessianOperator(model, CE, batches)  # the choice is remembered, no trials
+    assert rel(third @ V, cached) < HVP_TOLERANCE
+    assert third.label == again.label and third.trial_products == 0
     hessian_auto.forget()
+
+
+def test_compiled_products_are_shared_by_checkpoints_of_one_structure():
+    """Inductor's code on CUDA: each checkpoint's products equal its own cached graph's, the
+    second checkpoint compiles nothing (``products.compiled_product``)."""
+    from torch._dynamo.utils import counters
+    products._COMPILED.clear()
+    graphs = []
+    for seed in (0, 1):
+        model, batches = cnn_batches(torch.device("cuda"))
+        if seed:
+            with torch.no_grad():  # other weights and BatchNorm statistics
+                model.train()(batches[0][0] * 3)
+                for p in model.parameters():
+                    p.mul_(1.5)
+            model.eval()
+        V = torch.randn(sum(p.numel() for p in model.parameters()), 3, device="cuda")
+        cached = HessianOperator(model, CE, batches, mode="cached") @ V
+        op = HessianOperator(model, CE, batches, mode="compile", chunk_size=4, split=4)
+        assert rel(op @ V, cached) < HVP_TOLERANCE
+        assert rel(op @ V[:, 0], cached[:, 0]) < HVP_TOLERANCE
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert len(products._COMPILED) == 1 and graphs[1] == graphs[0]
+    products._COMPILED.clear()
 
 
 def _rank(rank, world, queue):

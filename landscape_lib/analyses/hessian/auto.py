@@ -21,6 +21,14 @@ included). Every timing or the reason
 a candidate was dropped is kept in ``op.trials`` (label -> ms per column or text); the choice
 is remembered for the rest of the process for operators of the same model structure, batch
 shapes, dtype, device and TF32 setting (``op.trials["reused"]`` then names it, no trial runs).
+
+Compilation: the ``COMPILE_AT``-th operator of a key in the process (a second analysis of the
+architecture: a grid worker's or ``analyze-all``'s next run) also tries ``COMPILED``, the
+product through ``torch.compile`` (``products.compiled_product``: 25-35% less per column than
+the graphs, but 1-2 minutes of compilation, paid once per structure in a process since later
+checkpoints reuse it), and keeps it when it is faster (``op.trials`` gains its label, and
+``"compile trial"``: the seconds its trial took, compilation included). A process analysing one
+checkpoint never compiles.
 """
 from __future__ import annotations
 
@@ -41,7 +49,9 @@ FIRST_SPLIT = {1: 1, 4: 1, 8: 2}  # micro-batches a width is tried on first (mor
 CHANNELS_LAST = (1, 4)  # widths also tried in channels-last memory format (convolutions)
 MAX_SPLIT = 16        # smallest micro-batch tried for memory: 1/MAX_SPLIT of a batch
 TIMED = 2             # timed calls per candidate (the fastest counts), after the warm-ups
+COMPILE_AT = 2        # the operator of a key that tries COMPILED (None: never compile)
 _CHOICES: dict[tuple, tuple["Candidate", dict]] = {}
+_SEEN: dict[tuple, int] = {}  # operators of each key that chose a mode in this process
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,9 @@ class Candidate:
         return " ".join([self.mode] + ([f"x{self.chunk}"] if self.chunk > 1 else [])
                         + ([f"/{self.split}"] if self.split > 1 else [])
                         + (["chlast"] if self.channels_last else []))
+
+
+COMPILED = Candidate("compile", 4, 4)  # tried at COMPILE_AT (bench/bench_hvp.py: 35 ms)
 
 
 def candidates(op) -> list[Candidate]:
@@ -85,6 +98,7 @@ def _args(c: Candidate) -> tuple:
 def forget() -> None:
     """Drop the remembered choices (tests; a changed GPU)."""
     _CHOICES.clear()
+    _SEEN.clear()
 
 
 def _key(op) -> tuple:
@@ -136,18 +150,13 @@ def _free(device) -> None:
         torch.cuda.empty_cache()
 
 
-def choose(op) -> None:
-    """Set ``op`` up in the fastest candidate within the memory budget (module docstring)."""
-    key = _key(op)
-    if key in _CHOICES:
-        cand, trials = _CHOICES[key]
-        op._setup(*_args(cand))
-        op.trials = {**trials, "reused": cand.label}
-        return
+def _run_trials(op, queue: list[Candidate]):
+    """Try the candidates in turn (``op.trials`` gets each one's ms per column or why it was
+    dropped): ``best = (seconds per column, candidate, graphs, products)`` within the budget,
+    and ``over = (GiB, candidate)``, the least over it."""
     gen = torch.Generator(device=op.device).manual_seed(0)
     base, best, over = _gib(op.device), None, None
     budget = budget_gib(op.device)
-    queue = candidates(op)
     while queue:
         cand = queue.pop(0)
         W = torch.randn(op.shape[0], cand.chunk, generator=gen, device=op.device,
@@ -180,6 +189,46 @@ def choose(op) -> None:
             op.trial_products += op._trial_columns()
             op._graphs, op._forward = None, None
             _free(op.device)  # the best one so far is still held by `best`
+    return best, over
+
+
+def _take(op, best) -> Candidate:
+    _, cand, op._graphs, op._forward = best
+    op.mode, op.chunk_size, op.split, op.channels_last = _args(cand)
+    return cand
+
+
+def _compile_now(op, key, cand: Candidate, trials: dict) -> bool:
+    """Whether this operator tries ``COMPILED`` (module docstring)."""
+    return (COMPILE_AT is not None and _SEEN[key] == COMPILE_AT and op.device.type == "cuda"
+            and op._given_chunk is None and cand.mode != "compile"
+            and isinstance(trials.get(cand.label), float))
+
+
+def choose(op) -> None:
+    """Set ``op`` up in the fastest candidate within the memory budget (module docstring)."""
+    key = _key(op)
+    _SEEN[key] = _SEEN.get(key, 0) + 1
+    if key in _CHOICES:
+        cand, trials = _CHOICES[key]
+        if not _compile_now(op, key, cand, trials):
+            op._setup(*_args(cand))
+            op.trials = {**trials, "reused": cand.label}
+            return
+        t0 = time.perf_counter()
+        best, _ = _run_trials(op, [COMPILED])
+        trials = {**trials, **op.trials,
+                  "compile trial": f"{time.perf_counter() - t0:.1f} s, compilation included"}
+        if best is not None and 1e3 * best[0] < trials[cand.label]:
+            cand = _take(op, best)
+        else:
+            op._setup(*_args(cand))
+        op.n_products += op.trial_products
+        _CHOICES[key] = (cand, trials)
+        op.trials = dict(trials)
+        _free(op.device)
+        return
+    best, over = _run_trials(op, candidates(op))
     if best is None and over is not None:
         # Every mode that ran needs more than the budget: take the one needing least, alone.
         cand = over[1]
@@ -188,8 +237,7 @@ def choose(op) -> None:
     elif best is None:
         raise RuntimeError(f"no Hessian-vector product mode ran: {op.trials}")
     else:
-        _, cand, op._graphs, op._forward = best
-        op.mode, op.chunk_size, op.split, op.channels_last = _args(cand)
+        cand = _take(op, best)
     op.n_products += op.trial_products
     _CHOICES[key] = (cand, dict(op.trials))
     _free(op.device)

@@ -20,7 +20,11 @@ Options, each a candidate of ``bench/bench_hvp.py``:
   the next is captured and replayed, so a width used only once or twice (a per-layer step's
   ragged last chunk) costs no capture.
 - ``compile``: ``torch.compile`` of the product (a ``torch.compile`` mode, e.g.
-  ``"max-autotune-no-cudagraphs"``): minutes of compilation, for benchmarks and long runs.
+  ``"max-autotune-no-cudagraphs"``), every call ``chunk`` columns wide (zero columns pad a
+  narrower one: H 0 = 0), so one width is compiled. The compiled function is kept for the
+  process by the model's structure (``compiled_product``): parameters and buffers enter it as
+  inputs and the model it traces is a private copy, so another checkpoint of the same
+  architecture (a grid's next run) reuses it with no recompilation.
 - ``autocast``: ``"bf16"`` runs the model under ``torch.autocast`` (loss, tangents and results
   stay in the parameters' dtype): not exact, measured against float32 in the bench.
 - ``channels_last``: inputs and 4-d parameters in channels-last memory format (convolutions).
@@ -31,6 +35,7 @@ in eval mode and picks the attention kernel (``operator``).
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +45,8 @@ from ...errors import ConfigError
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 WARMUPS = 2  # eager calls of a width before its CUDA graph is captured (graph mode)
+_COMPILED: dict[tuple, object] = {}  # compiled products of the process, by structure
+BACKEND = "inductor"  # torch.compile backend of mode "compile" (tests: "aot_eager", faster)
 
 
 def _channels_last(t: Tensor) -> Tensor:
@@ -60,6 +67,64 @@ def split_pieces(batches, weights, split: int) -> list[tuple[Tensor, Tensor, flo
     return out
 
 
+def _settings_of(module) -> tuple:
+    """What decides a module tree's computation besides its tensors: every submodule's type
+    and plain attributes (strides, eps, heads, training, ...)."""
+    if not isinstance(module, nn.Module):
+        return (module,)  # a plain loss function: itself
+    plain = (bool, int, float, str, tuple, type(None))
+    return tuple((name, type(m).__module__, type(m).__qualname__,
+                  tuple(sorted((k, repr(v)) for k, v in vars(m).items()
+                               if isinstance(v, plain))))
+                 for name, m in module.named_modules())
+
+
+def product_function(model: nn.Module, loss_fn, names: list[str], rest: list[str]):
+    """``f(primals, others, x, y, V)`` = H V of the loss of one piece: ``primals`` the tensors
+    of ``names`` (differentiated), ``others`` those of ``rest`` (the model's other parameters
+    and its buffers), all entering ``functional_call``: nothing is read from the model's own
+    tensors."""
+
+    def product(primals, others, x: Tensor, y: Tensor, V: Tensor) -> Tensor:
+        dtype, sizes = V.dtype, [p.numel() for p in primals]
+
+        def loss(*ps):
+            state = dict(zip(names, ps))
+            state.update(zip(rest, others))
+            out = functional_call(model, state, (x,))
+            return loss_fn(out.to(dtype), y)
+
+        g = grad(loss, argnums=tuple(range(len(primals))))
+
+        def one(v: Tensor) -> Tensor:
+            tangents = tuple(t.view_as(p) for t, p in zip(torch.split(v, sizes), primals))
+            return torch.cat([t.reshape(-1).to(dtype) for t in jvp(g, primals, tangents)[1]])
+
+        if V.shape[1] == 1:
+            return one(V[:, 0])[:, None]
+        return vmap(one, in_dims=1, out_dims=1)(V)
+
+    return product
+
+
+def compiled_product(model: nn.Module, loss_fn, names: list[str], rest: list[str],
+                     mode: str, autocast=None):
+    """The process' ``torch.compile`` of ``product_function`` for this structure: model and
+    loss settings (``_settings_of``), tensor names, compile mode, autocast and TF32 flags. The
+    first call of a structure traces a private copy of the model; a later model of the same
+    structure (another checkpoint) gets the same compiled function, its tensors being inputs
+    (dynamo then guards only their shapes, dtypes and strides)."""
+    key = (_settings_of(model), _settings_of(loss_fn), tuple(names), tuple(rest), mode,
+           BACKEND, autocast, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    if key not in _COMPILED:
+        template = copy.deepcopy(model)
+        loss = copy.deepcopy(loss_fn) if isinstance(loss_fn, nn.Module) else loss_fn
+        _COMPILED[key] = torch.compile(product_function(template, loss, names, rest),
+                                       backend=BACKEND, dynamic=False,
+                                       mode=mode if BACKEND == "inductor" else None)
+    return _COMPILED[key]
+
+
 class ForwardProducts:
     """Forward-over-reverse products over weighted pieces (see the module docstring)."""
 
@@ -73,10 +138,12 @@ class ForwardProducts:
         device = params[0].device
         if graph and device.type != "cuda":
             raise ConfigError("CUDA graphs (mode 'graph') need a CUDA device")
-        self.model, self.loss_fn, self.names = model, loss_fn, names
         prep = _channels_last if channels_last else (lambda t: t)
         self.primals = tuple(prep(p.detach()) for p in params)
-        self.sizes = [p.numel() for p in params]
+        chosen = set(names)
+        rest = [(n, t) for n, t in model.named_parameters() if n not in chosen]
+        rest += list(model.named_buffers())
+        self.others = tuple(prep(t.detach()) for _, t in rest)
         self.batches = [(prep(x), y) for x, y in batches]
         self.weights, self.split = list(weights), int(split)
         self._pieces: dict[int, list] = {}
@@ -84,8 +151,9 @@ class ForwardProducts:
         self.autocast = AUTOCAST.get(autocast) if autocast else None
         self.columns = 0  # column-products over all pieces actually computed (warm-ups too)
         self.compiled = bool(compile)
-        fn = self._product
-        self._fn = torch.compile(fn, mode=compile, dynamic=False) if compile else fn
+        rest_names = [n for n, _ in rest]
+        self._product = (compiled_product(model, loss_fn, names, rest_names, compile, autocast)
+                         if compile else product_function(model, loss_fn, names, rest_names))
         self._graphs: dict | None = {} if graph else None
         self._warm: dict[int, list] = {}  # width -> [eager calls before its capture, input]
         self._pool = torch.cuda.graph_pool_handle() if graph else None
@@ -96,24 +164,6 @@ class ForwardProducts:
         if self.autocast is not None:
             stack.enter_context(torch.autocast(self.device.type, dtype=self.autocast))
         return stack
-
-    def _product(self, x: Tensor, y: Tensor, V: Tensor) -> Tensor:
-        """H_piece V for the columns of V (vmapped when there are several)."""
-        names, primals, sizes, dtype = self.names, self.primals, self.sizes, V.dtype
-
-        def loss(*ps):
-            out = functional_call(self.model, dict(zip(names, ps)), (x,))
-            return self.loss_fn(out.to(dtype), y)
-
-        g = grad(loss, argnums=tuple(range(len(primals))))
-
-        def one(v: Tensor) -> Tensor:
-            tangents = tuple(t.view_as(p) for t, p in zip(torch.split(v, sizes), primals))
-            return torch.cat([t.reshape(-1).to(dtype) for t in jvp(g, primals, tangents)[1]])
-
-        if V.shape[1] == 1:
-            return one(V[:, 0])[:, None]
-        return vmap(one, in_dims=1, out_dims=1)(V)
 
     def pieces(self, width: int) -> list[tuple[Tensor, Tensor, float]]:
         """The micro-batches of a call of ``width`` columns (module docstring)."""
@@ -127,7 +177,7 @@ class ForwardProducts:
         out = torch.zeros_like(V)
         with self._context():
             for x, y, w in self.pieces(V.shape[1]):
-                out.add_(self._fn(x, y, V), alpha=w)
+                out.add_(self._product(self.primals, self.others, x, y, V), alpha=w)
         return out
 
     def _run(self, V: Tensor) -> Tensor:
@@ -167,8 +217,8 @@ class ForwardProducts:
     def __call__(self, V: Tensor) -> Tensor:
         """sum_i w_i H_i V, (P, m), in chunks of at most ``self.chunk`` columns."""
         m = V.shape[1]
-        width = 1 if m == 1 else self.chunk
         pad = self.compiled  # fixed shapes: a compiled width only (H 0 = 0)
+        width = 1 if m == 1 and not pad else self.chunk
         out = torch.empty_like(V)
         for start in range(0, m, width):
             cols = V[:, start:start + width]
