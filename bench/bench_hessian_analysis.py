@@ -24,12 +24,15 @@ the ratio before / after measured in this run. ``--variants after`` skips the (s
 
     python bench/bench_hessian_analysis.py --data-folder DIR [--archs vit-p4,resnet18]
         [--epochs 4] [--store DIR] [--variants before,after] [--repeats 2] [--json F]
+        [--profile N]
     python bench/bench_hessian_analysis.py --quick     # CPU smoke run, tiny models
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 import tempfile
 import time
 from pathlib import Path
@@ -62,6 +65,8 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the training")
     p.add_argument("--device", default=None)
     p.add_argument("--json", help="write every measured row here")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="cProfile the last analysis of each model: its N costliest calls")
     p.add_argument("--quick", action="store_true", help="CPU smoke run with tiny models")
     args = p.parse_args(argv)
     if args.quick:
@@ -110,9 +115,18 @@ def main(argv=None):
         rid = trained(store, cfg, args.data_root, args.device)
         for variant in args.variants.split(","):
             params = {**(QUICK if args.quick else {}), **VARIANTS[variant]}
-            for i in range(args.repeats if variant == "after" else 1):
+            repeats = args.repeats if variant == "after" else 1
+            for i in range(repeats):
+                prof = cProfile.Profile() if args.profile and i == repeats - 1 else None
+                if prof:
+                    prof.enable()
                 row = {"arch": arch, "variant": variant, "repeat": i,
                        **analyse(store, rid, params, args.device, args.data_root)}
+                if prof:
+                    prof.disable()
+                    stats = pstats.Stats(prof)
+                    stats.sort_stats("cumulative").print_stats("landscape_lib", args.profile)
+                    stats.sort_stats("tottime").print_stats(args.profile // 2)
                 rows.append(row)
                 print(f"{arch:>8} {variant:>6} #{i}: {row['wall_s']:6.1f} s (parts "
                       f"{row['parts_s']:.1f} s), "

@@ -213,6 +213,6 @@ case $PHASE in
   ARCH=$([ "$PHASE" = 14 ] && echo resnet18 || echo vit-p4)
   step hessian-analysis-$ARCH 560 python3 bench/bench_hessian_analysis.py --data-folder $DATA \
       --data-root $ROOT --store $H --archs $ARCH --variants after --repeats 4 \
-      --json "$RES/hessian-analysis-$ARCH.json"
+      --json "$RES/hessian-analysis-$ARCH.json" --profile ${PROFILE:-0}
   ;;
 esac
