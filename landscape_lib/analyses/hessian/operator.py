@@ -13,7 +13,9 @@ Ways to compute an HVP (``mode``):
   ``functional_call``, ``products.ForwardProducts``): one forward pass carrying a tangent, then
   its backward; ``chunk_size`` columns at once through ``vmap`` (memory grows with it).
 - ``"graph"``: the same product captured as CUDA graphs and replayed (CUDA only).
-- ``"compile"``: the same product through ``torch.compile`` (minutes of compilation).
+- ``"compile"``: the same product through ``torch.compile`` (a minute or two of compilation,
+  once per model structure in a process), on CUDA also captured as CUDA graphs: the compiled
+  code's ~1,000 kernel launches per call otherwise bound it (ViT patch 4).
 - ``"reverse"``: double-backward autograd, the graph rebuilt for every call of ``@``.
 - ``"cached"``: double-backward through a gradient graph built once per batch at construction
   and kept (PyHessian's trick): each product is a single backward pass, but the graphs of all
@@ -196,7 +198,8 @@ class HessianOperator:
             self._forward = ForwardProducts(
                 self.model, self.loss_fn, self.param_names, self.params,
                 self.batches, self.weights, split=split, chunk=chunk,
-                graph=mode == "graph", compile=COMPILE_MODE if mode == "compile" else None,
+                graph=mode == "graph" or (mode == "compile" and self.device.type == "cuda"),
+                compile=COMPILE_MODE if mode == "compile" else None,
                 autocast=self.autocast, channels_last=channels_last)
 
     # ----------------------------------------------------------------------------- products

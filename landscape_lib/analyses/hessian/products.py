@@ -21,7 +21,7 @@ Options, each a candidate of ``bench/bench_hvp.py``:
   ragged last chunk) costs no capture.
 - ``compile``: ``torch.compile`` of the product (a ``torch.compile`` mode, e.g.
   ``"max-autotune-no-cudagraphs"``), every call ``chunk`` columns wide (zero columns pad a
-  narrower one: H 0 = 0), so one width is compiled. The compiled function is kept for the
+  narrower one: H 0 = 0), so one width is compiled (and, with ``graph``, captured). The compiled function is kept for the
   process by the model's structure (``compiled_product``): parameters and buffers enter it as
   inputs and the model it traces is a private copy, so another checkpoint of the same
   architecture (a grid's next run) reuses it with no recompilation.
