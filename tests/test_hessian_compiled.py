@@ -4,12 +4,14 @@ against dense float64 Hessians of each model). On the CPU the tests compile with
 AOTAutograd but not inductor's code generation (``products.BACKEND``, minutes on 2 cores): what
 is tested is which tensors enter the compiled function; inductor's products on a GPU are in
 ``test_gpu_hessian.py``."""
+import numpy as np
 import pytest
 import torch
 from torch._dynamo.utils import counters
 
 from hessian_problems import CE, NETS, _digits, dense_hessian
 from landscape_lib.analyses.hessian import products
+from landscape_lib.analyses.hessian.analysis import hessian_analysis
 from landscape_lib.analyses.hessian.operator import HessianOperator
 from landscape_lib.models import create_model
 
@@ -70,3 +72,19 @@ def test_another_structure_gets_its_own_compilation(fresh_cache):
         v = torch.randn(H.shape[0], dtype=torch.float64)
         torch.testing.assert_close(op @ v, H @ v, rtol=1e-9, atol=1e-11)
     assert len(products._COMPILED) == 2  # a module's plain attributes are in the key
+
+
+def test_an_analysis_in_compile_mode_compiles_once_and_equals_forward_mode(fresh_cache):
+    """The whole network's product is compiled; the separate way's per-layer operators run the
+    same product uncompiled (``analysis.make_operator``), so no layer is a compilation."""
+    _, batches = _digits(64)
+    model = _net(0)
+    small = dict(samples=64, density_steps=12, trace_samples=4, layer_method="separate",
+                 layer_steps=4, bottom_max_steps=12, tf32=False)
+    res = {mode: hessian_analysis(model, CE, batches, hvp_mode=mode, hvp_chunk=2, **small)
+           for mode in ("forward", "compile")}
+    assert len(products._COMPILED) == 1 and res["compile"].hvp_mode == "compile x2"
+    for a, b in ((res["forward"].top.values, res["compile"].top.values),
+                 (res["forward"].per_layer["top_eig"], res["compile"].per_layer["top_eig"]),
+                 (res["forward"].per_layer["trace"], res["compile"].per_layer["trace"])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-7)

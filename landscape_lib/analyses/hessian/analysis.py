@@ -301,12 +301,17 @@ def tf32(on: bool):
 def make_operator(model: nn.Module, loss_fn: Callable, batches: Sequence, s: HessianSettings,
                   params=None, like: HessianOperator | None = None) -> HessianOperator:
     """The operator of the settings' ``hvp_mode`` / ``hvp_chunk``, or of the mode another
-    operator settled on (``like``: its mode, columns, micro-batches and memory format)."""
+    operator settled on (``like``: its mode, columns, micro-batches and memory format; for a
+    compiled one the same product uncompiled, as CUDA graphs on CUDA: each parameter subset
+    would be a compilation of its own)."""
     if like is None:
         return HessianOperator(model, loss_fn, batches, params=params, mode=s.hvp_mode,
                                chunk_size=s.hvp_chunk or None)
     forward = like.mode in FORWARD_MODES
-    return HessianOperator(model, loss_fn, batches, params=params, mode=like.mode,
+    mode = like.mode
+    if mode == "compile":
+        mode = "graph" if like.device.type == "cuda" else "forward"
+    return HessianOperator(model, loss_fn, batches, params=params, mode=mode,
                            chunk_size=like.chunk_size, split=like.split if forward else 1,
                            channels_last=bool(like.channels_last) and forward)
 

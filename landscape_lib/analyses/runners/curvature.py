@@ -68,7 +68,7 @@ def write(ctx: AnalysisContext, res: HessianResult, processes: int = 1) -> None:
     ctx.write("hessian_density", pd.DataFrame({"x": np.asarray(res.density_grid, float),
                                                "density": np.asarray(res.density, float)}))
     ctx.write("analysis_costs", res.costs[["part", "n_products", "seconds"]])
-    save_tensor(res.top_eigenvectors, ctx.artifact(EIGENVECTORS))
+    save_tensor(res.top_eigenvectors, ctx.artifact(EIGENVECTORS), digest=False)
     if res.hvp_trials:  # how "auto" chose the product (ms per column, or why a mode was dropped)
         ctx.artifact(HVP_TRIALS).write_text(json.dumps(res.hvp_trials, indent=1, default=str))
 
