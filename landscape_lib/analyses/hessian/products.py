@@ -67,15 +67,32 @@ def split_pieces(batches, weights, split: int) -> list[tuple[Tensor, Tensor, flo
     return out
 
 
-def _settings_of(module) -> tuple:
-    """What decides a module tree's computation besides its tensors: every submodule's type
-    and plain attributes (strides, eps, heads, training, ...)."""
+def _value(v):
+    """An attribute as a hashable key: plain values themselves, tensors their shape and dtype,
+    containers their items, anything else (a function, a hook) its repr, which names the
+    object: another one gives another key (a compilation too many, never a wrong reuse)."""
+    if isinstance(v, (bool, int, float, str, type(None))):
+        return v
+    if isinstance(v, Tensor):
+        return ("tensor", tuple(v.shape), str(v.dtype))
+    if isinstance(v, dict):
+        return tuple((str(k), _value(x)) for k, x in v.items())
+    if isinstance(v, (tuple, list)):
+        return tuple(_value(x) for x in v)
+    if isinstance(v, (set, frozenset)):
+        return tuple(sorted(repr(x) for x in v))
+    return repr(v)
+
+
+def structure(module) -> tuple:
+    """What decides a module tree's computation besides its parameters and buffers (inputs of
+    the compiled product): every submodule's type and other attributes (strides, eps, heads,
+    training, hooks, ...)."""
     if not isinstance(module, nn.Module):
         return (module,)  # a plain loss function: itself
-    plain = (bool, int, float, str, tuple, type(None))
+    tensors = ("_parameters", "_buffers", "_modules")
     return tuple((name, type(m).__module__, type(m).__qualname__,
-                  tuple(sorted((k, repr(v)) for k, v in vars(m).items()
-                               if isinstance(v, plain))))
+                  tuple(sorted((k, _value(v)) for k, v in vars(m).items() if k not in tensors)))
                  for name, m in module.named_modules())
 
 
@@ -110,11 +127,11 @@ def product_function(model: nn.Module, loss_fn, names: list[str], rest: list[str
 def compiled_product(model: nn.Module, loss_fn, names: list[str], rest: list[str],
                      mode: str, autocast=None):
     """The process' ``torch.compile`` of ``product_function`` for this structure: model and
-    loss settings (``_settings_of``), tensor names, compile mode, autocast and TF32 flags. The
+    loss settings (``structure``), tensor names, compile mode, autocast and TF32 flags. The
     first call of a structure traces a private copy of the model; a later model of the same
     structure (another checkpoint) gets the same compiled function, its tensors being inputs
     (dynamo then guards only their shapes, dtypes and strides)."""
-    key = (_settings_of(model), _settings_of(loss_fn), tuple(names), tuple(rest), mode,
+    key = (structure(model), structure(loss_fn), tuple(names), tuple(rest), mode,
            BACKEND, autocast, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     if key not in _COMPILED:
         template = copy.deepcopy(model)
