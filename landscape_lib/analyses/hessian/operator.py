@@ -195,12 +195,13 @@ class HessianOperator:
         if mode == "cached":
             self._graphs = self._build_graphs()
         elif mode in FORWARD_MODES:
-            self._forward = ForwardProducts(
-                self.model, self.loss_fn, self.param_names, self.params,
-                self.batches, self.weights, split=split, chunk=chunk,
-                graph=mode == "graph" or (mode == "compile" and self.device.type == "cuda"),
-                compile=COMPILE_MODE if mode == "compile" else None,
-                autocast=self.autocast, channels_last=channels_last)
+            with eval_mode(self.model):  # a compiled product traces the model as it is now
+                self._forward = ForwardProducts(
+                    self.model, self.loss_fn, self.param_names, self.params,
+                    self.batches, self.weights, split=split, chunk=chunk,
+                    graph=mode == "graph" or (mode == "compile" and self.device.type == "cuda"),
+                    compile=COMPILE_MODE if mode == "compile" else None,
+                    autocast=self.autocast, channels_last=channels_last)
 
     # ----------------------------------------------------------------------------- products
     def __matmul__(self, v) -> Tensor:
