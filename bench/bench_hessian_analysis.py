@@ -13,8 +13,10 @@ process:
   ResNet-18 81.5 s for 1,370, with a lambda_min that was wrong);
 - ``after``: the defaults (``HessianSettings``: per-layer traces from the whole-network probes,
   all modules' Lanczos in lockstep, ``hvp_mode="auto"``), ``--repeats`` times (the first run
-  of a process includes CUDA/cuDNN warm-up and auto's trials; later runs of the process reuse
-  auto's choice for the same model and batch shapes, as the analyses of a grid worker do).
+  of a process includes CUDA/cuDNN warm-up and auto's trials; the second also tries the
+  compiled product, compilation included (``auto.COMPILE_AT``); later runs of the process reuse
+  auto's choice for the same model and batch shapes, as the analyses of a grid worker do: with
+  ``--repeats 4`` the 3rd and 4th are the steady state).
 
 Printed per run and variant: wall seconds of ``run_analysis`` (loading and writing included) and
 the parts' own seconds, products, and products / seconds of each part

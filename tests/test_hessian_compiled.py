@@ -69,14 +69,18 @@ def test_another_structure_gets_its_own_compilation(compiled):
     _, batches = _digits(64)
     eps_changed = _net(0)  # same tensors, another BatchNorm eps: another computation
     eps_changed.apply(lambda m: setattr(m, "eps", 1e-2) if hasattr(m, "eps") else None)
-    keys = []
-    for model in (_net(0), eps_changed):
-        op = HessianOperator(model, CE, batches, mode="compile", chunk_size=2)
-        H = dense_hessian(model, batches)
-        v = torch.randn(H.shape[0], dtype=torch.float64)
-        torch.testing.assert_close(op @ v, H @ v, rtol=1e-9, atol=1e-11)
-        keys.append(set(compiled))
-    assert len(keys[1] - keys[0]) == 1  # a module's plain attributes are in the key
+    keys, graphs = [], []
+    # dynamo's limit of compilations per code object: each structure has a code of its own
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for model in (_net(0), eps_changed):
+            op = HessianOperator(model, CE, batches, mode="compile", chunk_size=2)
+            H = dense_hessian(model, batches)
+            v = torch.randn(H.shape[0], dtype=torch.float64)
+            graphs.append(counters["stats"]["unique_graphs"])
+            torch.testing.assert_close(op @ v, H @ v, rtol=1e-9, atol=1e-11)
+            keys.append(set(compiled))
+    assert len(keys[1] - keys[0]) == 1  # a module's attributes are in the key
+    assert counters["stats"]["unique_graphs"] > graphs[1]  # compiled, not run eagerly
 
 
 def test_an_analysis_in_compile_mode_compiles_once_and_equals_forward_mode(compiled):

@@ -14,8 +14,9 @@ Ways to compute an HVP (``mode``):
   its backward; ``chunk_size`` columns at once through ``vmap`` (memory grows with it).
 - ``"graph"``: the same product captured as CUDA graphs and replayed (CUDA only).
 - ``"compile"``: the same product through ``torch.compile`` (a minute or two of compilation,
-  once per model structure in a process), on CUDA also captured as CUDA graphs: the compiled
-  code's ~1,000 kernel launches per call otherwise bound it (ViT patch 4).
+  once per model structure in a process), on CUDA also captured as CUDA graphs, which takes
+  the compiled code's ~1,000 kernel launches per call off the CPU (H200, per column: ViT
+  patch 4 23.8 -> 22.5 ms, ResNet-18 35.6 -> 33.0).
 - ``"reverse"``: double-backward autograd, the graph rebuilt for every call of ``@``.
 - ``"cached"``: double-backward through a gradient graph built once per batch at construction
   and kept (PyHessian's trick): each product is a single backward pass, but the graphs of all

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import types
 
 import torch
 from torch import Tensor, nn
@@ -130,14 +131,19 @@ def compiled_product(model: nn.Module, loss_fn, names: list[str], rest: list[str
     loss settings (``structure``), tensor names, compile mode, autocast and TF32 flags. The
     first call of a structure traces a private copy of the model; a later model of the same
     structure (another checkpoint) gets the same compiled function, its tensors being inputs
-    (dynamo then guards only their shapes, dtypes and strides)."""
-    key = (structure(model), structure(loss_fn), tuple(names), tuple(rest), mode,
-           BACKEND, autocast, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    (dynamo then guards only their shapes, dtypes and strides). Each structure's function has
+    a code object of its own: dynamo keeps its compilations per code object, at most
+    ``recompile_limit`` (8) of them, which a grid's architectures would otherwise share."""
+    key = (structure(model), structure(loss_fn), tuple(names), tuple(rest), mode, BACKEND,
+           autocast, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     if key not in _COMPILED:
         template = copy.deepcopy(model)
         loss = copy.deepcopy(loss_fn) if isinstance(loss_fn, nn.Module) else loss_fn
-        _COMPILED[key] = torch.compile(product_function(template, loss, names, rest),
-                                       backend=BACKEND, dynamic=False,
+        fn = product_function(template, loss, names, rest)
+        code = fn.__code__.replace(co_name=f"hessian_product_{len(_COMPILED)}")
+        fn = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__,
+                                fn.__closure__)
+        _COMPILED[key] = torch.compile(fn, backend=BACKEND, dynamic=False,
                                        mode=mode if BACKEND == "inductor" else None)
     return _COMPILED[key]
 
