@@ -21,10 +21,11 @@ Options, each a candidate of ``bench/bench_hvp.py``:
   ragged last chunk) costs no capture.
 - ``compile``: ``torch.compile`` of the product (a ``torch.compile`` mode, e.g.
   ``"max-autotune-no-cudagraphs"``), every call ``chunk`` columns wide (zero columns pad a
-  narrower one: H 0 = 0), so one width is compiled (and, with ``graph``, captured). The compiled function is kept for the
-  process by the model's structure (``compiled_product``): parameters and buffers enter it as
-  inputs and the model it traces is a private copy, so another checkpoint of the same
-  architecture (a grid's next run) reuses it with no recompilation.
+  narrower one: H 0 = 0), so one width is compiled (and, with ``graph``, captured). The
+  compiled function is kept for the process by the model's structure (``compiled_product``):
+  parameters and buffers enter it as inputs and the model it traces is a private copy, so
+  another checkpoint of the same architecture (a grid's next run) reuses it with no
+  recompilation.
 - ``autocast``: ``"bf16"`` runs the model under ``torch.autocast`` (loss, tangents and results
   stay in the parameters' dtype): not exact, measured against float32 in the bench.
 - ``channels_last``: inputs and 4-d parameters in channels-last memory format (convolutions).
