@@ -10,7 +10,7 @@ from hessian_problems import (CE, Quadratic, identity_loss, mlp_problem,  # noqa
                               spd_with_spectrum)
 from landscape_lib.analyses.hessian import auto as hessian_auto
 from landscape_lib.analyses.hessian.analysis import hessian_analysis, tf32
-from landscape_lib.analyses.hessian import operator as hessian_ops
+from landscape_lib.analyses.hessian import operator as hessian_ops, products
 from landscape_lib.analyses.hessian.lanczos import top_eigenpairs
 from landscape_lib.analyses.hessian.operator import HessianOperator
 from landscape_lib.analyses.hessian.products import WARMUPS, split_pieces
@@ -292,3 +292,30 @@ def test_auto_mode_over_the_memory_budget_takes_the_least_hungry_candidate(monke
                        "forward x4 /4", "forward x8 /2", "forward x8 /4", "cached"]
     assert op.trials["chosen over budget"] == "forward" == op.label
     hessian_auto.forget()
+
+
+@pytest.mark.parametrize("compiled_faster", [True, False])
+def test_the_second_operator_of_a_structure_tries_the_compiled_product(
+        monkeypatch, rigged_auto, mlp_problem, compiled_faster):
+    """``auto.COMPILE_AT``: the first operator runs the trials, the second also tries the
+    compiled product and keeps the faster one, the third reuses that choice; every one's
+    products are the dense Hessian's (the CPU standing in for CUDA, dynamo without inductor)."""
+    model, batches, H, _ = mlp_problem
+    monkeypatch.setattr(hessian_auto, "COMPILE_DEVICES", ("cpu",))
+    monkeypatch.setattr(products, "BACKEND", "aot_eager")
+    monkeypatch.setattr(products, "_COMPILED", {})
+    compiled = hessian_auto.COMPILED.label
+    rigged_auto(compiled if compiled_faster else "forward x4")
+    V = torch.randn(H.shape[0], 3, generator=torch.Generator().manual_seed(4),
+                    dtype=torch.float64)
+    ops = []
+    for _ in range(3):
+        ops.append(HessianOperator(model, CE, batches))
+        torch.testing.assert_close(ops[-1] @ V, H @ V, rtol=1e-9, atol=1e-12)
+    first, second, third = ops
+    assert compiled not in first.trials and first.trial_products > 0
+    assert second.trials[compiled] == (1e3 if compiled_faster else 2e3)
+    assert "compile trial" in second.trials and second.trial_products == (WARMUPS + 1) * 4
+    assert second.label == (compiled if compiled_faster else first.label)
+    assert third.label == second.label and third.trial_products == 0
+    assert third.trials["reused"] == second.label and len(products._COMPILED) == 1
