@@ -230,3 +230,47 @@ def test_surface_summaries_spread_over_seeds(tmp_path):
     assert df["center_loss_std"] == pytest.approx(np.std([1, 2, 4], ddof=1))
     assert df["curvature_x_mean"] == pytest.approx(4.0)
     assert df["curvature_x_n"] == 2
+
+
+
+def _diverged(tmp_path, lr):
+    """A run that blew up: its store, id and last checkpoint epoch (the diverged one)."""
+    store = Store(tmp_path / f"s{lr:g}").ensure()
+    cfg = tiny_config(epochs=2, lr=lr, checkpoint_epochs=[0, 1, 2])
+    train_run(cfg, store, progress=False)
+    run = store.query("SELECT status, diverged_epoch FROM runs").iloc[0]
+    assert run["status"] == "diverged"
+    return store, cfg.run_id(), int(run["diverged_epoch"])
+
+
+def _finite(store, rid, epoch) -> bool:
+    state = torch.load(store.checkpoint_path(rid, epoch))
+    return all(bool(torch.isfinite(t).all()) for t in state.values())
+
+
+HESSIAN_SMALL = {"samples": 64, "top_k": 1, "per_layer": False, "density_vectors": 1}
+
+
+def test_diverged_checkpoints_are_refused_and_earlier_ones_analysed(tmp_path):
+    """Runs that blew up left NaN weights (lr 1e8), or finite weights whose loss is NaN (lr
+    1e6), in their last checkpoint: analysing it says so and writes nothing, instead of
+    storing a NaN spectrum as done after all its products; the first checkpoint is analysed
+    as usual."""
+    store, rid, last = _diverged(tmp_path, 1e8)
+    assert last == 2 and not _finite(store, rid, last) and _finite(store, rid, 1)
+    before = _files(store)
+    for kind, p in (("hessian", HESSIAN_SMALL), ("surface", {"grid": 3, "samples": 32})):
+        with pytest.raises(ConfigError, match="checkpoint at epoch 2 has non-finite weights "
+                                              r"\(1.weight.*earlier checkpoints: 0, 1$"):
+            run_analysis(store, rid, kind, "last", p)
+    assert _files(store) == before
+
+    store, rid, last = _diverged(tmp_path, 1e6)
+    assert _finite(store, rid, last)
+    before = _files(store)
+    with pytest.raises(ConfigError, match=r"the loss is nan on 1 of 1 batch\(es\)"):
+        run_analysis(store, rid, "hessian", "last", HESSIAN_SMALL)
+    assert _files(store) == before
+    aid = run_analysis(store, rid, "hessian", "first", HESSIAN_SMALL)
+    top = store.query("SELECT top_eig FROM hessian_summary WHERE analysis_id = ?", [aid])
+    assert len(top) == 1 and np.isfinite(top.top_eig).all()

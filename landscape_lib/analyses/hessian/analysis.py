@@ -53,6 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import ConfigError, check_choice
+from ...params import eval_mode
 from ...train.environment import sync
 from .extremes import lowest_of_both, top_from_density
 from .lanczos import Eigen, device_dtype, extreme_eigenpairs, seeded_generator, verify
@@ -316,6 +317,19 @@ def make_operator(model: nn.Module, loss_fn: Callable, batches: Sequence, s: Hes
                            channels_last=bool(like.channels_last) and forward)
 
 
+def check_finite_loss(model: nn.Module, loss_fn: Callable, batches: Sequence) -> None:
+    """A ConfigError when the loss of a batch is NaN or infinite at the model's weights (a
+    diverged checkpoint's weights can be finite and still overflow it): every product would be
+    too, and the analysis would store NaN after all its work. One eval-mode forward per batch."""
+    with torch.no_grad(), eval_mode(model):
+        losses = torch.stack([loss_fn(model(x), y).detach().float() for x, y in batches])
+    if not bool(torch.isfinite(losses).all()):
+        bad = losses[~torch.isfinite(losses)]
+        raise ConfigError(f"the loss is {float(bad[0])} on {len(bad)} of {len(losses)} "
+                          "batch(es) of the analysed sample (a diverged checkpoint?): its "
+                          "Hessian is not defined; analyse an earlier epoch")
+
+
 def hessian_analysis(model: nn.Module, loss_fn: Callable, batches: Sequence,
                      s: HessianSettings | None = None, *, report=None, progress: bool = False,
                      **overrides) -> HessianResult:
@@ -326,6 +340,7 @@ def hessian_analysis(model: nn.Module, loss_fn: Callable, batches: Sequence,
     result (``runners.curvature``).
     """
     s = settings(**{**dataclasses.asdict(s or HessianSettings()), **overrides})
+    check_finite_loss(model, loss_fn, batches)
     with tf32(s.tf32):
         op = make_operator(model, loss_fn, batches, s)
 
