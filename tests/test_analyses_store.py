@@ -236,7 +236,7 @@ def test_surface_summaries_spread_over_seeds(tmp_path):
 def _diverged(tmp_path, lr):
     """A run that blew up: its store, id and last checkpoint epoch (the diverged one)."""
     store = Store(tmp_path / f"s{lr:g}").ensure()
-    cfg = tiny_config(epochs=2, lr=lr, checkpoint_epochs=[0, 1, 2])
+    cfg = tiny_config(epochs=2, lr=lr, checkpoint_epochs=[0, 1, 2], trajectory="full")
     train_run(cfg, store, progress=False)
     run = store.query("SELECT status, diverged_epoch FROM runs").iloc[0]
     assert run["status"] == "diverged"
@@ -264,6 +264,16 @@ def test_diverged_checkpoints_are_refused_and_earlier_ones_analysed(tmp_path):
                                               r"\(1.weight.*earlier checkpoints: 0, 1$"):
             run_analysis(store, rid, kind, "last", p)
     assert _files(store) == before
+    # Its trajectory is the path up to the last finite weights: of 2 points, PCA puts them at
+    # +-|w1 - w0| / 2 on the first axis.
+    aid = run_analysis(store, rid, "trajectory")
+    got = store.query("SELECT point_epoch, x, y FROM trajectory WHERE analysis_id = ? "
+                      "AND method = 'pca' ORDER BY point_epoch", [aid])
+    assert got.point_epoch.tolist() == [0, 1]
+    w0, w1 = (torch.cat([t.reshape(-1).double() for t in torch.load(
+        store.checkpoint_path(rid, e)).values()]) for e in (0, 1))
+    half = float((w1 - w0).norm()) / 2
+    np.testing.assert_allclose(np.abs(got.x), [half, half], rtol=1e-4)
 
     store, rid, last = _diverged(tmp_path, 1e6)
     assert _finite(store, rid, last)

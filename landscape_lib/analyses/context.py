@@ -105,13 +105,21 @@ class AnalysisContext:
         return nn.CrossEntropyLoss(label_smoothing=smoothing)
 
     def trajectory(self) -> tuple[list[int], torch.Tensor, str]:
-        """The per-epoch weight vectors (full or sketched) as an (E, D) matrix."""
+        """The per-epoch weight vectors (full or sketched) as an (E, D) matrix: a diverged
+        run's path up to its last finite weights (the NaN/inf epochs left out)."""
         df = queries.trajectory_files(self.store, self.run_id)
         if df.empty:
             raise ConfigError(f"run {self.run_id} kept no trajectory (trajectory = off)")
         vecs = [load_checkpoint(self.store.root / p, sha256=None if pd.isna(d) else d)
                 for p, d in zip(df["path"], df["sha256"])]
-        return df["epoch"].tolist(), torch.stack(vecs).float(), df["kind"].iloc[0]
+        W, epochs = torch.stack(vecs).float(), df["epoch"].tolist()
+        finite = torch.isfinite(W).all(dim=1)
+        if not bool(finite.all()):
+            epochs, W = [e for e, ok in zip(epochs, finite.tolist()) if ok], W[finite]
+            if len(epochs) < 2:
+                raise ConfigError(f"run {self.run_id} diverged: fewer than 2 epochs of its "
+                                  "trajectory have finite weights")
+        return epochs, W, df["kind"].iloc[0]
 
     # ------------------------------------------------------------------ outputs
     def write(self, table: str, rows) -> None:
