@@ -234,9 +234,11 @@ def test_surface_summaries_spread_over_seeds(tmp_path):
 
 
 def _diverged(tmp_path, lr):
-    """A run that blew up: its store, id and last checkpoint epoch (the diverged one)."""
+    """A run that blew up: its store, id and last checkpoint epoch (the diverged one). 1,100
+    examples: 3 steps of 512 per epoch, and 3 batches of the analysis' 512 (2 ranks' share)."""
     store = Store(tmp_path / f"s{lr:g}").ensure()
-    cfg = tiny_config(epochs=2, lr=lr, checkpoint_epochs=[0, 1, 2], trajectory="full")
+    cfg = tiny_config(epochs=3, lr=lr, batch_size=512, checkpoint_epochs=[0, 1, 2, 3],
+                      trajectory="full", dataset_options={"n_train": 1100, "n_test": 64})
     train_run(cfg, store, progress=False)
     run = store.query("SELECT status, diverged_epoch FROM runs").iloc[0]
     assert run["status"] == "diverged"
@@ -248,26 +250,27 @@ def _finite(store, rid, epoch) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in state.values())
 
 
-HESSIAN_SMALL = {"samples": 64, "top_k": 1, "per_layer": False, "density_vectors": 1}
+HESSIAN = {"samples": 0, "top_k": 1, "per_layer": False, "density_vectors": 1}
+NAN_WEIGHTS = r"checkpoint at epoch 2 has non-finite weights \(1.weight.*earlier checkpoints: 0, 1$"
+NAN_LOSS = r"the loss is NaN or infinite on 3 of 3 batch\(es\) of the analysed sample"
 
 
 def test_diverged_checkpoints_are_refused_and_earlier_ones_analysed(tmp_path):
     """Runs that blew up left NaN weights (lr 1e8), or finite weights whose loss is NaN (lr
-    1e6), in their last checkpoint: analysing it says so and writes nothing, instead of
-    storing a NaN spectrum as done after all its products; the first checkpoint is analysed
-    as usual."""
+    1e6), in their last checkpoint: analysing it says so and writes nothing, in one process
+    or two, instead of storing a NaN spectrum as done after all its products; earlier
+    checkpoints are analysed as usual, and the trajectory stops at the last finite weights."""
     store, rid, last = _diverged(tmp_path, 1e8)
-    assert last == 2 and not _finite(store, rid, last) and _finite(store, rid, 1)
+    assert last == 2 and not _finite(store, rid, 2) and _finite(store, rid, 1)
     before = _files(store)
-    for kind, p in (("hessian", HESSIAN_SMALL), ("surface", {"grid": 3, "samples": 32})):
-        with pytest.raises(ConfigError, match="checkpoint at epoch 2 has non-finite weights "
-                                              r"\(1.weight.*earlier checkpoints: 0, 1$"):
-            run_analysis(store, rid, kind, "last", p)
+    for kind, p, gpus in (("hessian", HESSIAN, 1), ("hessian", HESSIAN, 2),
+                          ("surface", {"grid": 3, "samples": 32}, 1)):
+        with pytest.raises(ConfigError, match=NAN_WEIGHTS):
+            run_analysis(store, rid, kind, "last", p, gpus=gpus)
     assert _files(store) == before
-    # Its trajectory is the path up to the last finite weights: of 2 points, PCA puts them at
-    # +-|w1 - w0| / 2 on the first axis.
+    # Of 2 points, PCA puts them at +-|w1 - w0| / 2 on its first axis.
     aid = run_analysis(store, rid, "trajectory")
-    got = store.query("SELECT point_epoch, x, y FROM trajectory WHERE analysis_id = ? "
+    got = store.query("SELECT point_epoch, x FROM trajectory WHERE analysis_id = ? "
                       "AND method = 'pca' ORDER BY point_epoch", [aid])
     assert got.point_epoch.tolist() == [0, 1]
     w0, w1 = (torch.cat([t.reshape(-1).double() for t in torch.load(
@@ -276,11 +279,12 @@ def test_diverged_checkpoints_are_refused_and_earlier_ones_analysed(tmp_path):
     np.testing.assert_allclose(np.abs(got.x), [half, half], rtol=1e-4)
 
     store, rid, last = _diverged(tmp_path, 1e6)
-    assert _finite(store, rid, last)
+    assert last == 2 and _finite(store, rid, 2)
     before = _files(store)
-    with pytest.raises(ConfigError, match=r"the loss is nan on 1 of 1 batch\(es\)"):
-        run_analysis(store, rid, "hessian", "last", HESSIAN_SMALL)
+    for gpus in (1, 2):  # with 2, every rank returns when one shard's loss is not finite
+        with pytest.raises(ConfigError, match=NAN_LOSS):
+            run_analysis(store, rid, "hessian", "last", HESSIAN, gpus=gpus)
     assert _files(store) == before
-    aid = run_analysis(store, rid, "hessian", "first", HESSIAN_SMALL)
+    aid = run_analysis(store, rid, "hessian", "first", HESSIAN)
     top = store.query("SELECT top_eig FROM hessian_summary WHERE analysis_id = ?", [aid])
     assert len(top) == 1 and np.isfinite(top.top_eig).all()

@@ -62,12 +62,26 @@ class AnalysisContext:
     def model_at(self, epoch: int, run_id: str | None = None) -> nn.Module:
         """The model with the weights of a checkpoint of this run (or of `run_id`, a run of
         the same architecture), on the device in eval mode."""
-        run_id = run_id or self.run_id
         model = self.new_model()
-        state = self.checkpoint(epoch, run_id)
-        _check_finite(state, self.store, run_id, epoch)
-        model.load_state_dict(state)
+        model.load_state_dict(self.finite_checkpoint(epoch, run_id))
         return model.to(self.device).eval()
+
+    def finite_checkpoint(self, epoch: int, run_id: str | None = None) -> dict:
+        """`checkpoint`, refused with a ConfigError when it holds NaN or infinite weights (a
+        diverged run's last epochs): every analysis of it would store NaN, after all its
+        work."""
+        run_id = run_id or self.run_id
+        state = self.checkpoint(epoch, run_id)
+        bad = [k for k, t in state.items()
+               if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            finite = [e for e in queries.checkpoint_epochs(self.store, run_id) if e < epoch]
+            raise ConfigError(
+                f"run {run_id}'s checkpoint at epoch {epoch} has non-finite weights "
+                f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}; the run diverged): "
+                "nothing to analyse there"
+                + (f"; earlier checkpoints: {', '.join(map(str, finite))}" if finite else ""))
+        return state
 
     def checkpoint(self, epoch: int, run_id: str | None = None, *, load: bool = True):
         """The state dict of a checkpoint, checked against the digest stored with it
@@ -133,20 +147,6 @@ class AnalysisContext:
 
     def artifact(self, name: str) -> Path:
         return self.store.analysis_artifact(self.run_id, self.analysis_id, name)
-
-
-def _check_finite(state: dict, store: Store, run_id: str, epoch: int) -> None:
-    """A ConfigError when a checkpoint holds NaN or infinite weights (a diverged run's last
-    epochs): every analysis of it would store NaN, after all its work."""
-    bad = [k for k, t in state.items()
-           if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:
-        finite = [e for e in queries.checkpoint_epochs(store, run_id) if e < epoch]
-        raise ConfigError(
-            f"run {run_id}'s checkpoint at epoch {epoch} has non-finite weights "
-            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}; the run diverged): "
-            "nothing to analyse there"
-            + (f"; earlier checkpoints: {', '.join(map(str, finite))}" if finite else ""))
 
 
 def find_run(store: Store, run: str) -> pd.Series:
