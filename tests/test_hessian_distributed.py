@@ -2,11 +2,13 @@
 (issue 13), in float64 so that only the order of the sums differs: the products to rtol 1e-10,
 the whole analysis (top, bottom, trace, shares, per-layer tops and traces) to rtol 1e-8."""
 import numpy as np
+import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
 
 from landscape_lib.analyses.hessian.analysis import analyse, settings
+from landscape_lib.errors import ConfigError
 from landscape_lib.analyses.hessian.distributed import ShardedOperator, launch, shard
 from landscape_lib.analyses.hessian.operator import HessianOperator
 
@@ -60,3 +62,20 @@ def test_two_gloo_ranks_equal_one_process():
     for key in ("top", "bottom", "trace", "neg_share", "layer_tops", "layer_traces"):
         np.testing.assert_allclose(got[key], ref[key], rtol=1e-8, atol=1e-12, err_msg=key)
     assert got["products"] == ref["products"] and got["samples"] == ref["samples"] == N
+
+
+def _one_rank_fails(rank, world, error):
+    if rank == 1:
+        raise error
+    torch.distributed.all_reduce(torch.ones(1))  # waits for rank 1, which never comes
+
+
+def test_an_error_on_one_rank_stops_the_other_and_a_user_error_keeps_its_type():
+    """Rank 0 waits in a collective for rank 1, which raised: launch stops it at once (not at
+    the 30-minute timeout) and raises a ConfigError as itself (run_analysis then writes
+    nothing), any other error as torch's ProcessRaisedException (with the traceback of the
+    first rank to fail: rank 1's, or rank 0's broken connection)."""
+    with pytest.raises(ConfigError, match="^rank 1 refuses$"):
+        launch(_one_rank_fails, 2, "gloo", args=(ConfigError("rank 1 refuses"),))
+    with pytest.raises(mp.ProcessRaisedException):
+        launch(_one_rank_fails, 2, "gloo", args=(ZeroDivisionError("a bug"),))

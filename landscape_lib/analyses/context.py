@@ -61,15 +61,9 @@ class AnalysisContext:
 
     def model_at(self, epoch: int, run_id: str | None = None) -> nn.Module:
         """The model with the weights of a checkpoint of this run (or of `run_id`, a run of
-        the same architecture), on the device in eval mode."""
-        model = self.new_model()
-        model.load_state_dict(self.finite_checkpoint(epoch, run_id))
-        return model.to(self.device).eval()
-
-    def finite_checkpoint(self, epoch: int, run_id: str | None = None) -> dict:
-        """`checkpoint`, refused with a ConfigError when it holds NaN or infinite weights (a
-        diverged run's last epochs): every analysis of it would store NaN, after all its
-        work."""
+        the same architecture), on the device in eval mode. A checkpoint holding NaN or
+        infinite weights (a diverged run's last epochs) is refused with a ConfigError: every
+        analysis of it would store NaN, after all its work."""
         run_id = run_id or self.run_id
         state = self.checkpoint(epoch, run_id)
         bad = [k for k, t in state.items()
@@ -81,7 +75,9 @@ class AnalysisContext:
                 f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}; the run diverged): "
                 "nothing to analyse there"
                 + (f"; earlier checkpoints: {', '.join(map(str, finite))}" if finite else ""))
-        return state
+        model = self.new_model()
+        model.load_state_dict(state)
+        return model.to(self.device).eval()
 
     def checkpoint(self, epoch: int, run_id: str | None = None, *, load: bool = True):
         """The state dict of a checkpoint, checked against the digest stored with it

@@ -317,26 +317,23 @@ def make_operator(model: nn.Module, loss_fn: Callable, batches: Sequence, s: Hes
                            channels_last=bool(like.channels_last) and forward)
 
 
-def batch_losses(model: nn.Module, loss_fn: Callable, batches: Sequence) -> Tensor:
-    """The loss of each batch at the model's weights: one eval-mode forward per batch."""
-    with torch.no_grad(), eval_mode(model):
-        return torch.stack([loss_fn(model(x), y).detach().float() for x, y in batches])
-
-
-def nonfinite_loss(bad: int, total: int) -> str:
-    """Why a Hessian is refused when ``bad`` of ``total`` batches have a NaN/inf loss."""
-    return (f"the loss is NaN or infinite on {bad} of {total} batch(es) of the analysed sample "
-            "(a diverged checkpoint?): its Hessian is not defined; analyse an earlier epoch")
-
-
-def check_finite_loss(model: nn.Module, loss_fn: Callable, batches: Sequence) -> None:
+def check_finite_loss(model: nn.Module, loss_fn: Callable, batches: Sequence, *,
+                      reduce: Callable | None = None, total: int | None = None) -> None:
     """A ConfigError when the loss of a batch is NaN or infinite at the model's weights (a
     diverged checkpoint's weights can be finite and still overflow it): every product would be
-    too, and the analysis would store NaN after all its work."""
-    losses = batch_losses(model, loss_fn, batches)
-    bad = int((~torch.isfinite(losses)).sum())
-    if bad:
-        raise ConfigError(nonfinite_loss(bad, len(losses)))
+    too, and the analysis would store NaN after all its work. One eval-mode forward per batch.
+    Processes holding shards of ``total`` batches pass ``reduce`` (``dist.all_reduce``), which
+    sums their counts, so that all of them raise alike."""
+    with torch.no_grad(), eval_mode(model):
+        losses = torch.stack([loss_fn(model(x), y).detach().float() for x, y in batches])
+    bad = (~torch.isfinite(losses)).sum().double().reshape(1)
+    if reduce is not None:
+        reduce(bad)
+    if int(bad.item()):
+        raise ConfigError(
+            f"the loss is NaN or infinite on {int(bad.item())} of {total or len(losses)} "
+            "batch(es) of the analysed sample (a diverged checkpoint?): its Hessian is not "
+            "defined; analyse an earlier epoch")
 
 
 def hessian_analysis(model: nn.Module, loss_fn: Callable, batches: Sequence,

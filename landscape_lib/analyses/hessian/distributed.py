@@ -31,6 +31,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor
 
+from ...errors import LandscapeError
+
 TIMEOUT = timedelta(minutes=30)  # a collective waiting longer than this fails every rank
 
 
@@ -92,7 +94,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _entry(rank: int, fn: Callable, world: int, backend: str, port: int, args: tuple):
+def _entry(rank: int, fn: Callable, world: int, backend: str, port: int, args: tuple, errors):
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     if backend == "nccl":
@@ -100,15 +102,27 @@ def _entry(rank: int, fn: Callable, world: int, backend: str, port: int, args: t
     dist.init_process_group(backend, rank=rank, world_size=world, timeout=TIMEOUT)
     try:
         fn(rank, world, *args)
+    except LandscapeError as exc:  # a user's error (bad input): the caller raises it as it is
+        errors.put(exc)
+        raise
     finally:
         dist.destroy_process_group()
 
 
 def launch(fn: Callable, world: int, backend: str | None = None, args: tuple = ()) -> None:
     """Run ``fn(rank, world, *args)`` in ``world`` fresh processes joined in a process group
-    (NCCL when CUDA is there, gloo otherwise); an exception on any rank is re-raised here."""
+    (NCCL when CUDA is there, gloo otherwise). An exception on any rank stops the others (even
+    those waiting in a collective) and is re-raised here: a ``LandscapeError`` as itself, any
+    other as torch's ``ProcessRaisedException`` with the rank's traceback."""
     backend = backend or default_backend()
-    mp.spawn(_entry, args=(fn, world, backend, _free_port(), args), nprocs=world, join=True)
+    errors = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.spawn(_entry, args=(fn, world, backend, _free_port(), args, errors), nprocs=world,
+                 join=True)
+    except mp.ProcessRaisedException:
+        if not errors.empty():
+            raise errors.get() from None
+        raise
 
 
 def init_from_env(backend: str | None = None) -> tuple[int, int]:

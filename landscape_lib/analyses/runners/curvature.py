@@ -7,7 +7,6 @@ shard of the sample's batches (``hessian.distributed``); rank 0 writes the rows.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -20,12 +19,11 @@ from ...errors import ConfigError
 from ...store.atomic import save_tensor
 from ...store.schema import WHOLE_MODEL
 from ..context import AnalysisContext
-from ..hessian.analysis import (HessianResult, analyse, batch_losses, hessian_analysis,
-                                make_operator, nonfinite_loss, settings, tf32)
+from ..hessian.analysis import (HessianResult, analyse, check_finite_loss, hessian_analysis,
+                                make_operator, settings, tf32)
 
 EIGENVECTORS = "eigenvectors.pt"  # the artifact a surface with eigenvector directions reads
 HVP_TRIALS = "hvp_trials.json"    # the artifact with "auto"'s trial of each product mode
-REFUSED = "refused.txt"           # why the ranks of a sharded analysis refused its checkpoint
 LAYER_COLUMNS = ("layer", "n_params", "top_eig", "top_eig_residual", "top_eig_converged",
                  "trace", "trace_se", "n_products")
 
@@ -79,17 +77,9 @@ def write(ctx: AnalysisContext, res: HessianResult, processes: int = 1) -> None:
 def run_sharded(ctx: AnalysisContext, s) -> None:
     from ..hessian.distributed import default_backend, launch
     backend = default_backend()
-    ctx.finite_checkpoint(ctx.epoch)  # NaN weights refused here, not in every rank
     ctx.report(0.05, f"Hessian on {ctx.gpus} processes ({backend})")
     fields = (ctx.store, ctx.run_id, ctx.cfg, ctx.epoch, ctx.analysis_id, ctx.data_root)
     launch(_rank, ctx.gpus, backend, args=(fields, dataclasses.asdict(s), backend))
-    refused = ctx.artifact(REFUSED)
-    if refused.exists():  # a NaN/inf loss on some rank's shard: all ranks returned at once
-        why = refused.read_text()
-        refused.unlink()
-        with contextlib.suppress(OSError):  # the analysis' folder, when nothing else is in it
-            refused.parent.rmdir()
-        raise ConfigError(why)
     ctx.engine = _read_engine(ctx)
 
 
@@ -105,16 +95,8 @@ def _rank(rank: int, world: int, fields: tuple, params: dict, backend: str) -> N
     s = settings(**params)
     batches = ctx.batches(s.split, s.samples, seed=s.data_seed)
     mine = batches[shard(len(batches), rank, world)]
-    model, loss = ctx.model, ctx.loss_fn(s.loss)
-    bad = (~torch.isfinite(batch_losses(model, loss, mine))).sum().double().reshape(1)
-    bad = bad.to(device if backend == "nccl" else "cpu")
-    dist.all_reduce(bad)  # every rank learns of a NaN/inf loss on any shard, and returns
-    if int(bad.item()):
-        if rank == 0:
-            path = ctx.artifact(REFUSED)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(nonfinite_loss(int(bad.item()), len(batches)))
-        return
+    model, loss = ctx.model, ctx.loss_fn(s.loss)  # NaN weights: a ConfigError, via launch
+    check_finite_loss(model, loss, mine, reduce=dist.all_reduce, total=len(batches))
     with tf32(s.tf32):
         op = ShardedOperator(make_operator(model, loss, mine, s))
 
