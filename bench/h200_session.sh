@@ -43,14 +43,22 @@
 #            process (1st: auto's trials; 2nd: the compiled product's trial; then steady)
 #   phase 15 (after 14 or alone):      the same for the ViT patch 4
 #
+#   phase 16 (carry .whl/lib .cifar; one GPU): issue 14's target for the ResNet-18 on a fresh
+#            machine: 4 analyses in one process as in phase 14, then 2 in a new process (its
+#            1st starts from the choice the first process saved, and Inductor's on-disk
+#            caches: a lone `analyze` on a machine that has analysed the architecture before);
+#            then the compiled product against the graphs at that checkpoint (bench_hvp)
+#   phase 17 (carry .whl/lib .cifar; one GPU): the same two processes for the ViT patch 4,
+#            then the Hessian GPU tests
+#
 #   bash bench/h200_session.sh 1      # results under $OUT (phase<N>.tgz plus the .txt logs)
 set -u
-PHASE=${1:?phase 1 to 15}
+PHASE=${1:?phase 1 to 17}
 OUT=${OUT:-/tmp/h200-out}
 RES=/tmp/h200-res/phase$PHASE
 DATA=/tmp/cifar ROOT=/tmp/lsdata H=/tmp/hstore A=/tmp/studyA
 mkdir -p "$OUT" "$RES" /tmp/site "$DATA"
-export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD LANDSCAPE_CACHE=/tmp/landscape-cache
 pack() { tar -czf "$OUT/phase$PHASE.tgz" -C "$RES" . 2>/dev/null; }
 trap pack EXIT
 step() {  # step NAME SECONDS CMD...: its output in $RES/NAME.txt and on stdout
@@ -214,5 +222,25 @@ case $PHASE in
   step hessian-analysis-$ARCH 560 python3 bench/bench_hessian_analysis.py --data-folder $DATA \
       --data-root $ROOT --store $H --archs $ARCH --variants after --repeats 4 \
       --json "$RES/hessian-analysis-$ARCH.json" --profile ${PROFILE:-0}
+  ;;
+16|17)
+  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
+  export CUDA_VISIBLE_DEVICES=0
+  ARCH=$([ "$PHASE" = 16 ] && echo resnet18 || echo vit-p4)
+  BENCH=(python3 bench/bench_hessian_analysis.py --data-folder $DATA --data-root $ROOT
+         --store $H --archs $ARCH --variants after)
+  step hessian-analysis-$ARCH 300 "${BENCH[@]}" --repeats 4 --json "$RES/hessian-$ARCH.json"
+  step hessian-analysis-$ARCH-new-process 120 "${BENCH[@]}" --repeats 2 \
+      --json "$RES/hessian-$ARCH-new-process.json"
+  python3 -c "from landscape_lib.locations import cache_root as c; import os; p = c() / 'hvp-choices'
+print(p, sorted(os.listdir(p)) if p.exists() else 'missing')"
+  if [ "$PHASE" = 16 ]; then
+    step hvp-compiled 170 python3 bench/bench_hvp.py --data-folder $DATA --cache-root $ROOT \
+        --store $H --run resnet18 --repeats 3 --candidates "compile x4 /4,graph x8 /2" \
+        --json "$RES/hvp-compiled.json"
+  else
+    step pytest-gpu-hessian 260 python3 -m pytest -q -m gpu -rs -p no:cacheprovider \
+        tests/test_gpu_hessian.py
+  fi
   ;;
 esac

@@ -1,15 +1,20 @@
 """Shared test helpers. Nothing heavy is imported at module level: `pytest -m gpu` runs on a
 machine without the dashboard's packages and collects only the GPU test modules (below)."""
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
-from landscape_lib.locations import DEVICE_ENV, REPO_ROOT as REPO
+from landscape_lib.locations import CACHE_ENV, DEVICE_ENV, REPO_ROOT as REPO
 
-# Tests never touch the user's store or data folder, and run on the CPU unless they ask.
+# Tests never touch the user's store, data folder or cache, and run on the CPU unless they ask.
 os.environ.setdefault(DEVICE_ENV, "cpu")
+os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="landscape-test-cache-")  # per test process
+atexit.register(shutil.rmtree, os.environ[CACHE_ENV], ignore_errors=True)
 # One intra-op thread per test process (set before torch is imported): with -n 2 on a shared
 # 2-core machine, torch's default threads oversubscribe the cores (a ResNet step took 8 s with
 # 2 threads while other jobs ran, 0.12 s with 1).

@@ -11,6 +11,8 @@ skipped without CUDA; `python -m pytest -m gpu` runs them with test_gpu.py).
 - two NCCL processes (one per GPU; skipped with fewer than 2 GPUs) summing products over
   their data shards equal one process: products and top eigenvalues (issue 13).
 """
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +24,7 @@ from landscape_lib.analyses.hessian.distributed import ShardedOperator, launch, 
 from landscape_lib.analyses.hessian.lanczos import extreme_eigenpairs
 from landscape_lib.analyses.hessian.operator import HessianOperator
 from landscape_lib.analyses.hessian.products import WARMUPS
+from landscape_lib.locations import cache_root
 from landscape_lib.models import create_model
 from test_gpu import float32_matmuls, rel  # noqa: F401 (the fixture is autouse)
 
@@ -69,7 +72,7 @@ def test_forward_modes_equal_the_cached_graph(cnn_problem, mode, chunk_size, spl
 
 def test_auto_mode_keeps_the_fastest_candidate_and_answers_like_them(cnn_problem):
     model, batches, V, cached = cnn_problem
-    hessian_auto.forget()
+    hessian_auto.forget(saved=True)
     op = HessianOperator(model, CE, batches)
     out = op @ V  # the trials run on the first product
     assert {"graph", "graph chlast", "graph x4", "graph x4 chlast", "graph x8 /2",
@@ -79,6 +82,8 @@ def test_auto_mode_keeps_the_fastest_candidate_and_answers_like_them(cnn_problem
     assert op.label == min(timed, key=timed.get)
     assert op.trial_products > 0 and op.n_products == V.shape[1] + op.trial_products
     assert rel(out, cached) < HVP_TOLERANCE
+    [saved] = (cache_root() / hessian_auto.SAVED).glob("*.json")  # for later processes
+    assert torch.cuda.get_device_name() in json.loads(saved.read_text())["key"]
     # the key's second operator (a second analysis) also tries the compiled product
     again = HessianOperator(model, CE, batches)
     assert rel(again @ V, cached) < HVP_TOLERANCE
@@ -88,7 +93,7 @@ def test_auto_mode_keeps_the_fastest_candidate_and_answers_like_them(cnn_problem
     third = HessianOperator(model, CE, batches)  # the choice is remembered, no trials
     assert rel(third @ V, cached) < HVP_TOLERANCE
     assert third.label == again.label and third.trial_products == 0
-    hessian_auto.forget()
+    hessian_auto.forget(saved=True)
 
 
 def test_compiled_products_are_shared_by_checkpoints_of_one_structure():

@@ -1,5 +1,7 @@
 """The Hessian operator (every HVP mode) checked against dense Hessians computed independently
 (see ``hessian_problems``)."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from landscape_lib.analyses.hessian.lanczos import top_eigenpairs
 from landscape_lib.analyses.hessian.operator import HessianOperator
 from landscape_lib.analyses.hessian.products import WARMUPS, split_pieces
 from landscape_lib.errors import ConfigError
+from landscape_lib.locations import cache_root
 from landscape_lib.params import vector_to_params
 
 
@@ -69,7 +72,7 @@ def rigged_auto(monkeypatch):
     twice as fast per column as every other candidate."""
     monkeypatch.setattr(hessian_ops, "_resolve_mode", lambda m, d: m)
     monkeypatch.setattr(hessian_auto, "TIMED", 1)  # a warm-up and one timed call (test time)
-    hessian_auto.forget()
+    hessian_auto.forget(saved=True)
     timed = hessian_auto.trial_seconds
 
     def rig(faster):
@@ -79,7 +82,7 @@ def rigged_auto(monkeypatch):
         monkeypatch.setattr(hessian_auto, "trial_seconds", rigged)
 
     yield rig
-    hessian_auto.forget()
+    hessian_auto.forget(saved=True)
 
 
 @pytest.mark.parametrize("faster", ["forward", "forward x4", "forward x8 /2", "cached"])
@@ -205,7 +208,7 @@ class _Cube(torch.autograd.Function):
     ("auto", "cached", 3 + WARMUPS + hessian_auto.TIMED)])  # the cached one's trial, 1 column
 def test_forward_mode_falls_back_to_double_backward(monkeypatch, mode, fallback, products):
     monkeypatch.setattr(hessian_ops, "_resolve_mode", lambda m, d: m)  # "auto" as on CUDA
-    hessian_auto.forget()
+    hessian_auto.forget(saved=True)
     w0 = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
     model = nn.Module()
     model.w = nn.Parameter(w0.clone())
@@ -282,7 +285,7 @@ def test_auto_mode_over_the_memory_budget_takes_the_least_hungry_candidate(monke
     model, batches, H, _ = mlp_problem
     monkeypatch.setattr(hessian_ops, "_resolve_mode", lambda m, d: m)
     monkeypatch.setattr(hessian_auto, "AUTO_MAX_GIB", -1.0)  # on the CPU every need is 0 GiB
-    hessian_auto.forget()
+    hessian_auto.forget(saved=True)
     op = HessianOperator(model, CE, batches)
     V = torch.randn(H.shape[0], 2, generator=torch.Generator().manual_seed(4),
                     dtype=torch.float64)
@@ -291,7 +294,7 @@ def test_auto_mode_over_the_memory_budget_takes_the_least_hungry_candidate(monke
     assert dropped == ["forward", "forward /2", "forward /4", "forward x4", "forward x4 /2",
                        "forward x4 /4", "forward x8 /2", "forward x8 /4", "cached"]
     assert op.trials["chosen over budget"] == "forward" == op.label
-    hessian_auto.forget()
+    hessian_auto.forget(saved=True)
 
 
 @pytest.mark.parametrize("compiled_faster", [True, False])
@@ -319,3 +322,56 @@ def test_the_second_operator_of_a_structure_tries_the_compiled_product(
     assert second.label == (compiled if compiled_faster else first.label)
     assert third.label == second.label and third.trial_products == 0
     assert third.trials["reused"] == second.label and len(products._COMPILED) == 1
+
+
+@pytest.mark.parametrize("compiled_faster", [True, False])
+def test_a_later_process_starts_from_the_saved_choice(monkeypatch, rigged_auto, mlp_problem,
+                                                      compiled_faster):
+    """``auto``'s saved choices (the CPU standing in for CUDA): a new process, its memory
+    empty, takes the saved choice at its first operator without trials (a saved compiled product
+    is compiled at once) and does not repeat a compile trial; another torch version or an
+    unreadable file measures again; every product is the dense Hessian's."""
+    model, batches, H, _ = mlp_problem
+    for name in ("COMPILE_DEVICES", "SAVE_DEVICES"):
+        monkeypatch.setattr(hessian_auto, name, ("cpu",))
+    monkeypatch.setattr(products, "BACKEND", "aot_eager")
+    monkeypatch.setattr(products, "_COMPILED", {})
+    rigged_auto(hessian_auto.COMPILED.label if compiled_faster else "forward x4")
+    V = torch.randn(H.shape[0], 3, generator=torch.Generator().manual_seed(4),
+                    dtype=torch.float64)
+    folder = cache_root() / hessian_auto.SAVED
+
+    def operator():
+        op = HessianOperator(model, CE, batches)
+        torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-12)
+        return op
+
+    def saved_label(path):
+        return hessian_auto.Candidate(**json.loads(path.read_text())["choice"]).label
+
+    first = operator()
+    [path] = folder.glob("*.json")
+    assert saved_label(path) == first.label and first.trial_products > 0
+    second = operator()  # the process' 2nd operator: the compile trial, saved too
+    chosen = second.label
+    assert saved_label(path) == chosen and "compile trial" in second.trials
+    assert (chosen == hessian_auto.COMPILED.label) == compiled_faster
+    hessian_auto.forget()  # a new process
+    products._COMPILED.clear()
+    for _ in range(2):  # its 1st and 2nd operators
+        op = operator()
+        assert op.label == chosen and op.trial_products == 0 and op.n_products == 3
+        assert op.trials["reused"] == chosen and op.trials["saved choice"] == str(path)
+    assert len(products._COMPILED) == int(compiled_faster)
+    path.write_text("{not json")
+    hessian_auto.forget()
+    with pytest.warns(UserWarning, match="ignoring the saved Hessian product choice"):
+        again = operator()
+    assert again.trial_products == first.trial_products and saved_label(path) == first.label
+    monkeypatch.setattr(torch, "__version__", "0.0+other")
+    hessian_auto.forget()
+    other = operator()
+    assert other.trial_products > 0 and "saved choice" not in other.trials
+    assert len(list(folder.glob("*.json"))) == 2
+    hessian_auto.forget(saved=True)
+    assert not list(folder.glob("*.json"))

@@ -20,7 +20,8 @@ next), in milliseconds per column; its memory is the peak of those calls (what t
 included). Every timing or the reason
 a candidate was dropped is kept in ``op.trials`` (label -> ms per column or text); the choice
 is remembered for the rest of the process for operators of the same model structure, batch
-shapes, dtype, device and TF32 setting (``op.trials["reused"]`` then names it, no trial runs).
+shapes, dtype, device and TF32 setting (``op.trials["reused"]`` then names it, no trial runs),
+and saved for later processes (below).
 
 Compilation: the ``COMPILE_AT``-th operator of a key in the process (a second analysis of the
 architecture: a grid worker's or ``analyze-all``'s next run) also tries ``COMPILED``, the
@@ -28,18 +29,32 @@ product through ``torch.compile`` (``products.compiled_product``; H200, per colu
 33.0 ms against 45.9 for the graphs, ViT patch 4 22.5 against 43.6; but 50-95 s of
 compilation, paid once per structure in a process since later checkpoints reuse it), and
 keeps it when it is faster (``op.trials`` gains its label, and ``"compile trial"``: the
-seconds its trial took, compilation included). A process analysing one checkpoint never
-compiles.
+seconds its trial took, compilation included).
+
+Saved choices: on CUDA each choice (and its trials) is also written to
+``locations.cache_root() / "hvp-choices"``, one small JSON file per key, the key there adding
+the GPU's name and the torch, CUDA and cuDNN versions (``saved_key``). A later process (a lone
+``analyze``, another grid worker) starts from it: no trials, and a saved compiled choice
+compiles at once, Inductor's own on-disk caches (``TORCHINDUCTOR_CACHE_DIR``) sparing most of
+the compilation that the first process paid. A saved choice without a compile trial still gets
+one at the process' ``COMPILE_AT``-th operator of the key. Delete the folder (or
+``forget(saved=True)``) to measure again, e.g. after changing what shares the GPU.
 """
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import time
-from dataclasses import dataclass, replace
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import torch
 
 from ...errors import ConfigError
+from ...locations import cache_root
+from ...store.atomic import atomic_path
 from ...train.environment import sync
 from .products import WARMUPS
 
@@ -52,6 +67,9 @@ MAX_SPLIT = 16        # smallest micro-batch tried for memory: 1/MAX_SPLIT of a 
 TIMED = 2             # timed calls per candidate (the fastest counts), after the warm-ups
 COMPILE_AT = 2        # the operator of a key that tries COMPILED (None: never compile)
 COMPILE_DEVICES = ("cuda",)  # where COMPILED is tried (on the CPU "auto" is "cached")
+SAVE_DEVICES = ("cuda",)  # where choices are saved for later processes (module docstring)
+SAVED = "hvp-choices"     # their folder under locations.cache_root()
+SAVED_FORMAT = 1          # part of the saved key: a new candidate set or format measures again
 _CHOICES: dict[tuple, tuple["Candidate", dict]] = {}
 _SEEN: dict[tuple, int] = {}  # operators of each key that chose a mode in this process
 
@@ -97,10 +115,63 @@ def _args(c: Candidate) -> tuple:
     return c.mode, c.chunk, c.split, c.channels_last
 
 
-def forget() -> None:
-    """Drop the remembered choices (tests; a changed GPU)."""
+def forget(saved: bool = False) -> None:
+    """Drop the process' remembered choices, and with ``saved`` the saved ones too."""
     _CHOICES.clear()
     _SEEN.clear()
+    if saved:
+        for path in (cache_root() / SAVED).glob("*.json"):
+            path.unlink(missing_ok=True)
+
+
+def saved_key(op, key: tuple) -> str:
+    """The key of a saved choice: ``_key`` with the GPU's name for its device index, and the
+    versions that decide kernels' speed."""
+    dev = op.device
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+    env = (SAVED_FORMAT, name, torch.__version__, torch.version.cuda,
+           torch.backends.cudnn.version() if dev.type == "cuda" else None)
+    return repr((env, key[1:]))
+
+
+def _saved_path(text: str) -> Path:
+    return cache_root() / SAVED / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
+
+
+def _load(op, key: tuple) -> tuple["Candidate", dict] | None:
+    """The saved choice of ``key`` (None: none, or unreadable: measured again)."""
+    if op.device.type not in SAVE_DEVICES:
+        return None
+    text = saved_key(op, key)
+    path = _saved_path(text)
+    try:
+        saved = json.loads(path.read_text())
+        if saved["key"] != text:
+            return None
+        return Candidate(**saved["choice"]), {**saved["trials"], "saved choice": str(path)}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        warnings.warn(f"ignoring the saved Hessian product choice {path} "
+                      f"({type(err).__name__}: {err}); measuring again", stacklevel=2)
+        return None
+
+
+def _save(op, key: tuple, cand: "Candidate", trials: dict) -> None:
+    """Write the choice for later processes; a cache that cannot be written only warns."""
+    if op.device.type not in SAVE_DEVICES:
+        return
+    text = saved_key(op, key)
+    trials = {k: v for k, v in trials.items() if k not in ("reused", "saved choice")}
+    record = {"key": text, "choice": asdict(cand), "trials": trials,
+              "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    path = _saved_path(text)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(record, indent=1))
+    except OSError as err:
+        warnings.warn(f"could not save the Hessian product choice to {path}: {err}",
+                      stacklevel=2)
 
 
 def _key(op) -> tuple:
@@ -205,6 +276,7 @@ def _compile_now(op, key, cand: Candidate, trials: dict) -> bool:
     return (COMPILE_AT is not None and _SEEN[key] == COMPILE_AT
             and op.device.type in COMPILE_DEVICES
             and op._given_chunk is None and cand.mode != "compile"
+            and "compile trial" not in trials  # a saved choice's earlier one
             and isinstance(trials.get(cand.label), float))
 
 
@@ -237,6 +309,8 @@ def choose(op) -> None:
     """Set ``op`` up in the fastest candidate within the memory budget (module docstring)."""
     key = _key(op)
     _SEEN[key] = _SEEN.get(key, 0) + 1
+    if key not in _CHOICES and (saved := _load(op, key)) is not None:
+        _CHOICES[key] = saved
     if key not in _CHOICES:
         cand = _first_choice(op)
     else:
@@ -248,4 +322,5 @@ def choose(op) -> None:
         cand, op.trials = _with_compiled(op, cand, trials)
     op.n_products += op.trial_products
     _CHOICES[key] = (cand, dict(op.trials))
+    _save(op, key, cand, op.trials)
     _free(op.device)
