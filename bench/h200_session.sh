@@ -230,8 +230,8 @@ case $PHASE in
   BENCH=(python3 bench/bench_hessian_analysis.py --data-folder $DATA --data-root $ROOT
          --store $H --archs $ARCH --variants after)
   step hessian-analysis-$ARCH 300 "${BENCH[@]}" --repeats 4 --json "$RES/hessian-$ARCH.json"
-  step hessian-analysis-$ARCH-new-process 120 "${BENCH[@]}" --repeats 2 \
-      --json "$RES/hessian-$ARCH-new-process.json"
+  step hessian-analysis-$ARCH-new-process 150 "${BENCH[@]}" --repeats 2 \
+      --json "$RES/hessian-$ARCH-new-process.json" --profile ${PROFILE:-0}
   python3 -c "from landscape_lib.locations import cache_root as c; import os; p = c() / 'hvp-choices'
 print(p, sorted(os.listdir(p)) if p.exists() else 'missing')"
   if [ "$PHASE" = 16 ]; then
