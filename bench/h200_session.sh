@@ -44,10 +44,11 @@
 #   phase 15 (after 14 or alone):      the same for the ViT patch 4
 #
 #   phase 16 (carry .whl/lib .cifar; one GPU): issue 14's target for the ResNet-18 on a fresh
-#            machine: 4 analyses in one process as in phase 14, then 2 in a new process (its
-#            1st starts from the choice the first process saved, and Inductor's on-disk
-#            caches: a lone `analyze` on a machine that has analysed the architecture before);
-#            then the compiled product against the graphs at that checkpoint (bench_hvp)
+#            machine: 4 analyses in one process as in phase 14, then 3 in a new process (it
+#            starts from the choices the first process saved: its 1st is a lone `analyze` on a
+#            machine that has analysed the architecture before; its 2nd compiles, with
+#            Inductor's on-disk caches); then the compiled product against the graphs at that
+#            checkpoint (bench_hvp), or with AOT=1 bench/probe_aot_compile.py instead
 #   phase 17 (carry .whl/lib .cifar; one GPU): the same two processes for the ViT patch 4,
 #            then the Hessian GPU tests
 #
@@ -230,11 +231,16 @@ case $PHASE in
   BENCH=(python3 bench/bench_hessian_analysis.py --data-folder $DATA --data-root $ROOT
          --store $H --archs $ARCH --variants after)
   step hessian-analysis-$ARCH 300 "${BENCH[@]}" --repeats 4 --json "$RES/hessian-$ARCH.json"
-  step hessian-analysis-$ARCH-new-process 150 "${BENCH[@]}" --repeats 2 \
+  step hessian-analysis-$ARCH-new-process 160 "${BENCH[@]}" --repeats 3 \
       --json "$RES/hessian-$ARCH-new-process.json" --profile ${PROFILE:-0}
   python3 -c "from landscape_lib.locations import cache_root as c; import os; p = c() / 'hvp-choices'
 print(p, sorted(os.listdir(p)) if p.exists() else 'missing')"
-  if [ "$PHASE" = 16 ]; then
+  if [ "$PHASE" = 16 ] && [ -n "${AOT:-}" ]; then  # AOT=1: the ahead-of-time probe instead
+    step aot-save 80 python3 bench/probe_aot_compile.py save --store $H --run $ARCH \
+        --data-root $ROOT --file /tmp/aot-$ARCH.bin
+    step aot-load 40 python3 bench/probe_aot_compile.py load --store $H --run $ARCH \
+        --data-root $ROOT --file /tmp/aot-$ARCH.bin
+  elif [ "$PHASE" = 16 ]; then
     step hvp-compiled 170 python3 bench/bench_hvp.py --data-folder $DATA --cache-root $ROOT \
         --store $H --run resnet18 --repeats 3 --candidates "compile x4 /4,graph x8 /2" \
         --json "$RES/hvp-compiled.json"
