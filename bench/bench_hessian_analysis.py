@@ -26,7 +26,7 @@ the ratio before / after measured in this run. ``--variants after`` skips the (s
 
     python bench/bench_hessian_analysis.py --data-folder DIR [--archs vit-p4,resnet18]
         [--epochs 4] [--store DIR] [--variants before,after] [--repeats 2] [--json F]
-        [--profile N]
+        [--profile N] [--hvp-mode compile] [--no-cudnn-benchmark]
     python bench/bench_hessian_analysis.py --quick     # CPU smoke run, tiny models
 """
 from __future__ import annotations
@@ -70,6 +70,10 @@ def parse_args(argv=None):
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="cProfile the last analysis of each model: its N costliest calls")
     p.add_argument("--quick", action="store_true", help="CPU smoke run with tiny models")
+    p.add_argument("--hvp-mode", help="'after' with this hvp_mode (e.g. compile: no trials)")
+    p.add_argument("--no-cudnn-benchmark", action="store_true",
+                   help="the analysis without cuDNN's autotuner (a process' first analysis "
+                        "times every new convolution shape with it)")
     args = p.parse_args(argv)
     if args.quick:
         args.device, args.epochs, args.repeats = "cpu", 1, 1
@@ -108,15 +112,36 @@ def analyse(store, run_id, params, device, data_root) -> dict:
             "hvp_trials": json.loads(trials.read_text()) if trials.exists() else {}}
 
 
+def no_cudnn_benchmark():
+    """The analysis' TF32 context with cuDNN's autotuner off (``--no-cudnn-benchmark``)."""
+    import contextlib
+
+    import torch
+
+    from landscape_lib.analyses.hessian import analysis
+    tf32 = analysis.tf32
+
+    @contextlib.contextmanager
+    def without(on: bool):
+        with tf32(on):
+            torch.backends.cudnn.benchmark = False
+            yield
+    analysis.tf32 = without
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.no_cudnn_benchmark:
+        no_cudnn_benchmark()
     store = Store(args.store or tempfile.mkdtemp(prefix="bench-hessian-")).ensure()
     rows = []
     for arch in args.archs.split(","):
         cfg = study_a(arch, args.epochs, args.data_folder, args.quick, args.compile)
         rid = trained(store, cfg, args.data_root, args.device)
         for variant in args.variants.split(","):
-            params = {**(QUICK if args.quick else {}), **VARIANTS[variant]}
+            params = {**(QUICK if args.quick else {}), **VARIANTS[variant],
+                      **({"hvp_mode": args.hvp_mode} if args.hvp_mode and variant == "after"
+                         else {})}
             repeats = args.repeats if variant == "after" else 1
             for i in range(repeats):
                 prof = cProfile.Profile() if args.profile and i == repeats - 1 else None

@@ -51,10 +51,14 @@
 #            checkpoint (bench_hvp), or with AOT=1 bench/probe_aot_compile.py instead
 #   phase 17 (carry .whl/lib .cifar; one GPU): the same two processes for the ViT patch 4,
 #            then the Hessian GPU tests
+#   phase 18 (carry .whl/lib .cifar; one GPU): where a new process' first analysis goes: the
+#            ResNet-18 with hvp_mode "compile" (no trials) in 3 processes: the 1st compiles
+#            cold; the 2nd and 3rd start from Inductor's on-disk cache, the 3rd with cuDNN's
+#            autotuner off (2 analyses each: the first of a process, then its steady state)
 #
 #   bash bench/h200_session.sh 1      # results under $OUT (phase<N>.tgz plus the .txt logs)
 set -u
-PHASE=${1:?phase 1 to 17}
+PHASE=${1:?phase 1 to 18}
 OUT=${OUT:-/tmp/h200-out}
 RES=/tmp/h200-res/phase$PHASE
 DATA=/tmp/cifar ROOT=/tmp/lsdata H=/tmp/hstore A=/tmp/studyA
@@ -248,5 +252,15 @@ print(p, sorted(os.listdir(p)) if p.exists() else 'missing')"
     step pytest-gpu-hessian 260 python3 -m pytest -q -m gpu -rs -p no:cacheprovider \
         tests/test_gpu_hessian.py
   fi
+  ;;
+18)
+  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
+  export CUDA_VISIBLE_DEVICES=0
+  BENCH=(python3 bench/bench_hessian_analysis.py --data-folder $DATA --data-root $ROOT
+         --store $H --archs resnet18 --variants after --hvp-mode compile)
+  step compile-cold 190 "${BENCH[@]}" --repeats 1 --json "$RES/compile-cold.json"
+  step compile-cached 75 "${BENCH[@]}" --repeats 2 --json "$RES/compile-cached.json"
+  step compile-cached-no-benchmark 75 "${BENCH[@]}" --repeats 2 --no-cudnn-benchmark \
+      --json "$RES/compile-cached-no-benchmark.json"
   ;;
 esac

@@ -34,12 +34,10 @@ seconds its trial took, compilation included).
 Saved choices: on CUDA each choice (and its trials) is also written to
 ``locations.cache_root() / "hvp-choices"``, one small JSON file per key, the key there adding
 the GPU's name and the torch, CUDA and cuDNN versions (``saved_key``). A later process (a lone
-``analyze``, another grid worker) starts from it with no trials. A saved compiled choice is
-used from the process' ``COMPILE_AT``-th operator of the key, as in the process that chose it:
-its operators before take the saved uncompiled choice, since even with Inductor's on-disk
-caches (``TORCHINDUCTOR_CACHE_DIR``) Dynamo traces the product again in each process (about
-20 s on an H200's ResNet-18), more than one analysis gains. A saved choice without a compile
-trial gets one at that operator. Delete the folder (or
+``analyze``, another grid worker) starts from it: no trials, and a saved compiled choice
+compiles at once, Inductor's own on-disk caches (``TORCHINDUCTOR_CACHE_DIR``) sparing most of
+the compilation that the first process paid. A saved choice without a compile trial still gets
+one at the process' ``COMPILE_AT``-th operator of the key. Delete the folder (or
 ``forget(saved=True)``) to measure again, e.g. after changing what shares the GPU.
 """
 from __future__ import annotations
@@ -72,8 +70,7 @@ COMPILE_DEVICES = ("cuda",)  # where COMPILED is tried (on the CPU "auto" is "ca
 SAVE_DEVICES = ("cuda",)  # where choices are saved for later processes (module docstring)
 SAVED = "hvp-choices"     # their folder under locations.cache_root()
 SAVED_FORMAT = 1          # part of the saved key: a new candidate set or format measures again
-# key -> (choice, its trials, the uncompiled choice: the compiled product's fall-back)
-_CHOICES: dict[tuple, tuple["Candidate", dict, "Candidate"]] = {}
+_CHOICES: dict[tuple, tuple["Candidate", dict]] = {}
 _SEEN: dict[tuple, int] = {}  # operators of each key that chose a mode in this process
 
 
@@ -141,9 +138,8 @@ def _saved_path(text: str) -> Path:
     return cache_root() / SAVED / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
 
 
-def _load(op, key: tuple) -> tuple["Candidate", dict, "Candidate"] | None:
-    """The saved choice of ``key``, its trials and its uncompiled choice (None: none, or
-    unreadable: measured again)."""
+def _load(op, key: tuple) -> tuple["Candidate", dict] | None:
+    """The saved choice of ``key`` (None: none, or unreadable: measured again)."""
     if op.device.type not in SAVE_DEVICES:
         return None
     text = saved_key(op, key)
@@ -152,8 +148,7 @@ def _load(op, key: tuple) -> tuple["Candidate", dict, "Candidate"] | None:
         saved = json.loads(path.read_text())
         if saved["key"] != text:
             return None
-        return (Candidate(**saved["choice"]), {**saved["trials"], "saved choice": str(path)},
-                Candidate(**saved["uncompiled"]))
+        return Candidate(**saved["choice"]), {**saved["trials"], "saved choice": str(path)}
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -162,14 +157,13 @@ def _load(op, key: tuple) -> tuple["Candidate", dict, "Candidate"] | None:
         return None
 
 
-def _save(op, key: tuple, cand: "Candidate", trials: dict, uncompiled: "Candidate") -> None:
+def _save(op, key: tuple, cand: "Candidate", trials: dict) -> None:
     """Write the choice for later processes; a cache that cannot be written only warns."""
     if op.device.type not in SAVE_DEVICES:
         return
     text = saved_key(op, key)
     trials = {k: v for k, v in trials.items() if k not in ("reused", "saved choice")}
-    record = {"key": text, "choice": asdict(cand), "uncompiled": asdict(uncompiled),
-              "trials": trials,
+    record = {"key": text, "choice": asdict(cand), "trials": trials,
               "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     path = _saved_path(text)
     try:
@@ -318,17 +312,15 @@ def choose(op) -> None:
     if key not in _CHOICES and (saved := _load(op, key)) is not None:
         _CHOICES[key] = saved
     if key not in _CHOICES:
-        cand = uncompiled = _first_choice(op)
+        cand = _first_choice(op)
     else:
-        cand, trials, uncompiled = _CHOICES[key]
+        cand, trials = _CHOICES[key]
         if not _compile_now(op, key, cand, trials):
-            if cand.mode == "compile" and _SEEN[key] < (COMPILE_AT or 1):
-                cand = uncompiled  # a saved compiled choice: compiled from COMPILE_AT on
             op._setup(*_args(cand))
             op.trials = {**trials, "reused": cand.label}
             return
         cand, op.trials = _with_compiled(op, cand, trials)
     op.n_products += op.trial_products
-    _CHOICES[key] = (cand, dict(op.trials), uncompiled)
-    _save(op, key, cand, op.trials, uncompiled)
+    _CHOICES[key] = (cand, dict(op.trials))
+    _save(op, key, cand, op.trials)
     _free(op.device)
