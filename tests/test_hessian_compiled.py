@@ -10,7 +10,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from hessian_problems import CE, NETS, _digits, dense_hessian
-from landscape_lib.analyses.hessian import products
+from landscape_lib.analyses.hessian import auto as hessian_auto, products
 from landscape_lib.analyses.hessian.analysis import hessian_analysis
 from landscape_lib.analyses.hessian.operator import HessianOperator
 from landscape_lib.models import MODELS, create_model
@@ -97,10 +97,14 @@ def test_an_analysis_in_compile_mode_compiles_once_and_equals_forward_mode(compi
                                       **small)
     assert len(set(compiled) - before) <= 1 and res["compile"].hvp_mode == "compile x2"
     assert len(compiled)
-    for a, b in ((res["forward"].top.values, res["compile"].top.values),
-                 (res["forward"].per_layer["top_eig"], res["compile"].per_layer["top_eig"]),
-                 (res["forward"].per_layer["trace"], res["compile"].per_layer["trace"])):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-7)
+    # without hvp_chunk: the shape auto compiles (4 columns over quarter batches), not 1 column
+    res["default"] = hessian_analysis(model, CE, batches, hvp_mode="compile", **small)
+    assert res["default"].hvp_mode == hessian_auto.COMPILED.label == "compile x4 /4"
+    for other in ("compile", "default"):
+        for a, b in ((res["forward"].top.values, res[other].top.values),
+                     (res["forward"].per_layer["top_eig"], res[other].per_layer["top_eig"]),
+                     (res["forward"].per_layer["trace"], res[other].per_layer["trace"])):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-7)
 
 
 def test_the_structure_key_tells_checkpoints_from_other_computations():

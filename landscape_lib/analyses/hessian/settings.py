@@ -50,7 +50,8 @@ class HessianSettings:
     layer_steps: int = 8
     layer_tol: float = 1e-2
     # how Hessian-vector products are computed (operator.HVP_MODES; hvp_chunk 0 = auto's
-    # choice, else columns per vmap call); TF32 matmuls/convolutions on CUDA
+    # choice, for "compile" the shape auto compiles: 4 columns over quarter batches; else
+    # columns per vmap call); TF32 matmuls/convolutions on CUDA
     hvp_mode: str = "auto"
     hvp_chunk: int = 0
     tf32: bool = True
