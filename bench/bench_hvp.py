@@ -74,7 +74,7 @@ CANDIDATES = {
     "graph x4 /2": {"mode": "graph", "chunk_size": 4, "split": 2},
     "graph x4 /2 chlast": {"mode": "graph", "chunk_size": 4, "split": 2, "channels_last": True},
     "graph /2 chlast": {"mode": "graph", "split": 2, "channels_last": True},
-    "compile": {"mode": "compile"},
+    "compile": {"mode": "compile", "chunk_size": 1, "split": 1},
     "compile x4": {"mode": "compile", "chunk_size": 4},
     "compile x4 /4": {"mode": "compile", "chunk_size": 4, "split": 4},
     "compile x4 /4 chlast": {"mode": "compile", "chunk_size": 4, "split": 4,

@@ -39,16 +39,14 @@
 #            what 3, 4 and 8 columns per call cost (bench_hvp_shapes)
 #   phase 13 (carry .whl/lib .cifar; one GPU): the Hessian GPU tests (the compiled product's
 #            included)
-#   phase 14 (after 13 or alone):      issue 14's target for the ResNet-18: 4 analyses in one
-#            process (1st: auto's trials; 2nd: the compiled product's trial; then steady)
-#   phase 15 (after 14 or alone):      the same for the ViT patch 4
 #
 #   phase 16 (carry .whl/lib .cifar; one GPU): issue 14's target for the ResNet-18 on a fresh
-#            machine: 4 analyses in one process as in phase 14, then 3 in a new process (it
-#            starts from the choices the first process saved: its 1st is a lone `analyze` on a
-#            machine that has analysed the architecture before; its 2nd compiles, with
-#            Inductor's on-disk caches); then the compiled product against the graphs at that
-#            checkpoint (bench_hvp), or with AOT=1 bench/probe_aot_compile.py instead
+#            machine: 4 analyses in one process (1st: auto's trials; 2nd: the compiled
+#            product's trial; then steady: earlier rounds' phases 14 and 15), then 3 in a new
+#            process (it starts from the choice the first process saved, compiled again at
+#            once from Inductor's on-disk cache: its 1st is a lone `analyze` on a machine that
+#            has analysed the architecture before); then the compiled product against the
+#            graphs at that checkpoint (bench_hvp), or with AOT=1 bench/probe_aot_compile.py
 #   phase 17 (carry .whl/lib .cifar; one GPU): the same two processes for the ViT patch 4,
 #            then the Hessian GPU tests
 #   phase 18 (carry .whl/lib .cifar; one GPU): where a new process' first analysis goes: the
@@ -219,14 +217,6 @@ case $PHASE in
   export CUDA_VISIBLE_DEVICES=0
   step pytest-gpu-hessian 400 python3 -m pytest -q -m gpu -rs -p no:cacheprovider \
       tests/test_gpu_hessian.py
-  ;;
-14|15)
-  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
-  export CUDA_VISIBLE_DEVICES=0
-  ARCH=$([ "$PHASE" = 14 ] && echo resnet18 || echo vit-p4)
-  step hessian-analysis-$ARCH 560 python3 bench/bench_hessian_analysis.py --data-folder $DATA \
-      --data-root $ROOT --store $H --archs $ARCH --variants after --repeats 4 \
-      --json "$RES/hessian-analysis-$ARCH.json" --profile ${PROFILE:-0}
   ;;
 16|17)
   [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup

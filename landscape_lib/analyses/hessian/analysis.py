@@ -59,7 +59,6 @@ from .extremes import lowest_of_both, top_from_density
 from .lanczos import Eigen, device_dtype, extreme_eigenpairs, seeded_generator, verify
 from .layers import (block_top_eigenvalues, lowrank_block_starts, module_blocks,
                      per_layer_spectrum)
-from . import auto
 from .operator import FORWARD_MODES, HVP_MODES, HessianOperator
 from .pyhessian_adapter import pyhessian_spectrum
 from .settings import ENGINES, LAYER_METHODS, HessianSettings
@@ -302,15 +301,11 @@ def tf32(on: bool):
 
 def make_operator(model: nn.Module, loss_fn: Callable, batches: Sequence, s: HessianSettings,
                   params=None, like: HessianOperator | None = None) -> HessianOperator:
-    """The operator of the settings' ``hvp_mode`` / ``hvp_chunk`` (``"compile"`` with
-    ``hvp_chunk = 0``: ``auto.COMPILED``'s columns and micro-batches), or of the mode another
+    """The operator of the settings' ``hvp_mode`` / ``hvp_chunk``, or of the mode another
     operator settled on (``like``: its mode, columns, micro-batches and memory format; for a
     compiled one the same product uncompiled, as CUDA graphs on CUDA: each parameter subset
     would be a compilation of its own)."""
     if like is None:
-        if s.hvp_mode == "compile" and not s.hvp_chunk:  # the compiled shape auto would try
-            return HessianOperator(model, loss_fn, batches, params=params, mode="compile",
-                                   chunk_size=auto.COMPILED.chunk, split=auto.COMPILED.split)
         return HessianOperator(model, loss_fn, batches, params=params, mode=s.hvp_mode,
                                chunk_size=s.hvp_chunk or None)
     forward = like.mode in FORWARD_MODES

@@ -131,12 +131,13 @@ class HessianOperator:
             A subset (e.g. one layer's) gives that diagonal block of the Hessian.
         mode: how products are computed, one of ``HVP_MODES`` (see the module docstring).
         chunk_size: forward modes: columns of ``op @ V`` per ``vmap`` call (default 1; under
-            ``"auto"`` the candidates' own, or only this one when given).
+            ``"auto"`` the candidates' own, or only this one when given; ``"compile"`` with
+            neither this nor ``split`` given: the shape ``"auto"`` compiles, ``auto.COMPILED``).
         autocast: forward modes only: ``"bf16"`` evaluates the model in bfloat16 (inexact).
         channels_last: forward modes only: convolutions in channels-last memory format.
         split: forward modes only: each batch in ``split`` micro-batches (exact: the weighted
             sum of their Hessians; less memory per call) for a call of ``chunk_size`` columns,
-            proportionally fewer for fewer columns (``products``).
+            proportionally fewer for fewer columns (``products``). Default 1 (see chunk_size).
 
     ``op @ v`` takes a 1-D vector (P,) or a matrix (P, m) of column vectors and returns the same
     shape on ``op.device``; ``op.n_products`` counts Hessian-vector products (columns).
@@ -145,11 +146,14 @@ class HessianOperator:
     def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
                  batches: Sequence[tuple[Tensor, Tensor]], params=None, mode: str = "auto",
                  chunk_size: int | None = None, *, autocast: str | None = None,
-                 channels_last: bool = False, split: int = 1):
+                 channels_last: bool = False, split: int | None = None):
         check_choice("mode", mode, HVP_MODES)
         batches = list(batches)
         if not batches:
             raise ConfigError("batches is empty; give at least one (x, y) batch")
+        if mode == "compile" and chunk_size is None and split is None:
+            chunk_size, split = auto.COMPILED.chunk, auto.COMPILED.split
+        split = 1 if split is None else split
         if (autocast or channels_last or split != 1) and mode not in FORWARD_MODES:
             raise ConfigError(f"autocast, channels_last and split need a forward mode "
                               f"({', '.join(FORWARD_MODES)}), not mode={mode!r}")
