@@ -67,9 +67,15 @@ class Lanczos:
 
     @staticmethod
     def _orthogonalise(Q: Tensor, w: Tensor) -> Tensor:
-        """w (m, P) <- (I - Q Q^T) w per column, twice for numerical orthogonality."""
+        """w (m, P) <- (I - Q Q^T) w per column, twice for numerical orthogonality.
+
+        The projections Q_c w_c are one matrix-vector product per column: a batched matrix
+        product of these shapes (a few rows, P long) runs on a few thread blocks (H200, P =
+        11.2M, 3 x 31 rows: 6.8 ms at 0.6 TB/s against 1.1 ms at 3.8 TB/s, and 10x the
+        rounding; ``bench/bench_lanczos.py``)."""
         for _ in range(2):
-            w = w - torch.bmm(torch.bmm(Q, w[:, :, None]).transpose(1, 2), Q)[:, 0]
+            c = torch.stack([torch.mv(Q[i], w[i]) for i in range(Q.shape[0])])  # (m, j+1)
+            w = w - torch.bmm(c[:, None, :], Q)[:, 0]
         return w
 
     def step(self) -> None:
