@@ -96,10 +96,12 @@ def module_blocks(model: nn.Module, param_names: list[str], device) -> Blocks:
             owner_of.update({n: len(names) for n in members})
             names.append(name)
             modules.append(type(module).__name__)
-    seg = torch.cat([torch.full((named[n].numel(),), owner_of[n], dtype=torch.long)
-                     for n in param_names])
-    sizes = torch.bincount(seg, minlength=len(names)).tolist()
-    return Blocks(names, modules, sizes, seg.to(device))
+    owners = torch.tensor([owner_of[n] for n in param_names], dtype=torch.long)
+    counts = torch.tensor([named[n].numel() for n in param_names], dtype=torch.long)
+    sizes = torch.zeros(len(names), dtype=torch.long).index_add_(0, owners, counts).tolist()
+    # built on the device: P longs made on the host and copied cost 0.08 s at P = 11M
+    seg = torch.repeat_interleave(owners.to(device), counts.to(device))
+    return Blocks(names, modules, sizes, seg)
 
 
 def lowrank_block_starts(blocks: Blocks, U: Tensor, theta, gen: torch.Generator) -> Tensor:
