@@ -8,6 +8,8 @@ skipped without CUDA; `python -m pytest -m gpu` runs them with test_gpu.py).
   the compiled product;
 - compiled products (inductor, as CUDA graphs) equal the cached graph's, one compilation for
   two checkpoints;
+- the top eigenvectors' host copy, started on a side stream while later work runs, waits for
+  the work queued before it;
 - two NCCL processes (one per GPU; skipped with fewer than 2 GPUs) summing products over
   their data shards equal one process: products and top eigenvalues (issue 13).
 """
@@ -20,6 +22,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from landscape_lib.analyses.hessian import auto as hessian_auto, products
+from landscape_lib.analyses.hessian.analysis import host_copy
 from landscape_lib.analyses.hessian.distributed import ShardedOperator, launch, shard
 from landscape_lib.analyses.hessian.lanczos import extreme_eigenpairs
 from landscape_lib.analyses.hessian.operator import HessianOperator
@@ -120,6 +123,17 @@ def test_compiled_products_are_shared_by_checkpoints_of_one_structure():
         graphs.append(counters["stats"]["unique_graphs"])
     assert len(products._COMPILED) == 1 and graphs[1] == graphs[0]
     products._COMPILED.clear()
+
+
+def test_host_copy_waits_for_the_work_queued_before_it():
+    """The copy runs on another stream: without waiting for the fill queued behind a long
+    kernel it would read the zeros."""
+    v = torch.zeros(1000, 3, device="cuda")
+    torch.cuda._sleep(200_000_000)  # about 0.1 s of GPU time before the fill
+    v.fill_(2.0)
+    host = host_copy(v)()
+    assert host.device.type == "cpu" and host.shape == (3, 1000)
+    assert bool((host == 2).all())
 
 
 def _rank(rank, world, queue):

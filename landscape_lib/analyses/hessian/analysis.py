@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -119,6 +120,7 @@ class HessianResult:
     device: str
     seconds: float
     hvp_trials: dict = dataclasses.field(default_factory=dict)  # "auto": label -> ms or reason
+    host_vectors: Callable[[], Tensor] | None = None  # top_eigenvectors, copied (host_copy)
 
     @property
     def top_eigenvalues(self) -> np.ndarray:
@@ -127,6 +129,8 @@ class HessianResult:
     @property
     def top_eigenvectors(self) -> Tensor:
         """(top_k, P) on the CPU, unit norm, parameter order."""
+        if self.host_vectors is not None:
+            return self.host_vectors()
         return self.top.vectors.T.detach().cpu()
 
     @property
@@ -161,6 +165,31 @@ class HessianResult:
                 "trace": self.trace, "trace_se": self.trace_se,
                 "neg_share": sh.neg_share, "neg_share_se": sh.neg_share_se, "neg_eps": sh.eps,
                 "near_zero_share": sh.near_zero_share, "n_products": self.n_products}
+
+
+_COPIER: ThreadPoolExecutor | None = None  # host_copy's thread
+
+
+def host_copy(vectors: Tensor) -> Callable[[], Tensor]:
+    """``vectors.T`` (k, P) on the host, as a function returning it. On CUDA the copy starts
+    now, on a side stream in a thread, once the work queued so far is done: it overlaps the
+    analysis' later parts (ResNet-18's top 5: 223 MB, 0.2 s when copied after the analysis);
+    the function waits for it."""
+    if vectors.device.type != "cuda":
+        host = vectors.T.detach().cpu()
+        return lambda: host
+    global _COPIER
+    if _COPIER is None:
+        _COPIER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hessian-host-copy")
+    ready = torch.cuda.Event()
+    ready.record(torch.cuda.current_stream(vectors.device))
+
+    def copy() -> Tensor:
+        stream = torch.cuda.Stream(vectors.device)
+        stream.wait_event(ready)
+        with torch.cuda.stream(stream):
+            return vectors.T.detach().contiguous().cpu()
+    return _COPIER.submit(copy).result
 
 
 class _Clock:
@@ -242,6 +271,7 @@ def analyse(op, model: nn.Module | None = None, s: HessianSettings | None = None
     with clock.part("top") as part:
         top = (_pyhessian_top(op, s, pyhessian, part) if pyhessian else
                top_from_density(op, q, s, progress))
+    host_vectors = host_copy(top.vectors)
     lam_max = float(top.values[0])
     shares = spectral_shares(q.nodes, q.weights, lam_max, s.neg_eps)
     with clock.part("trace") as part:
@@ -275,7 +305,7 @@ def analyse(op, model: nn.Module | None = None, s: HessianSettings | None = None
         pd.DataFrame(clock.rows), list(getattr(op, "param_names", [])), op.shape[0],
         int(getattr(op, "n_samples", 0)), s.engine, _hvp_label(op),
         str(device_dtype(op)[0]), time.perf_counter() - t0,
-        dict(getattr(getattr(op, "local", op), "trials", {}) or {}))
+        dict(getattr(getattr(op, "local", op), "trials", {}) or {}), host_vectors)
 
 
 def _hvp_label(op) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -53,9 +54,21 @@ def run_hessian(ctx: AnalysisContext, p: dict) -> None:
 
 
 def write(ctx: AnalysisContext, res: HessianResult, processes: int = 1) -> None:
-    """The result's rows: eigenvalues, summary (whole network and per layer), density, costs."""
+    """The result's rows: eigenvalues, summary (whole network and per layer), density, costs;
+    the top eigenvectors' artifact is written meanwhile, in a thread (223 MB at ResNet-18's
+    top 5: 0.26 s, with its flush to the disk)."""
     ctx.engine = f"{res.engine} (hvp {res.hvp_mode})" + (
         f", {processes} processes" if processes > 1 else "")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        vectors = pool.submit(save_tensor, res.top_eigenvectors, ctx.artifact(EIGENVECTORS),
+                              digest=False)
+        _write_rows(ctx, res)
+        vectors.result()  # its error (a full disk) is raised here
+    if res.hvp_trials:  # how "auto" chose the product (ms per column, or why a mode was dropped)
+        ctx.artifact(HVP_TRIALS).write_text(json.dumps(res.hvp_trials, indent=1, default=str))
+
+
+def _write_rows(ctx: AnalysisContext, res: HessianResult) -> None:
     eigs = [{"which": "top", "k": i + 1, "eigenvalue": float(v)}
             for i, v in enumerate(res.top_eigenvalues)]
     eigs += [{"which": "bottom", "k": i + 1, "eigenvalue": float(v)}
@@ -68,9 +81,6 @@ def write(ctx: AnalysisContext, res: HessianResult, processes: int = 1) -> None:
     ctx.write("hessian_density", pd.DataFrame({"x": np.asarray(res.density_grid, float),
                                                "density": np.asarray(res.density, float)}))
     ctx.write("analysis_costs", res.costs[["part", "n_products", "seconds"]])
-    save_tensor(res.top_eigenvectors, ctx.artifact(EIGENVECTORS), digest=False)
-    if res.hvp_trials:  # how "auto" chose the product (ms per column, or why a mode was dropped)
-        ctx.artifact(HVP_TRIALS).write_text(json.dumps(res.hvp_trials, indent=1, default=str))
 
 
 # ------------------------------------------------------------------- several processes
