@@ -26,7 +26,8 @@ the ratio before / after measured in this run. ``--variants after`` skips the (s
 
     python bench/bench_hessian_analysis.py --data-folder DIR [--archs vit-p4,resnet18]
         [--epochs 4] [--store DIR] [--variants before,after] [--repeats 2] [--json F]
-        [--profile N] [--hvp-mode compile] [--no-cudnn-benchmark]
+        [--profile N] [--hvp-mode compile] [--no-cudnn-benchmark] [--product-times]
+        [--compiled-split N]
     python bench/bench_hessian_analysis.py --quick     # CPU smoke run, tiny models
 """
 from __future__ import annotations
@@ -71,6 +72,12 @@ def parse_args(argv=None):
                    help="cProfile the last analysis of each model: its N costliest calls")
     p.add_argument("--quick", action="store_true", help="CPU smoke run with tiny models")
     p.add_argument("--hvp-mode", help="'after' with this hvp_mode (e.g. compile: no trials)")
+    p.add_argument("--compiled-split", type=int, metavar="N",
+                   help="the compiled product's micro-batches (auto.COMPILED: 4 columns over "
+                        "1/N of a batch; default the library's)")
+    p.add_argument("--product-times", action="store_true",
+                   help="per part, the GPU time of its product calls (CUDA events around each "
+                        "call of the forward products) against the part's seconds")
     p.add_argument("--no-cudnn-benchmark", action="store_true",
                    help="the analysis without cuDNN's autotuner (a process' first analysis "
                         "times every new convolution shape with it)")
@@ -129,10 +136,53 @@ def no_cudnn_benchmark():
     analysis.tf32 = without
 
 
+PRODUCT_TIMES: list[dict] = []  # per part of each analysis (--product-times)
+
+
+def product_times():
+    """Time every call of the forward products with CUDA events (no sync) and, per part of the
+    analysis, sum them after the part's own sync (``--product-times``)."""
+    import contextlib
+
+    import torch
+
+    from landscape_lib.analyses.hessian import analysis, products
+    events = []
+    call = products.ForwardProducts.__call__
+
+    def timed_call(self, V):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = call(self, V)
+        end.record()
+        events.append((start, end))
+        return out
+    products.ForwardProducts.__call__ = timed_call
+    part = analysis._Clock.part
+
+    @contextlib.contextmanager
+    def timed_part(self, name):
+        first = len(events)
+        with part(self, name) as extra:
+            yield extra
+        mine = events[first:]
+        PRODUCT_TIMES.append({"part": name, "seconds": self.rows[-1]["seconds"],
+                              "calls": len(mine),
+                              "product_s": sum(s.elapsed_time(e) for s, e in mine) / 1e3})
+    analysis._Clock.part = timed_part
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.no_cudnn_benchmark:
         no_cudnn_benchmark()
+    if args.product_times:
+        product_times()
+    if args.compiled_split:
+        import dataclasses
+
+        from landscape_lib.analyses.hessian import auto
+        auto.COMPILED = dataclasses.replace(auto.COMPILED, split=args.compiled_split)
     store = Store(args.store or tempfile.mkdtemp(prefix="bench-hessian-")).ensure()
     rows = []
     for arch in args.archs.split(","):
@@ -155,6 +205,14 @@ def main(argv=None):
                     stats.sort_stats("cumulative").print_stats("landscape_lib", args.profile)
                     stats.sort_stats("tottime").print_stats(args.profile // 2)
                 rows.append(row)
+                if args.product_times:
+                    for t in PRODUCT_TIMES:
+                        print(f"{'':>17}{t['part']:>9}: {t['seconds']:6.2f} s, {t['calls']:3d} "
+                              f"product calls {t['product_s']:6.2f} s "
+                              f"({1e3 * t['product_s'] / max(1, t['calls']):.1f} ms each), the "
+                              f"rest {t['seconds'] - t['product_s']:5.2f} s", flush=True)
+                    row["product_times"] = list(PRODUCT_TIMES)
+                    PRODUCT_TIMES.clear()
                 print(f"{arch:>8} {variant:>6} #{i}: {row['wall_s']:6.1f} s (parts "
                       f"{row['parts_s']:.1f} s), "
                       f"{row['products']:5d} products ({row['engine']}); lambda_max "

@@ -5,10 +5,11 @@ For each architecture (``--arch``: the CIFAR ResNet-18 and study A's ViT patch 4
 ``--images`` synthetic CIFAR-shaped images, at initialization, TF32 on as in the analysis:
 
 1. ms per column of CUDA-graph products for each ``(columns per call, micro-batches,
-   channels-last)`` of ``--shapes`` (``WxS[c]``: W columns in one ``vmap`` over S equal
-   micro-batches; ``c`` = channels-last), the mean of ``--repeats`` calls after the warm-ups
-   and the capture (``bench_hvp.ms_per_product``); e.g. ``3x3`` against ``3x4`` shows what a micro-batch of 171 images costs against
-   one of 128;
+   channels-last)`` of ``--shapes`` (``WxS[c][k]``: W columns in one ``vmap`` over S equal
+   micro-batches; ``c`` = channels-last; ``k`` = compiled, ``mode="compile"``), the mean of
+   ``--repeats`` calls after the warm-ups and the capture (``bench_hvp.ms_per_product``);
+   e.g. ``3x3`` against ``3x4`` shows what a micro-batch of 171 images costs against one of
+   128, ``4x4k`` against ``4x2k`` what the compiled product gains from larger micro-batches;
 2. a ``torch.profiler`` trace of one eager product of ``--profile`` (default ``4x4``): the
    CUDA kernels taking the most time, and the share of convolution / matrix kernels against
    the rest (elementwise, reductions, copies).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import time
 from collections import defaultdict
 
 import torch
@@ -57,10 +59,13 @@ def model_of(spec: str, device) -> nn.Module:
                         **arch_options(list(filter(None, opts.split(";"))))).to(device).eval()
 
 
-def shape_of(text: str) -> tuple[int, int, bool]:
+def shape_of(text: str) -> tuple[int, int, bool, bool]:
+    """``WxS[c][k]`` -> (columns, micro-batches, channels-last, compiled)."""
+    compiled = text.endswith("k")
+    text = text.rstrip("k")
     cl = text.endswith("c")
     w, s = text.rstrip("c").split("x")
-    return int(w), int(s), cl
+    return int(w), int(s), cl, compiled
 
 
 def profile(model, batch, width: int, split: int, cl: bool, top: int) -> None:
@@ -106,19 +111,21 @@ def main(argv=None) -> None:
                   f"{args.images} images, {device}")
             mode = "graph" if device.type == "cuda" else "forward"
             for text in args.shapes.split(","):
-                w, s, cl = shape_of(text)
+                w, s, cl, compiled = shape_of(text)
                 if cl and not conv:
                     continue
                 try:
-                    op = HessianOperator(model, CE, [(x, y)], mode=mode, chunk_size=w,
-                                         split=s, channels_last=cl)
+                    t0 = time.perf_counter()
+                    op = HessianOperator(model, CE, [(x, y)], mode="compile" if compiled
+                                         else mode, chunk_size=w, split=s, channels_last=cl)
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats()
                     ms = ms_per_product(op, op.device, w, args.repeats)
                     gib = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" \
                         else float("nan")
                     print(f"  {text:>6}: {ms:7.2f} ms per column, {ms * w:8.2f} ms per call, "
-                          f"peak {gib:5.1f} GiB")
+                          f"peak {gib:5.1f} GiB ({time.perf_counter() - t0:.0f} s with the "
+                          f"warm-ups{' and compilation' if compiled else ''})", flush=True)
                 except Exception as err:  # noqa: BLE001 - a shape that fails is reported
                     print(f"  {text:>6}: failed: {type(err).__name__}: {str(err)[:100]}")
                 op = None
@@ -126,7 +133,7 @@ def main(argv=None) -> None:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
             if args.profile:
-                w, s, cl = shape_of(args.profile)
+                w, s, cl, _ = shape_of(args.profile)
                 profile(model, (x, y), w, s, cl and conv, args.top)
 
 

@@ -54,9 +54,20 @@
 #            cold; the 2nd and 3rd start from Inductor's on-disk cache, the 3rd with cuDNN's
 #            autotuner off (2 analyses each: the first of a process, then its steady state)
 #
+#   phase 19 (carry .whl/lib .cifar; one GPU): where the ResNet-18's steady analysis spends
+#            what is not products: the analysis on a free (diagonal) operator, each part's own
+#            work (bench_analysis_overhead), then study A's ResNet-18 with hvp_mode "compile"
+#            (1st compiles cold, then 2 steady) with each part's product GPU time
+#            (--product-times), then the compiled product's micro-batches (4x4k against 4x2k)
+#
+#   phase 20 (carry .whl/lib .cifar; one GPU): study A's ResNet-18 with hvp_mode "compile" in
+#            two processes, the compiled product over quarter batches, then over half batches
+#            (--compiled-split 2), each compiling cold, then 2 steady (--product-times); the
+#            GPU test of the eigenvectors' host copy
+#
 #   bash bench/h200_session.sh 1      # results under $OUT (phase<N>.tgz plus the .txt logs)
 set -u
-PHASE=${1:?phase 1 to 18}
+PHASE=${1:?phase 1 to 20}
 OUT=${OUT:-/tmp/h200-out}
 RES=/tmp/h200-res/phase$PHASE
 DATA=/tmp/cifar ROOT=/tmp/lsdata H=/tmp/hstore A=/tmp/studyA
@@ -252,5 +263,27 @@ print(p, sorted(os.listdir(p)) if p.exists() else 'missing')"
   step compile-cached 75 "${BENCH[@]}" --repeats 2 --json "$RES/compile-cached.json"
   step compile-cached-no-benchmark 75 "${BENCH[@]}" --repeats 2 --no-cudnn-benchmark \
       --json "$RES/compile-cached-no-benchmark.json"
+  ;;
+19)
+  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
+  export CUDA_VISIBLE_DEVICES=0
+  step overhead 120 python3 bench/bench_analysis_overhead.py --arch resnet18 vit:patch_size=4 \
+      --repeats 1 --detail
+  step compile-resnet18 300 python3 bench/bench_hessian_analysis.py --data-folder $DATA \
+      --data-root $ROOT --store $H --archs resnet18 --variants after --hvp-mode compile \
+      --repeats 3 --product-times --profile 40 --json "$RES/compile-resnet18.json"
+  step compiled-shapes 170 python3 bench/bench_hvp_shapes.py --arch resnet18 \
+      --shapes 4x4k,4x2k --profile "" --repeats 5
+  ;;
+20)
+  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
+  export CUDA_VISIBLE_DEVICES=0
+  BENCH=(python3 bench/bench_hessian_analysis.py --data-folder $DATA --data-root $ROOT
+         --store $H --archs resnet18 --variants after --hvp-mode compile --repeats 3
+         --product-times)
+  step compile-quarter 250 "${BENCH[@]}" --json "$RES/compile-quarter.json"
+  step compile-half 200 "${BENCH[@]}" --compiled-split 2 --json "$RES/compile-half.json"
+  step pytest-host-copy 60 python3 -m pytest -q -m gpu -p no:cacheprovider \
+      tests/test_gpu_hessian.py -k host_copy
   ;;
 esac
