@@ -1,5 +1,6 @@
 """The Hessian operator (every HVP mode) checked against dense Hessians computed independently
 (see ``hessian_problems``)."""
+import dataclasses
 import json
 
 import numpy as np
@@ -322,6 +323,38 @@ def test_the_second_operator_of_a_structure_tries_the_compiled_product(
     assert second.label == (compiled if compiled_faster else first.label)
     assert third.label == second.label and third.trial_products == 0
     assert third.trials["reused"] == second.label and len(products._COMPILED) == 1
+
+
+def test_a_compiled_product_over_the_budget_is_tried_on_smaller_micro_batches(
+        monkeypatch, rigged_auto, mlp_problem):
+    """``auto.COMPILED`` (4 columns over half batches) needing more memory than the budget (a
+    GPU of 80 GB or less) is dropped and tried again over quarter batches, which are then kept
+    when faster; the products are the dense Hessian's."""
+    model, batches, H, _ = mlp_problem
+    monkeypatch.setattr(hessian_auto, "COMPILE_DEVICES", ("cpu",))
+    monkeypatch.setattr(products, "BACKEND", "aot_eager")
+    monkeypatch.setattr(products, "_COMPILED", {})
+    compiled = hessian_auto.COMPILED
+    smaller = dataclasses.replace(compiled, split=compiled.split * 2)
+    rigged_auto(smaller.label)
+    rigged, trying = hessian_auto.trial_seconds, {}
+
+    def remember(op, W):  # the candidate whose peak memory _gib reports next
+        trying["label"] = op.label
+        return rigged(op, W)
+    monkeypatch.setattr(hessian_auto, "trial_seconds", remember)
+    monkeypatch.setattr(hessian_auto, "_gib", lambda device, peak=False: (
+        1e3 if peak and trying.get("label") == compiled.label else 0.0))
+    V = torch.randn(H.shape[0], 3, generator=torch.Generator().manual_seed(4),
+                    dtype=torch.float64)
+    ops = []
+    for _ in range(2):
+        ops.append(HessianOperator(model, CE, batches))
+        torch.testing.assert_close(ops[-1] @ V, H @ V, rtol=1e-9, atol=1e-12)
+    second = ops[1]
+    assert str(second.trials[compiled.label]).startswith("dropped: 1000.0 GiB")
+    assert second.trials[smaller.label] == 1e3 and "compile trial" in second.trials
+    assert second.label == smaller.label == "compile x4 /4"
 
 
 @pytest.mark.parametrize("compiled_faster", [True, False])

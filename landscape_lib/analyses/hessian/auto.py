@@ -25,11 +25,14 @@ and saved for later processes (below).
 
 Compilation: the ``COMPILE_AT``-th operator of a key in the process (a second analysis of the
 architecture: a grid worker's or ``analyze-all``'s next run) also tries ``COMPILED``, the
-product through ``torch.compile`` (``products.compiled_product``; H200, per column: ResNet-18
-33.0 ms against 45.9 for the graphs, ViT patch 4 22.5 against 43.6; but 50-95 s of
-compilation, paid once per structure in a process since later checkpoints reuse it), and
-keeps it when it is faster (``op.trials`` gains its label, and ``"compile trial"``: the
-seconds its trial took, compilation included).
+product through ``torch.compile`` (``products.compiled_product``), 4 columns per call over
+half batches (H200, ResNet-18, 512 images, per column: 30.4 ms at 23.0 GiB against 33.3 ms at
+16.4 GiB over quarter batches, ``bench/bench_hvp_shapes.py``, and 45.9 for the graphs; ViT
+patch 4 over quarter batches 22.5 against 43.6; but 50-95 s of compilation, paid once per
+structure in a process since later checkpoints reuse it). Over the budget it is tried again on
+micro-batches half as large, as any candidate (a GPU of 80 GB or less: quarter batches). It is
+kept when it is faster (``op.trials`` gains its label, and ``"compile trial"``: the seconds its
+trial took, compilation included, every size tried).
 
 Saved choices: on CUDA each choice (and its trials) is also written to
 ``locations.cache_root() / "hvp-choices"``, one small JSON file per key, the key there adding
@@ -88,7 +91,7 @@ class Candidate:
                         + (["chlast"] if self.channels_last else []))
 
 
-COMPILED = Candidate("compile", 4, 4)  # tried at COMPILE_AT (module docstring)
+COMPILED = Candidate("compile", 4, 2)  # tried at COMPILE_AT (module docstring)
 
 
 def candidates(op) -> list[Candidate]:

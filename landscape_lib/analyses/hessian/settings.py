@@ -50,7 +50,7 @@ class HessianSettings:
     layer_steps: int = 8
     layer_tol: float = 1e-2
     # how Hessian-vector products are computed (operator.HVP_MODES; hvp_chunk 0 = auto's
-    # choice, for "compile" the shape auto compiles: 4 columns over quarter batches; else
+    # choice, for "compile" the shape auto compiles: 4 columns over half batches; else
     # columns per vmap call); TF32 matmuls/convolutions on CUDA
     hvp_mode: str = "auto"
     hvp_chunk: int = 0
