@@ -76,6 +76,7 @@ CANDIDATES = {
     "graph /2 chlast": {"mode": "graph", "split": 2, "channels_last": True},
     "compile": {"mode": "compile", "chunk_size": 1, "split": 1},
     "compile x4": {"mode": "compile", "chunk_size": 4},
+    "compile x4 /2": {"mode": "compile", "chunk_size": 4, "split": 2},
     "compile x4 /4": {"mode": "compile", "chunk_size": 4, "split": 4},
     "compile x4 /4 chlast": {"mode": "compile", "chunk_size": 4, "split": 4,
                              "channels_last": True},

@@ -65,9 +65,16 @@
 #            (--compiled-split 2), each compiling cold, then 2 steady (--product-times); the
 #            GPU test of the eigenvectors' host copy
 #
+#   phase 21 (carry .whl/lib .cifar; one GPU): issue 14's target for the ResNet-18 on a fresh
+#            machine, as phase 16 (4 analyses, then 2 in a new process) with each part's
+#            product GPU time, then the product auto compiles (compile x4 /2) against the
+#            float32 reference (bench_hvp)
+#   phase 22 (after 21, same machine): the ViT patch 4's 4 analyses in one process, then the
+#            Hessian GPU tests
+#
 #   bash bench/h200_session.sh 1      # results under $OUT (phase<N>.tgz plus the .txt logs)
 set -u
-PHASE=${1:?phase 1 to 20}
+PHASE=${1:?phase 1 to 22}
 OUT=${OUT:-/tmp/h200-out}
 RES=/tmp/h200-res/phase$PHASE
 DATA=/tmp/cifar ROOT=/tmp/lsdata H=/tmp/hstore A=/tmp/studyA
@@ -285,5 +292,23 @@ print(p, sorted(os.listdir(p)) if p.exists() else 'missing')"
   step compile-half 200 "${BENCH[@]}" --compiled-split 2 --json "$RES/compile-half.json"
   step pytest-host-copy 60 python3 -m pytest -q -m gpu -p no:cacheprovider \
       tests/test_gpu_hessian.py -k host_copy
+  ;;
+21|22)
+  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
+  export CUDA_VISIBLE_DEVICES=0
+  ARCH=$([ "$PHASE" = 21 ] && echo resnet18 || echo vit-p4)
+  BENCH=(python3 bench/bench_hessian_analysis.py --data-folder $DATA --data-root $ROOT
+         --store $H --archs $ARCH --variants after --product-times)
+  step hessian-analysis-$ARCH 340 "${BENCH[@]}" --repeats 4 --json "$RES/hessian-$ARCH.json"
+  if [ "$PHASE" = 21 ]; then
+    step hessian-analysis-$ARCH-new-process 100 "${BENCH[@]}" --repeats 2 \
+        --json "$RES/hessian-$ARCH-new-process.json"
+    step hvp-compiled 140 python3 bench/bench_hvp.py --data-folder $DATA --cache-root $ROOT \
+        --store $H --run resnet18 --repeats 3 --candidates "compile x4 /2" \
+        --json "$RES/hvp-compiled.json"
+  else
+    step pytest-gpu-hessian 220 python3 -m pytest -q -m gpu -rs -p no:cacheprovider \
+        tests/test_gpu_hessian.py
+  fi
   ;;
 esac
