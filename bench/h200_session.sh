@@ -40,15 +40,8 @@
 #   phase 13 (carry .whl/lib .cifar; one GPU): the Hessian GPU tests (the compiled product's
 #            included)
 #
-#   phase 16 (carry .whl/lib .cifar; one GPU): issue 14's target for the ResNet-18 on a fresh
-#            machine: 4 analyses in one process (1st: auto's trials; 2nd: the compiled
-#            product's trial; then steady: earlier rounds' phases 14 and 15), then 3 in a new
-#            process (it starts from the choice the first process saved, compiled again at
-#            once from Inductor's on-disk cache: its 1st is a lone `analyze` on a machine that
-#            has analysed the architecture before); then the compiled product against the
-#            graphs at that checkpoint (bench_hvp), or with AOT=1 bench/probe_aot_compile.py
-#   phase 17 (carry .whl/lib .cifar; one GPU): the same two processes for the ViT patch 4,
-#            then the Hessian GPU tests
+#   phases 16 and 17: last round's issue 14 targets, now phases 21 and 22 (phase 16's AOT=1
+#            probe: python3 bench/probe_aot_compile.py save|load, as its docstring says)
 #   phase 18 (carry .whl/lib .cifar; one GPU): where a new process' first analysis goes: the
 #            ResNet-18 with hvp_mode "compile" (no trials) in 3 processes: the 1st compiles
 #            cold; the 2nd and 3rd start from Inductor's on-disk cache, the 3rd with cuDNN's
@@ -66,9 +59,12 @@
 #            GPU test of the eigenvectors' host copy
 #
 #   phase 21 (carry .whl/lib .cifar; one GPU): issue 14's target for the ResNet-18 on a fresh
-#            machine, as phase 16 (4 analyses, then 2 in a new process) with each part's
-#            product GPU time, then the product auto compiles (compile x4 /2) against the
-#            float32 reference (bench_hvp)
+#            machine: 4 analyses in one process (1st: auto's trials; 2nd: the compiled
+#            product's trial; then steady), then 2 in a new process (it starts from the choice
+#            the first process saved, compiled again at once from Inductor's on-disk cache: its
+#            1st is a lone `analyze` on a machine that has analysed the architecture before),
+#            each with its parts' product GPU time; then the product auto compiles
+#            (compile x4 /2) against the float32 reference (bench_hvp)
 #   phase 22 (after 21, same machine): the ViT patch 4's 4 analyses in one process, then the
 #            Hessian GPU tests
 #
@@ -235,31 +231,6 @@ case $PHASE in
   export CUDA_VISIBLE_DEVICES=0
   step pytest-gpu-hessian 400 python3 -m pytest -q -m gpu -rs -p no:cacheprovider \
       tests/test_gpu_hessian.py
-  ;;
-16|17)
-  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
-  export CUDA_VISIBLE_DEVICES=0
-  ARCH=$([ "$PHASE" = 16 ] && echo resnet18 || echo vit-p4)
-  BENCH=(python3 bench/bench_hessian_analysis.py --data-folder $DATA --data-root $ROOT
-         --store $H --archs $ARCH --variants after)
-  step hessian-analysis-$ARCH 300 "${BENCH[@]}" --repeats 4 --json "$RES/hessian-$ARCH.json"
-  step hessian-analysis-$ARCH-new-process 160 "${BENCH[@]}" --repeats 3 \
-      --json "$RES/hessian-$ARCH-new-process.json" --profile ${PROFILE:-0}
-  python3 -c "from landscape_lib.locations import cache_root as c; import os; p = c() / 'hvp-choices'
-print(p, sorted(os.listdir(p)) if p.exists() else 'missing')"
-  if [ "$PHASE" = 16 ] && [ -n "${AOT:-}" ]; then  # AOT=1: the ahead-of-time probe instead
-    step aot-save 80 python3 bench/probe_aot_compile.py save --store $H --run $ARCH \
-        --data-root $ROOT --file /tmp/aot-$ARCH.bin
-    step aot-load 40 python3 bench/probe_aot_compile.py load --store $H --run $ARCH \
-        --data-root $ROOT --file /tmp/aot-$ARCH.bin
-  elif [ "$PHASE" = 16 ]; then
-    step hvp-compiled 170 python3 bench/bench_hvp.py --data-folder $DATA --cache-root $ROOT \
-        --store $H --run resnet18 --repeats 3 --candidates "compile x4 /4,graph x8 /2" \
-        --json "$RES/hvp-compiled.json"
-  else
-    step pytest-gpu-hessian 260 python3 -m pytest -q -m gpu -rs -p no:cacheprovider \
-        tests/test_gpu_hessian.py
-  fi
   ;;
 18)
   [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup

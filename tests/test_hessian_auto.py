@@ -42,6 +42,27 @@ def rigged_auto(monkeypatch):
     hessian_auto.forget(saved=True)
 
 
+@pytest.fixture
+def compiling(monkeypatch, mlp_problem):
+    """The compiled product tried on the CPU standing in for CUDA (dynamo without inductor),
+    none compiled yet; ``compiling(count)`` is ``count`` new operators of the MLP, each checked
+    on 3 columns against the dense Hessian."""
+    monkeypatch.setattr(hessian_auto, "COMPILE_DEVICES", ("cpu",))
+    monkeypatch.setattr(products, "BACKEND", "aot_eager")
+    monkeypatch.setattr(products, "_COMPILED", {})
+    model, batches, H, _ = mlp_problem
+    V = torch.randn(H.shape[0], 3, generator=torch.Generator().manual_seed(4),
+                    dtype=torch.float64)
+
+    def operators(count: int) -> list[HessianOperator]:
+        ops = []
+        for _ in range(count):
+            ops.append(HessianOperator(model, CE, batches))
+            torch.testing.assert_close(ops[-1] @ V, H @ V, rtol=1e-9, atol=1e-12)
+        return ops
+    return operators
+
+
 @pytest.mark.parametrize("faster", ["forward", "forward x4", "forward x8 /2", "cached"])
 def test_auto_mode_keeps_the_fastest_measured_candidate(rigged_auto, mlp_problem, faster):
     model, batches, H, _ = mlp_problem
@@ -143,23 +164,13 @@ def test_auto_mode_over_the_memory_budget_takes_the_least_hungry_candidate(monke
 
 @pytest.mark.parametrize("compiled_faster", [True, False])
 def test_the_second_operator_of_a_structure_tries_the_compiled_product(
-        monkeypatch, rigged_auto, mlp_problem, compiled_faster):
+        rigged_auto, compiling, compiled_faster):
     """``auto.COMPILE_AT``: the first operator runs the trials, the second also tries the
     compiled product and keeps the faster one, the third reuses that choice; every one's
     products are the dense Hessian's (the CPU standing in for CUDA, dynamo without inductor)."""
-    model, batches, H, _ = mlp_problem
-    monkeypatch.setattr(hessian_auto, "COMPILE_DEVICES", ("cpu",))
-    monkeypatch.setattr(products, "BACKEND", "aot_eager")
-    monkeypatch.setattr(products, "_COMPILED", {})
     compiled = hessian_auto.COMPILED.label
     rigged_auto(compiled if compiled_faster else "forward x4")
-    V = torch.randn(H.shape[0], 3, generator=torch.Generator().manual_seed(4),
-                    dtype=torch.float64)
-    ops = []
-    for _ in range(3):
-        ops.append(HessianOperator(model, CE, batches))
-        torch.testing.assert_close(ops[-1] @ V, H @ V, rtol=1e-9, atol=1e-12)
-    first, second, third = ops
+    first, second, third = compiling(3)
     assert compiled not in first.trials and first.trial_products > 0
     assert second.trials[compiled] == (1e3 if compiled_faster else 2e3)
     assert "compile trial" in second.trials and second.trial_products == (WARMUPS + 1) * 4
@@ -169,14 +180,10 @@ def test_the_second_operator_of_a_structure_tries_the_compiled_product(
 
 
 def test_a_compiled_product_over_the_budget_is_tried_on_smaller_micro_batches(
-        monkeypatch, rigged_auto, mlp_problem):
+        monkeypatch, rigged_auto, compiling):
     """``auto.COMPILED`` (4 columns over half batches) needing more memory than the budget (a
     GPU of 80 GB or less) is dropped and tried again over quarter batches, which are then kept
     when faster; the products are the dense Hessian's."""
-    model, batches, H, _ = mlp_problem
-    monkeypatch.setattr(hessian_auto, "COMPILE_DEVICES", ("cpu",))
-    monkeypatch.setattr(products, "BACKEND", "aot_eager")
-    monkeypatch.setattr(products, "_COMPILED", {})
     compiled = hessian_auto.COMPILED
     smaller = dataclasses.replace(compiled, split=compiled.split * 2)
     rigged_auto(smaller.label)
@@ -188,39 +195,25 @@ def test_a_compiled_product_over_the_budget_is_tried_on_smaller_micro_batches(
     monkeypatch.setattr(hessian_auto, "trial_seconds", remember)
     monkeypatch.setattr(hessian_auto, "_gib", lambda device, peak=False: (
         1e3 if peak and trying.get("label") == compiled.label else 0.0))
-    V = torch.randn(H.shape[0], 3, generator=torch.Generator().manual_seed(4),
-                    dtype=torch.float64)
-    ops = []
-    for _ in range(2):
-        ops.append(HessianOperator(model, CE, batches))
-        torch.testing.assert_close(ops[-1] @ V, H @ V, rtol=1e-9, atol=1e-12)
-    second = ops[1]
+    _, second = compiling(2)
     assert str(second.trials[compiled.label]).startswith("dropped: 1000.0 GiB")
     assert second.trials[smaller.label] == 1e3 and "compile trial" in second.trials
     assert second.label == smaller.label == "compile x4 /4"
 
 
 @pytest.mark.parametrize("compiled_faster", [True, False])
-def test_a_later_process_starts_from_the_saved_choice(monkeypatch, rigged_auto, mlp_problem,
+def test_a_later_process_starts_from_the_saved_choice(monkeypatch, rigged_auto, compiling,
                                                       compiled_faster):
     """``auto``'s saved choices (the CPU standing in for CUDA): a new process, its memory
     empty, takes the saved choice at its first operator without trials (a saved compiled product
     is compiled at once) and does not repeat a compile trial; another torch version or an
     unreadable file measures again; every product is the dense Hessian's."""
-    model, batches, H, _ = mlp_problem
-    for name in ("COMPILE_DEVICES", "SAVE_DEVICES"):
-        monkeypatch.setattr(hessian_auto, name, ("cpu",))
-    monkeypatch.setattr(products, "BACKEND", "aot_eager")
-    monkeypatch.setattr(products, "_COMPILED", {})
+    monkeypatch.setattr(hessian_auto, "SAVE_DEVICES", ("cpu",))
     rigged_auto(hessian_auto.COMPILED.label if compiled_faster else "forward x4")
-    V = torch.randn(H.shape[0], 3, generator=torch.Generator().manual_seed(4),
-                    dtype=torch.float64)
     folder = cache_root() / hessian_auto.SAVED
 
     def operator():
-        op = HessianOperator(model, CE, batches)
-        torch.testing.assert_close(op @ V, H @ V, rtol=1e-9, atol=1e-12)
-        return op
+        return compiling(1)[0]
 
     def saved_label(path):
         return hessian_auto.Candidate(**json.loads(path.read_text())["choice"]).label
