@@ -71,8 +71,8 @@ class Lanczos:
 
         The projections Q_c w_c are one matrix-vector product per column: a batched matrix
         product of these shapes (a few rows, P long) runs on a few thread blocks (H200, P =
-        11.2M, 3 x 31 rows: 6.8 ms at 0.6 TB/s against 1.1 ms at 3.8 TB/s, and 10x the
-        rounding; ``bench/bench_lanczos.py``)."""
+        11.2M, 3 x 31 rows: 6.8 ms at 0.6 TB/s with 10x the rounding, against 1.1 ms at
+        3.8 TB/s; ``bench/bench_lanczos.py``)."""
         for _ in range(2):
             c = torch.stack([torch.mv(Q[i], w[i]) for i in range(Q.shape[0])])  # (m, j+1)
             w = w - torch.bmm(c[:, None, :], Q)[:, 0]
