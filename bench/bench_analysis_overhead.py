@@ -7,12 +7,11 @@ then takes is its own work (Lanczos reorthogonalisation, the trace probes, the p
 Lanczos' segment sums, host syncs, Ritz vectors), which the real analysis adds to its products'
 time. The diagonal has a Hessian-like spectrum (5 outliers up to 1,500, 20 negative eigenvalues
 down to -48, a bulk within +-0.05), so the parts take their usual number of calls. Printed per
-part: seconds, calls of the operator, milliseconds per call; then the same with products of a
-fixed cost (``--product-ms``, a ``torch.cuda._sleep``), whose parts' extra seconds over their
-calls' cost tell how much of the parts' own work the GPU overlaps with products.
+part: seconds, calls of the operator, milliseconds per call. (With real products, each part's
+product time against its seconds: ``bench_hessian_analysis.py --product-times``.)
 
     python bench/bench_analysis_overhead.py [--arch resnet18 vit:patch_size=4] [--repeats 2]
-        [--product-ms 130] [--detail]
+        [--detail]
 
 ``--detail`` runs it once more with each of ``DETAIL``'s functions timed on its own (a sync
 before and after each: nested ones count in both).
@@ -79,10 +78,9 @@ def detail(device):
 
 
 class Diagonal:
-    """``diag(d) @ V`` over a model's parameters, counting products and calls; with ``sleep``
-    (GPU cycles) each call also keeps the GPU busy that long, as a product would."""
+    """``diag(d) @ V`` over a model's parameters, counting products and calls."""
 
-    def __init__(self, model, device, sleep: int = 0, seed: int = 0):
+    def __init__(self, model, device, seed: int = 0):
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.param_names = [n for n, _ in named]
         n = sum(p.numel() for _, p in named)
@@ -93,29 +91,15 @@ class Diagonal:
         d[5:25] = -torch.linspace(0.5, 48.0, 20)
         self.d = d[torch.randperm(n, generator=g)].to(self.device)
         self.n_products = self.calls = 0
-        self.sleep = sleep
 
     def __matmul__(self, V):
         self.n_products += V.shape[1] if V.ndim == 2 else 1
         self.calls += 1
-        if self.sleep:
-            torch.cuda._sleep(self.sleep)
         return self.d[:, None] * V if V.ndim == 2 else self.d * V
 
 
-def cycles_per_ms(device) -> int:
-    """GPU clock cycles of ``torch.cuda._sleep`` per millisecond, measured."""
-    torch.cuda.synchronize(device)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    torch.cuda._sleep(100_000_000)
-    end.record()
-    end.synchronize()
-    return int(100_000_000 / start.elapsed_time(end))
-
-
-def run(model, device, sleep: int = 0) -> tuple[float, list[dict]]:
-    op = Diagonal(model, device, sleep)
+def run(model, device) -> tuple[float, list[dict]]:
+    op = Diagonal(model, device)
     calls = {}
 
     def report(_fraction, part):
@@ -140,9 +124,7 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--detail", action="store_true",
-                   help="also time the parts' functions one by one (free products only)")
-    p.add_argument("--product-ms", type=float, default=130.0,
-                   help="GPU time of a product in the second run (CUDA only; 0: none)")
+                   help="also time the parts' functions one by one")
     args = p.parse_args(argv)
     for spec in args.arch:
         name, _, opts = spec.partition(":")
@@ -150,19 +132,13 @@ def main(argv=None):
         model = create_model(name, in_channels=3, image_size=32, num_classes=10,
                              **arch_options(list(filter(None, opts.split(";"))))
                              ).to(args.device).eval()
-        sleeps = [0]
-        if args.product_ms and args.device.startswith("cuda"):
-            sleeps.append(int(args.product_ms * cycles_per_ms(args.device)))
-        for sleep in sleeps:
-            for i in range(args.repeats):
-                wall, rows = run(model, args.device, sleep)
-                what = f"products {args.product_ms:g} ms" if sleep else "free products"
-                print(f"{spec} ({what}) #{i}: {wall:.2f} s")
-                for r in rows:
-                    extra = r["seconds"] - (r["calls"] * args.product_ms / 1e3 if sleep else 0)
-                    print(f"  {r['part']:>9}: {r['seconds']:6.2f} s, {r['calls']:3d} calls "
-                          f"({r['products']} products), own work {extra:6.2f} s = "
-                          f"{1e3 * extra / max(1, r['calls']):6.1f} ms per call", flush=True)
+        for i in range(args.repeats):
+            wall, rows = run(model, args.device)
+            print(f"{spec} (free products) #{i}: {wall:.2f} s")
+            for r in rows:
+                print(f"  {r['part']:>9}: {r['seconds']:6.2f} s, {r['calls']:3d} calls "
+                      f"({r['products']} products), "
+                      f"{1e3 * r['seconds'] / max(1, r['calls']):6.1f} ms per call", flush=True)
         if args.detail:
             SECONDS.clear()
             with detail(torch.device(args.device)):

@@ -54,9 +54,9 @@
 #            (--product-times), then the compiled product's micro-batches (4x4k against 4x2k)
 #
 #   phase 20 (carry .whl/lib .cifar; one GPU): study A's ResNet-18 with hvp_mode "compile" in
-#            two processes, the compiled product over quarter batches, then over half batches
-#            (--compiled-split 2), each compiling cold, then 2 steady (--product-times); the
-#            GPU test of the eigenvectors' host copy
+#            two processes, the compiled product over quarter batches (--compiled-split 4), then
+#            over half batches (--compiled-split 2), each compiling cold, then 2 steady
+#            (--product-times); the GPU test of the eigenvectors' host copy
 #
 #   phase 21 (carry .whl/lib .cifar; one GPU): issue 14's target for the ResNet-18 on a fresh
 #            machine: 4 analyses in one process (1st: auto's trials; 2nd: the compiled
@@ -259,7 +259,7 @@ case $PHASE in
   BENCH=(python3 bench/bench_hessian_analysis.py --data-folder $DATA --data-root $ROOT
          --store $H --archs resnet18 --variants after --hvp-mode compile --repeats 3
          --product-times)
-  step compile-quarter 250 "${BENCH[@]}" --json "$RES/compile-quarter.json"
+  step compile-quarter 250 "${BENCH[@]}" --compiled-split 4 --json "$RES/compile-quarter.json"
   step compile-half 200 "${BENCH[@]}" --compiled-split 2 --json "$RES/compile-half.json"
   step pytest-host-copy 60 python3 -m pytest -q -m gpu -p no:cacheprovider \
       tests/test_gpu_hessian.py -k host_copy
