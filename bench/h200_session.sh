@@ -68,9 +68,15 @@
 #   phase 22 (after 21, same machine): the ViT patch 4's 4 analyses in one process, then the
 #            Hessian GPU tests
 #
+#   phase 23 (carry .whl/lib .cifar; one GPU): a new process' first analysis: the device
+#            torch's ahead-of-time compile sources (to $OUT/torch), study A's ResNet-18 with
+#            hvp_mode "compile" (cold, then steady), the product compiled ahead of time and
+#            loaded in a new process (probe_aot_compile.py), then a new process' first
+#            analysis profiled (Inductor's cache warm)
+#
 #   bash bench/h200_session.sh 1      # results under $OUT (phase<N>.tgz plus the .txt logs)
 set -u
-PHASE=${1:?phase 1 to 22}
+PHASE=${1:?phase 1 to 23}
 OUT=${OUT:-/tmp/h200-out}
 RES=/tmp/h200-res/phase$PHASE
 DATA=/tmp/cifar ROOT=/tmp/lsdata H=/tmp/hstore A=/tmp/studyA
@@ -231,6 +237,23 @@ case $PHASE in
   export CUDA_VISIBLE_DEVICES=0
   step pytest-gpu-hessian 400 python3 -m pytest -q -m gpu -rs -p no:cacheprovider \
       tests/test_gpu_hessian.py
+  ;;
+23)
+  setup
+  export CUDA_VISIBLE_DEVICES=0
+  T=$(python3 -c "import torch, os; print(os.path.dirname(torch.__file__))")
+  mkdir -p "$OUT/torch"
+  for f in _dynamo/aot_compile.py _dynamo/aot_compile_types.py _dynamo/config.py \
+           _dynamo/eval_frame.py _dynamo/package.py compiler/__init__.py version.py; do
+    [ -f "$T/$f" ] && cp "$T/$f" "$OUT/torch/${f//\//__}"; done
+  BENCH=(python3 bench/bench_hessian_analysis.py --data-folder $DATA --data-root $ROOT
+         --store $H --archs resnet18 --variants after --hvp-mode compile)
+  step compile-cold 260 "${BENCH[@]}" --repeats 2 --json "$RES/compile-cold.json"
+  AOT=(python3 bench/probe_aot_compile.py --store $H --run resnet18 --data-root $ROOT
+       --file /tmp/aot-product.bin)
+  step aot-save 200 "${AOT[@]}" save
+  step aot-load 90 "${AOT[@]}" load
+  step first-profiled 120 "${BENCH[@]}" --repeats 1 --profile 70
   ;;
 18)
   [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup

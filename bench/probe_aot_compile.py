@@ -6,7 +6,7 @@ ResNet-18 analysis of such a process took 38.4 s against 15.1 s once compiled. P
 experimental ``torch.compile(...).aot_compile`` packages the whole compilation (tracing
 included) for ``torch.compiler.load_compiled_function``. This probe tries it on the product
 the analysis compiles (``products.product_function``: forward-over-reverse, 4 columns per
-``vmap`` over micro-batches of 128 of the run's 512 analysis images, TF32 as the analysis):
+``vmap`` over ``--split`` micro-batches of the run's 512 analysis images, TF32 as the analysis):
 
     python bench/probe_aot_compile.py save --store S --run resnet18 --file F   # compile, save
     python bench/probe_aot_compile.py load --store S --run resnet18 --file F   # new process
@@ -36,8 +36,8 @@ def inputs(args):
         device)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = [p for p in model.parameters() if p.requires_grad]
-    fp = ForwardProducts(model, F.cross_entropy, names, params, batches, [1.0], split=4,
-                         chunk=4)
+    fp = ForwardProducts(model, F.cross_entropy, names, params, batches, [1.0],
+                         split=args.split, chunk=4)
     rest = [n for n, _ in model.named_parameters() if n not in set(names)]
     rest += [n for n, _ in model.named_buffers()]
     x, y, _ = fp.pieces(4)[0]
@@ -62,8 +62,14 @@ def main(argv=None):
     p.add_argument("--run", required=True)
     p.add_argument("--data-root")
     p.add_argument("--file", required=True)
+    p.add_argument("--split", type=int, default=2,
+                   help="micro-batches of a 4-column call (the analysis' compile x4 /2: 2)")
     args = p.parse_args(argv)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if hasattr(torch._dynamo.config, "enable_aot_compile"):  # off by default in older torch
+        print(f"torch {torch.__version__}: enable_aot_compile was "
+              f"{torch._dynamo.config.enable_aot_compile}", flush=True)
+        torch._dynamo.config.enable_aot_compile = True
     fn, example, device, model = inputs(args)
     external = {"model": model}  # the module the product's closure calls (its tensors inputs)
     with torch.no_grad():
@@ -83,7 +89,7 @@ def main(argv=None):
             _, ten = timed(device, lambda: [compiled(*example) for _ in range(10)])
             err = float(((out - eager).norm(dim=0) / eager.norm(dim=0)).max())
             print(f"{args.step}: first call {first:.2f} s, {1e3 * ten / 10:.1f} ms per call "
-                  f"(4 columns, 128 images), max relative difference from eager {err:.2e}",
+                  f"(4 columns, {len(example[2])} images), max relative difference from eager {err:.2e}",
                   flush=True)
         except Exception:  # the feature is experimental: say how it failed
             traceback.print_exc()
