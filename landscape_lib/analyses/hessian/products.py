@@ -44,10 +44,12 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from ...errors import ConfigError
+from . import precompiled
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 WARMUPS = 2  # eager calls of a width before its CUDA graph is captured (graph mode)
 _COMPILED: dict[tuple, object] = {}  # compiled products of the process, by structure
+_ANALYSED: set[tuple] = set()  # model structures this process has analysed (autotune)
 BACKEND = "inductor"  # torch.compile backend of mode "compile" (tests: "aot_eager", faster)
 
 
@@ -98,6 +100,17 @@ def structure(module) -> tuple:
                  for name, m in module.named_modules())
 
 
+def autotune(model: nn.Module) -> bool:
+    """Whether cuDNN's autotuner runs in this analysis of ``model``: from the process' second
+    analysis of its structure on (a grid worker's next runs, ``analyze-all``). It times every
+    new convolution shape once per process, which a lone analysis would not get back (on an
+    H200 the ResNet-18's products: about 7 s, for about 0.5 s less per analysis after)."""
+    key = structure(model)
+    seen = key in _ANALYSED
+    _ANALYSED.add(key)
+    return seen
+
+
 def product_function(model: nn.Module, loss_fn, names: list[str], rest: list[str]):
     """``f(primals, others, x, y, V)`` = H V of the loss of one piece: ``primals`` the tensors
     of ``names`` (differentiated), ``others`` those of ``rest`` (the model's other parameters
@@ -128,15 +141,18 @@ def product_function(model: nn.Module, loss_fn, names: list[str], rest: list[str
 
 def compiled_product(model: nn.Module, loss_fn, names: list[str], rest: list[str],
                      mode: str, autocast=None):
-    """The process' ``torch.compile`` of ``product_function`` for this structure: model and
-    loss settings (``structure``), tensor names, compile mode, autocast and TF32 flags. The
-    first call of a structure traces a private copy of the model; a later model of the same
-    structure (another checkpoint) gets the same compiled function, its tensors being inputs
-    (dynamo then guards only their shapes, dtypes and strides). Each structure's function has
-    a code object of its own: dynamo keeps its compilations per code object, at most
-    ``recompile_limit`` (8) of them, which a grid's architectures would otherwise share."""
-    key = (structure(model), structure(loss_fn), tuple(names), tuple(rest), mode, BACKEND,
-           autocast, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    """The process' compiled ``product_function`` for this structure: model and loss settings
+    (``structure``), tensor names, compile mode, autocast and TF32 flags. The first call of a
+    structure traces a private copy of the model; a later model of the same structure (another
+    checkpoint) gets the same compiled function, its tensors being inputs (dynamo then guards
+    only their shapes, dtypes and strides). Each input signature's compilation is saved for
+    later processes and loaded there (``precompiled.SavedProduct``; ``torch.compile`` where
+    that fails). Each structure's function has a code object of its own: dynamo keeps its
+    compilations per code object, at most ``recompile_limit`` (8) of them, which a grid's
+    architectures would otherwise share."""
+    flags = (mode, BACKEND, autocast, torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.cudnn.allow_tf32)
+    key = (structure(model), structure(loss_fn), tuple(names), tuple(rest), *flags)
     if key not in _COMPILED:
         template = copy.deepcopy(model)
         loss = copy.deepcopy(loss_fn) if isinstance(loss_fn, nn.Module) else loss_fn
@@ -144,8 +160,16 @@ def compiled_product(model: nn.Module, loss_fn, names: list[str], rest: list[str
         code = fn.__code__.replace(co_name=f"hessian_product_{len(_COMPILED)}")
         fn = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__,
                                 fn.__closure__)
-        _COMPILED[key] = torch.compile(fn, backend=BACKEND, dynamic=False,
-                                       mode=mode if BACKEND == "inductor" else None)
+        inductor = BACKEND == "inductor"
+        fallback = torch.compile(fn, backend=BACKEND, dynamic=False,
+                                 mode=mode if inductor else None)
+        options = (torch._inductor.list_mode_options(mode, dynamic=False)
+                   if inductor and mode not in (None, "default") else {})
+        stable = (f"{type(model).__module__}.{type(model).__qualname__}", tuple(names),
+                  tuple(rest), *flags)
+        _COMPILED[key] = precompiled.SavedProduct(
+            fn, fallback, stable, key[:2], {"model": template, "loss": loss},
+            {"backend": BACKEND, "options": {**options, "guard_filter_fn": precompiled.keep_guard}})
     return _COMPILED[key]
 
 

@@ -1,0 +1,162 @@
+"""The compiled Hessian product saved for later processes: compiled ahead of time, then loaded.
+
+A process that compiles the product (``products.compiled_product``) has Dynamo trace it again
+even when Inductor's on-disk caches hold the compiled code (on an H200 a new process' first
+ResNet-18 analysis spent about 8 s there). PyTorch's ahead-of-time compilation
+(``torch.compile(..., fullgraph=True).aot_compile(example_inputs)``, experimental; switched on
+by ``torch._dynamo.config.enable_aot_compile``, off by default before torch 2.14) packages the
+traced and compiled product; ``SavedProduct`` saves it under ``locations.cache_root() / SAVED``,
+one file per key, and a later process loads it instead of tracing.
+
+The key, like ``auto``'s saved choices: the GPU's name, the torch, CUDA and cuDNN versions,
+the product's own key (model structure, tensor names, compile mode, autocast, TF32) and its
+inputs' shapes, strides, dtypes and devices. The file is named by the part of the key that
+stays the same between processes and holds the whole key, so a key whose structure differs
+(an attribute whose repr names an address) only replaces its file. The guards torch cannot
+serialize (object identities: the private model copy the product closes over, its functions)
+are dropped: the key stands for them. The loaded function still checks the rest (its inputs'
+shapes, strides and dtypes, grad mode).
+
+Whatever fails (a torch without the feature, a product it cannot serialize, an unreadable or
+stale file) warns and falls back to ``torch.compile``: the same product, traced again.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils._pytree import tree_leaves
+
+from ...locations import cache_root
+from ...store.atomic import atomic_path
+
+SAVED = "hvp-compiled"  # the folder under locations.cache_root()
+FORMAT = 1              # part of the key: a new format compiles again
+DEVICES = ("cuda",)     # where compiled products are saved and loaded (tests: the CPU too)
+# Guards on object identities, which torch cannot serialize (its own list in later versions).
+UNSERIALIZABLE = ("DICT_VERSION", "NN_MODULE", "ID_MATCH", "FUNCTION_MATCH", "CLASS_MATCH",
+                  "MODULE_MATCH", "CLOSURE_MATCH", "WEAKREF_ALIVE")
+
+
+def available() -> bool:
+    """Whether this torch has ahead-of-time compilation and its loader."""
+    return (hasattr(torch._dynamo.config, "enable_aot_compile")
+            and hasattr(torch.compiler, "load_compiled_function"))
+
+
+def keep_guard(entries) -> list[bool]:
+    """The guard filter: no guard on a global or on an object's identity."""
+    return [not (g.is_global or g.guard_type in UNSERIALIZABLE) for g in entries]
+
+
+def signature(args) -> tuple:
+    """What the compiled code is specialised on: each tensor's shape, strides, dtype, device
+    and ``requires_grad`` (other values themselves)."""
+    return tuple((tuple(t.shape), t.stride(), str(t.dtype), str(t.device), t.requires_grad)
+                 if isinstance(t, Tensor) else repr(t) for t in tree_leaves(args))
+
+
+def environment(device: torch.device) -> tuple:
+    """The GPU's name and the versions whose kernels a compiled product holds."""
+    cuda = device.type == "cuda"
+    return (FORMAT, torch.cuda.get_device_name(device) if cuda else device.type,
+            torch.__version__, torch.version.cuda,
+            torch.backends.cudnn.version() if cuda else None)
+
+
+def saved_path(stable: str) -> Path:
+    return cache_root() / SAVED / f"{hashlib.sha256(stable.encode()).hexdigest()[:24]}.bin"
+
+
+def forget() -> None:
+    """Delete every saved compiled product (they are compiled and saved again when used)."""
+    for path in (cache_root() / SAVED).glob("*.bin"):
+        path.unlink(missing_ok=True)
+
+
+class SavedProduct:
+    """``fn`` for each input signature: loaded from its saved file, else compiled ahead of time
+    and saved, else ``fallback`` (``torch.compile`` of the same function). ``stable`` and
+    ``detail`` are the product's key, the part that stays the same between processes and the
+    rest; ``external`` names the objects ``fn`` closes over that are given again at loading
+    (the model copy and loss it traces); ``compile_args`` are ``torch.compile``'s."""
+
+    def __init__(self, fn, fallback, stable: tuple, detail: tuple, external: dict,
+                 compile_args: dict):
+        self.fn, self.fallback = fn, fallback
+        self.stable, self.detail, self.external = stable, detail, external
+        self.compile_args = compile_args
+        self._by_signature: dict[tuple, object] = {}
+        self.loaded = self.saved = 0  # signatures loaded from files / compiled and saved
+
+    def __call__(self, *args):
+        sig = signature(args)
+        fn = self._by_signature.get(sig)
+        if fn is None:
+            fn = self._by_signature[sig] = self._prepare(args, sig)
+        return fn(*args)
+
+    def _prepare(self, args, sig: tuple):
+        tensors = [t for t in tree_leaves(args) if isinstance(t, Tensor)]
+        device = tensors[0].device if tensors else torch.device("cpu")
+        if device.type not in DEVICES or not available():
+            return self.fallback
+        stable = repr((environment(device), self.stable, sig))
+        full = repr((stable, self.detail))
+        path = saved_path(stable)
+        try:
+            loaded = self._load(path, full)
+        except Exception as err:  # noqa: BLE001 - experimental: any failure compiles again
+            warnings.warn(f"ignoring the saved compiled Hessian product {path} "
+                          f"({type(err).__name__}: {str(err)[:200]}); compiling it again",
+                          stacklevel=3)
+            loaded = None
+        if loaded is not None:
+            self.loaded += 1
+            return loaded
+        try:
+            compiled = self._compile(args)
+        except Exception as err:  # noqa: BLE001 - experimental: torch.compile as before
+            warnings.warn(f"the Hessian product could not be compiled ahead of time "
+                          f"({type(err).__name__}: {str(err)[:200]}); compiling it in this "
+                          "process only", stacklevel=3)
+            return self.fallback
+        self._save(compiled, path, full)
+        return compiled
+
+    def _load(self, path: Path, full: str):
+        """The compiled product of the file when its key is ``full`` (None: no such file)."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        head, _, body = data.partition(b"\n")
+        if json.loads(head)["key"] != full:
+            return None
+        return torch.compiler.load_compiled_function(
+            io.BytesIO(body), f_globals=self.fn.__globals__, external_data=self.external)
+
+    def _compile(self, args):
+        with torch._dynamo.config.patch(enable_aot_compile=True):
+            compiled = torch.compile(self.fn, fullgraph=True, dynamic=False,
+                                     **self.compile_args)
+            return compiled.aot_compile((args, {}))
+
+    def _save(self, compiled, path: Path, full: str) -> None:
+        """Write the file (its key, a line, then torch's bytes); one that cannot be written
+        only warns: this process has its compiled product."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                compiled.save_compiled_function(str(tmp), external_data=self.external)
+                body = tmp.read_bytes()
+                tmp.write_bytes(json.dumps({"key": full}).encode() + b"\n" + body)
+            self.saved += 1
+        except Exception as err:  # noqa: BLE001 - experimental: the product is compiled anyway
+            warnings.warn(f"could not save the compiled Hessian product to {path} "
+                          f"({type(err).__name__}: {str(err)[:200]})", stacklevel=4)
