@@ -27,7 +27,7 @@ the ratio before / after measured in this run. ``--variants after`` skips the (s
     python bench/bench_hessian_analysis.py --data-folder DIR [--archs vit-p4,resnet18]
         [--epochs 4] [--store DIR] [--variants before,after] [--repeats 2] [--json F]
         [--profile N] [--hvp-mode compile] [--no-cudnn-benchmark] [--product-times]
-        [--compiled-split N]
+        [--compiled-split N] [--stages]
     python bench/bench_hessian_analysis.py --quick     # CPU smoke run, tiny models
 """
 from __future__ import annotations
@@ -78,6 +78,8 @@ def parse_args(argv=None):
     p.add_argument("--product-times", action="store_true",
                    help="per part, the GPU time of its product calls (CUDA events around each "
                         "call of the forward products) against the part's seconds")
+    p.add_argument("--stages", action="store_true",
+                   help="seconds of each stage of run_analysis (loading, parts, writes)")
     p.add_argument("--no-cudnn-benchmark", action="store_true",
                    help="the analysis without cuDNN's autotuner (a process' first analysis "
                         "times every new convolution shape with it)")
@@ -129,9 +131,8 @@ def no_cudnn_benchmark():
     tf32 = analysis.tf32
 
     @contextlib.contextmanager
-    def without(on: bool):
-        with tf32(on):
-            torch.backends.cudnn.benchmark = False
+    def without(on: bool, autotune: bool = True):
+        with tf32(on, False):
             yield
     analysis.tf32 = without
 
@@ -172,8 +173,56 @@ def product_times():
     analysis._Clock.part = timed_part
 
 
+STAGES: list[tuple[str, float]] = []  # (stage, seconds) of each analysis (--stages)
+
+
+def stages():
+    """Time the stages of ``run_analysis`` (``--stages``), each ended by a CUDA sync: what a
+    process' first analysis spends outside its parts as well as in them. A stage inside
+    another (a layer's operator inside the parts) counts in the outer one only."""
+    import functools
+
+    import torch
+
+    from landscape_lib.analyses import context, provenance
+    from landscape_lib.analyses.hessian import analysis
+    from landscape_lib.analyses.runners import curvature
+    depth = [0]
+
+    def timed(owner, name, label):
+        fn = getattr(owner, name)
+
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            depth[0] += 1
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                depth[0] -= 1
+                if depth[0] == 0:
+                    STAGES.append((label, time.perf_counter() - t0))
+        setattr(owner, name, wrapper)
+    timed(provenance, "prepare", "prepare")
+    timed(context, "build_data", "data")
+    timed(context.AnalysisContext, "model_at", "model")
+    timed(analysis, "check_finite_loss", "finite check")
+    timed(analysis, "make_operator", "operator")
+    timed(analysis, "analyse", "parts")
+    timed(curvature, "write", "writes")
+    if torch.cuda.is_available():  # the CUDA context, before the first analysis
+        t0 = time.perf_counter()
+        torch.zeros(1, device="cuda")
+        torch.cuda.synchronize()
+        print(f"CUDA context: {time.perf_counter() - t0:.2f} s", flush=True)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.stages:
+        stages()
     if args.no_cudnn_benchmark:
         no_cudnn_benchmark()
     if args.product_times:
@@ -205,6 +254,12 @@ def main(argv=None):
                     stats.sort_stats("cumulative").print_stats("landscape_lib", args.profile)
                     stats.sort_stats("tottime").print_stats(args.profile // 2)
                 rows.append(row)
+                if args.stages:
+                    row["stages"] = list(STAGES)
+                    rest = row["wall_s"] - sum(t for _, t in STAGES)
+                    print(f"{'':>17}stages: " + ", ".join(f"{n} {t:.2f}" for n, t in STAGES)
+                          + f", the rest {rest:.2f} s", flush=True)
+                    STAGES.clear()
                 if args.product_times:
                     for t in PRODUCT_TIMES:
                         print(f"{'':>17}{t['part']:>9}: {t['seconds']:6.2f} s, {t['calls']:3d} "

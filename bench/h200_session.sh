@@ -74,9 +74,17 @@
 #            loaded in a new process (probe_aot_compile.py), then a new process' first
 #            analysis profiled (Inductor's cache warm)
 #
+#   phase 24 (carry .whl/lib .cifar; one GPU): issue 14's target for a lone analysis, ResNet-18,
+#            on a fresh machine, hvp_mode "auto": a 1st process with 2 analyses (auto's trials,
+#            then the compiled product's trial, compiled ahead of time and saved); a 2nd process
+#            with 2 (the 1st loads the saved product and runs without cuDNN's autotuner; the 2nd
+#            autotunes), each with its stages and product times; then a lone `analyze` from
+#            the command line (another sample seed: not a stored result), timed whole
+#   phase 25 (after 24, same machine): the same for the ViT patch 4, then the Hessian GPU tests
+#
 #   bash bench/h200_session.sh 1      # results under $OUT (phase<N>.tgz plus the .txt logs)
 set -u
-PHASE=${1:?phase 1 to 23}
+PHASE=${1:?phase 1 to 25}
 OUT=${OUT:-/tmp/h200-out}
 RES=/tmp/h200-res/phase$PHASE
 DATA=/tmp/cifar ROOT=/tmp/lsdata H=/tmp/hstore A=/tmp/studyA
@@ -237,6 +245,23 @@ case $PHASE in
   export CUDA_VISIBLE_DEVICES=0
   step pytest-gpu-hessian 400 python3 -m pytest -q -m gpu -rs -p no:cacheprovider \
       tests/test_gpu_hessian.py
+  ;;
+24|25)
+  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
+  export CUDA_VISIBLE_DEVICES=0
+  ARCH=resnet18 PREFIX=resnet18; [ "$PHASE" = 25 ] && ARCH=vit-p4 PREFIX=vit
+  BENCH=(python3 bench/bench_hessian_analysis.py --data-folder $DATA --data-root $ROOT
+         --store $H --archs $ARCH --variants after --stages --product-times)
+  step $ARCH-first-process 330 "${BENCH[@]}" --repeats 2 --json "$RES/$ARCH-first.json"
+  ls -la /tmp/landscape-cache/hvp-compiled /tmp/landscape-cache/hvp-choices
+  step $ARCH-later-process 120 "${BENCH[@]}" --repeats 2 --json "$RES/$ARCH-later.json"
+  RUN=$(python3 -c "from landscape_lib.store import Store
+from landscape_lib.analyses.context import find_run
+print(find_run(Store('$H'), '$PREFIX')['run_id'])" 2>/dev/null | tail -n 1)
+  step $ARCH-lone-analyze 120 bash -c "time python3 -m landscape_lib analyze $RUN --what hessian \
+      --set data_seed=1 --store $H --data-root $ROOT --no-progress"
+  [ "$PHASE" = 25 ] && step pytest-gpu-hessian 240 python3 -m pytest -q -m gpu -rs \
+      -p no:cacheprovider tests/test_gpu_hessian.py
   ;;
 23)
   setup

@@ -61,6 +61,7 @@ from .lanczos import Eigen, device_dtype, extreme_eigenpairs, seeded_generator, 
 from .layers import (block_top_eigenvalues, lowrank_block_starts, module_blocks,
                      per_layer_spectrum)
 from .operator import FORWARD_MODES, HVP_MODES, HessianOperator
+from .products import autotune
 from .pyhessian_adapter import pyhessian_spectrum
 from .settings import ENGINES, LAYER_METHODS, HessianSettings
 from .shares import Shares, spectral_shares
@@ -316,14 +317,15 @@ def _hvp_label(op) -> str:
 
 
 @contextlib.contextmanager
-def tf32(on: bool):
+def tf32(on: bool, autotune: bool = True):
     """TF32 matmuls and cuDNN convolutions on (or off) for the block, and cuDNN's autotuner
     (``cudnn.benchmark``: the fastest convolution algorithms for the analysis' fixed shapes,
-    timed once per shape; float32-exact like the default ones), restored after."""
+    timed once per shape and process; float32-exact like the default ones) when ``autotune``
+    (``products.autotune``: from a process' second analysis of a model on), restored after."""
     cudnn = torch.backends.cudnn
     before = (torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark)
     torch.backends.cuda.matmul.allow_tf32 = cudnn.allow_tf32 = on
-    cudnn.benchmark = True
+    cudnn.benchmark = autotune
     try:
         yield
     finally:
@@ -378,7 +380,7 @@ def hessian_analysis(model: nn.Module, loss_fn: Callable, batches: Sequence,
     """
     s = settings(**{**dataclasses.asdict(s or HessianSettings()), **overrides})
     check_finite_loss(model, loss_fn, batches)
-    with tf32(s.tf32):
+    with tf32(s.tf32, autotune(model)):
         op = make_operator(model, loss_fn, batches, s)
 
         def layer_op(own):  # a layer's own operator, in the mode the whole one settled on
