@@ -50,8 +50,11 @@ def available() -> bool:
 
 
 def keep_guard(entries) -> list[bool]:
-    """The guard filter: no guard on a global or on an object's identity."""
-    return [not (g.is_global or g.guard_type in UNSERIALIZABLE) for g in entries]
+    """The guard filter: no guard on a global or on an object's identity, nor one built on
+    such a guard (torch 2.11 checks the keys of pytree's registry with DICT_VERSION)."""
+    return [not (g.is_global or g.guard_type in UNSERIALIZABLE
+                 or set(getattr(g, "derived_guard_types", ())) & set(UNSERIALIZABLE))
+            for g in entries]
 
 
 def signature(args) -> tuple:
