@@ -80,7 +80,8 @@
 #            with 2 (the 1st loads the saved product and runs without cuDNN's autotuner; the 2nd
 #            autotunes), each with its stages and product times; then a lone `analyze` from
 #            the command line (another sample seed: not a stored result), timed whole
-#   phase 25 (after 24, same machine): the same for the ViT patch 4, then the Hessian GPU tests
+#            then the Hessian GPU tests
+#   phase 25 (after 24, same machine): the same for the ViT patch 4
 #
 #   bash bench/h200_session.sh 1      # results under $OUT (phase<N>.tgz plus the .txt logs)
 set -u
@@ -260,8 +261,8 @@ from landscape_lib.analyses.context import find_run
 print(find_run(Store('$H'), '$PREFIX')['run_id'])" 2>/dev/null | tail -n 1)
   step $ARCH-lone-analyze 120 bash -c "time python3 -m landscape_lib analyze $RUN --what hessian \
       --set data_seed=1 --store $H --data-root $ROOT --no-progress"
-  [ "$PHASE" = 25 ] && step pytest-gpu-hessian 240 python3 -m pytest -q -m gpu -rs \
-      -p no:cacheprovider tests/test_gpu_hessian.py
+  step pytest-gpu-hessian 200 python3 -m pytest -q -m gpu -rs -p no:cacheprovider \
+      tests/test_gpu_hessian.py
   ;;
 23)
   setup

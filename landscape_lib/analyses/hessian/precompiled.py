@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch._guards import CompileContext, TracingContext, compile_context, tracing
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._pytree import tree_leaves
 
 from ...locations import cache_root
@@ -141,8 +143,11 @@ class SavedProduct:
         head, _, body = data.partition(b"\n")
         if json.loads(head)["key"] != full:
             return None
-        return torch.compiler.load_compiled_function(
-            io.BytesIO(body), f_globals=self.fn.__globals__, external_data=self.external)
+        # torch 2.11's loader of Inductor's code asks for the tracing context its compilation
+        # had ("TracingContext.get() must be called within an ongoing trace"): a fresh one
+        with compile_context(CompileContext(None)), tracing(TracingContext(FakeTensorMode())):
+            return torch.compiler.load_compiled_function(
+                io.BytesIO(body), f_globals=self.fn.__globals__, external_data=self.external)
 
     def _compile(self, args):
         with torch._dynamo.config.patch(enable_aot_compile=True):
