@@ -131,8 +131,9 @@ def no_cudnn_benchmark():
     tf32 = analysis.tf32
 
     @contextlib.contextmanager
-    def without(on: bool, autotune: bool = True):
-        with tf32(on, False):
+    def without(on: bool):
+        with tf32(on):
+            torch.backends.cudnn.benchmark = False
             yield
     analysis.tf32 = without
 

@@ -77,9 +77,10 @@
 #   phase 24 (carry .whl/lib .cifar; one GPU): issue 14's target for a lone analysis, ResNet-18,
 #            on a fresh machine, hvp_mode "auto": a 1st process with 2 analyses (auto's trials,
 #            then the compiled product's trial, compiled ahead of time and saved); a 2nd process
-#            with 2 (the 1st loads the saved product and runs without cuDNN's autotuner; the 2nd
-#            autotunes), each with its stages and product times; then a lone `analyze` from
-#            the command line (another sample seed: not a stored result), timed whole
+#            with 2 (the 1st loads the saved product), each with its stages and product times;
+#            then a lone `analyze` from the command line (another sample seed: not a stored
+#            result), timed whole (run at d11a71d to 0c655f0, when a process' 1st analysis ran
+#            without cuDNN's autotuner: reverted, see analysis.tf32)
 #            then the Hessian GPU tests
 #   phase 25 (after 24, same machine): the same for the ViT patch 4
 #

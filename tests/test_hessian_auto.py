@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from hessian_problems import CE, _digits, mlp_problem  # noqa: F401
+from hessian_problems import CE, mlp_problem  # noqa: F401
 from landscape_lib.analyses.hessian import auto as hessian_auto
 from landscape_lib.analyses.hessian.analysis import hessian_analysis, tf32
 from landscape_lib.analyses.hessian import operator as hessian_ops, products
 from landscape_lib.analyses.hessian.operator import HessianOperator
 from landscape_lib.analyses.hessian.products import WARMUPS
 from landscape_lib.locations import cache_root
-from landscape_lib.models import create_model
 
 def test_auto_mode_is_chosen_by_device():
     assert hessian_ops._resolve_mode("auto", torch.device("cpu")) == "cached"
@@ -124,7 +123,7 @@ def test_auto_mode_retries_out_of_memory_candidates_on_smaller_micro_batches(
 def test_analysis_keeps_autos_choice_and_trials(rigged_auto, mlp_problem):
     """The analysis' result names the product mode auto chose and keeps every trial (the
     runner stores them as hvp_trials.json); the trial products count in the first part
-    (density); TF32 and cuDNN's autotuner are on in ``tf32(True)`` and restored after."""
+    (density); TF32 and cuDNN's autotuner are on during the analysis and restored after."""
     model, batches, H, evals = mlp_problem
     rigged_auto("forward x8 /2")
     cudnn = torch.backends.cudnn
@@ -245,27 +244,3 @@ def test_a_later_process_starts_from_the_saved_choice(monkeypatch, rigged_auto, 
     assert len(list(folder.glob("*.json"))) == 2
     hessian_auto.forget(saved=True)
     assert not list(folder.glob("*.json"))
-
-
-def test_cudnns_autotuner_runs_from_a_process_second_analysis_of_a_model(monkeypatch):
-    """The first analysis of a model structure in a process runs without cuDNN's autotuner (a
-    lone analysis would not get its timing back), a later one of another checkpoint of it with
-    it, another structure's first again without; the flag is restored after each."""
-    from landscape_lib.analyses.hessian import analysis
-    monkeypatch.setattr(products, "_ANALYSED", set())
-    seen, make = [], analysis.make_operator
-
-    def recording(*args, **kwargs):
-        seen.append(torch.backends.cudnn.benchmark)
-        return make(*args, **kwargs)
-    monkeypatch.setattr(analysis, "make_operator", recording)
-    _, batches = _digits(64)
-    before = torch.backends.cudnn.benchmark
-    small = dict(samples=64, top_k=1, trace_samples=2, density_vectors=1, density_steps=4,
-                 per_layer=False, bottom_max_steps=8, hvp_mode="cached")
-    for seed, hidden in ((0, (8,)), (1, (8,)), (0, (6,))):
-        torch.manual_seed(seed)
-        net = create_model("mlp", in_channels=1, image_size=8, num_classes=10, hidden=hidden)
-        hessian_analysis(net.double().eval(), CE, batches, **small)
-        assert torch.backends.cudnn.benchmark == before
-    assert seen == [False, True, False]

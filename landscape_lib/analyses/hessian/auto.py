@@ -72,7 +72,7 @@ COMPILE_AT = 2        # the operator of a key that tries COMPILED (None: never c
 COMPILE_DEVICES = ("cuda",)  # where COMPILED is tried (on the CPU "auto" is "cached")
 SAVE_DEVICES = ("cuda",)  # where choices are saved for later processes (module docstring)
 SAVED = "hvp-choices"     # their folder under locations.cache_root()
-SAVED_FORMAT = 2          # part of the saved key: a new candidate set or format measures again
+SAVED_FORMAT = 1          # part of the saved key: a new candidate set or format measures again
 _CHOICES: dict[tuple, tuple["Candidate", dict]] = {}
 _SEEN: dict[tuple, int] = {}  # operators of each key that chose a mode in this process
 
@@ -181,7 +181,8 @@ def _key(op) -> tuple:
     return (str(op.device), str(op.dtype), type(op.model).__qualname__,
             tuple(tuple(p.shape) for p in op.params),
             tuple((tuple(x.shape), str(x.dtype)) for x, _ in op.batches), op._given_chunk,
-            op.autocast, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+            op.autocast, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.benchmark)
 
 
 def _gib(device: torch.device, peak: bool = False) -> float:

@@ -49,7 +49,6 @@ from . import precompiled
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 WARMUPS = 2  # eager calls of a width before its CUDA graph is captured (graph mode)
 _COMPILED: dict[tuple, object] = {}  # compiled products of the process, by structure
-_ANALYSED: set[tuple] = set()  # model structures this process has analysed (autotune)
 BACKEND = "inductor"  # torch.compile backend of mode "compile" (tests: "aot_eager", faster)
 
 
@@ -98,17 +97,6 @@ def structure(module) -> tuple:
     return tuple((name, type(m).__module__, type(m).__qualname__,
                   tuple(sorted((k, _value(v)) for k, v in vars(m).items() if k not in tensors)))
                  for name, m in module.named_modules())
-
-
-def autotune(model: nn.Module) -> bool:
-    """Whether cuDNN's autotuner runs in this analysis of ``model``: from the process' second
-    analysis of its structure on (a grid worker's next runs, ``analyze-all``). It times every
-    new convolution shape once per process, which a lone analysis would not get back (on an
-    H200 the ResNet-18's products: about 7 s, for about 0.5 s less per analysis after)."""
-    key = structure(model)
-    seen = key in _ANALYSED
-    _ANALYSED.add(key)
-    return seen
 
 
 def product_function(model: nn.Module, loss_fn, names: list[str], rest: list[str]):

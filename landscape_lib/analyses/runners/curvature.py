@@ -22,7 +22,6 @@ from ...store.schema import WHOLE_MODEL
 from ..context import AnalysisContext
 from ..hessian.analysis import (HessianResult, analyse, check_finite_loss, hessian_analysis,
                                 make_operator, settings, tf32)
-from ..hessian.products import autotune
 
 EIGENVECTORS = "eigenvectors.pt"  # the artifact a surface with eigenvector directions reads
 HVP_TRIALS = "hvp_trials.json"    # the artifact with "auto"'s trial of each product mode
@@ -108,7 +107,7 @@ def _rank(rank: int, world: int, fields: tuple, params: dict, backend: str) -> N
     mine = batches[shard(len(batches), rank, world)]
     model, loss = ctx.model, ctx.loss_fn(s.loss)  # NaN weights: a ConfigError, via launch
     check_finite_loss(model, loss, mine, reduce=dist.all_reduce, total=len(batches))
-    with tf32(s.tf32, autotune(model)):
+    with tf32(s.tf32):
         op = ShardedOperator(make_operator(model, loss, mine, s))
 
         def layer_op(own):
