@@ -4,9 +4,10 @@ A process that compiles the product (``products.compiled_product``) has Dynamo t
 even when Inductor's on-disk caches hold the compiled code (on an H200 a new process' first
 ResNet-18 analysis spent about 8 s there). PyTorch's ahead-of-time compilation
 (``torch.compile(..., fullgraph=True).aot_compile(example_inputs)``, experimental; switched on
-by ``torch._dynamo.config.enable_aot_compile``, off by default before torch 2.14) packages the
+by ``torch._dynamo.config.enable_aot_compile``, off by default in torch 2.11) packages the
 traced and compiled product; ``SavedProduct`` saves it under ``locations.cache_root() / SAVED``,
-one file per key, and a later process loads it instead of tracing.
+one file per key, and a later process loads it instead of tracing (H200, ResNet-18: a later
+process' first analysis 28.2 s with the file against 36.1 s tracing the product again).
 
 The key, like ``auto``'s saved choices: the GPU's name, the torch, CUDA and cuDNN versions,
 the product's own key (model structure, tensor names, compile mode, autocast, TF32) and its
