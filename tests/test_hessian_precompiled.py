@@ -109,3 +109,19 @@ def test_a_product_that_cannot_be_compiled_ahead_falls_back_to_torch_compile(
         product = _check(_mlp(0), batches)
     assert (product.saved, product.loaded) == (0, 0) and not _files()
     assert counters["stats"]["unique_graphs"] > traced  # torch.compile traced it
+
+
+def test_a_saved_product_whose_guards_fail_falls_back_to_torch_compile(new_process):
+    """A guard of the saved code that fails (here: forced) is a warning and the product
+    compiled in the process, never an error the operator would take for a missing forward
+    rule (it would fall back to double backward) and never a wrong product."""
+    _, batches = _digits(64)
+    product = _check(_mlp(0), batches)
+    [sig] = product._by_signature
+
+    def failing(*args):
+        raise RuntimeError("GuardManager check failed, reason: forced by the test")
+    product._by_signature[sig] = failing
+    with pytest.warns(UserWarning, match="does not fit these inputs"):
+        assert _check(_mlp(1), batches) is product  # checked against its dense Hessian
+    assert product._by_signature[sig] is product.fallback

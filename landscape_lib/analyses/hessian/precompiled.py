@@ -105,7 +105,17 @@ class SavedProduct:
         fn = self._by_signature.get(sig)
         if fn is None:
             fn = self._by_signature[sig] = self._prepare(args, sig)
-        return fn(*args)
+        if fn is self.fallback:
+            return fn(*args)
+        try:
+            return fn(*args)
+        except RuntimeError as err:  # a guard of the saved code fails: never a wrong product
+            if not str(err).startswith("GuardManager check failed"):
+                raise  # (the operator would take any other error for a missing forward rule)
+            warnings.warn(f"the saved compiled Hessian product does not fit these inputs "
+                          f"({str(err)[:200]}); compiling it in this process", stacklevel=2)
+            self._by_signature[sig] = self.fallback
+            return self.fallback(*args)
 
     def _prepare(self, args, sig: tuple):
         tensors = [t for t in tree_leaves(args) if isinstance(t, Tensor)]

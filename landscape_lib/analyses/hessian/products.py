@@ -151,8 +151,10 @@ def compiled_product(model: nn.Module, loss_fn, names: list[str], rest: list[str
         inductor = BACKEND == "inductor"
         fallback = torch.compile(fn, backend=BACKEND, dynamic=False,
                                  mode=mode if inductor else None)
-        options = (torch._inductor.list_mode_options(mode, dynamic=False)
-                   if inductor and mode not in (None, "default") else {})
+        options = {}
+        if inductor and mode not in (None, "default"):  # a mode's options, given as options
+            from torch._inductor import list_mode_options
+            options = list_mode_options(mode, dynamic=False)
         stable = (f"{type(model).__module__}.{type(model).__qualname__}", tuple(names),
                   tuple(rest), *flags)
         _COMPILED[key] = precompiled.SavedProduct(
