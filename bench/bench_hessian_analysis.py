@@ -27,7 +27,8 @@ the ratio before / after measured in this run. ``--variants after`` skips the (s
     python bench/bench_hessian_analysis.py --data-folder DIR [--archs vit-p4,resnet18]
         [--epochs 4] [--store DIR] [--variants before,after] [--repeats 2] [--json F]
         [--profile N] [--hvp-mode compile] [--no-cudnn-benchmark] [--product-times]
-        [--compiled-split N] [--stages]
+        [--compiled-split N] [--stages] [--cudnn-benchmark-limit N] [--callers K]
+        [--custom-ops]
     python bench/bench_hessian_analysis.py --quick     # CPU smoke run, tiny models
 """
 from __future__ import annotations
@@ -83,6 +84,14 @@ def parse_args(argv=None):
     p.add_argument("--no-cudnn-benchmark", action="store_true",
                    help="the analysis without cuDNN's autotuner (a process' first analysis "
                         "times every new convolution shape with it)")
+    p.add_argument("--cudnn-benchmark-limit", type=int, metavar="N",
+                   help="cuDNN's autotuner times at most N plans per new convolution shape "
+                        "(torch.backends.cudnn.benchmark_limit; PyTorch's default 10)")
+    p.add_argument("--callers", type=int, default=0, metavar="K",
+                   help="with --profile: who calls the K costliest functions (own time)")
+    p.add_argument("--custom-ops", action="store_true",
+                   help="time each registration of a custom operator (torch.library) and say "
+                        "which module asked for it")
     args = p.parse_args(argv)
     if args.quick:
         args.device, args.epochs, args.repeats = "cpu", 1, 1
@@ -138,6 +147,29 @@ def no_cudnn_benchmark():
     analysis.tf32 = without
 
 
+def cudnn_benchmark_limit(limit: int):
+    """The analysis' TF32 context with cuDNN's autotuner timing at most ``limit`` plans per new
+    convolution shape (``--cudnn-benchmark-limit``): the plan it keeps is the fastest of the
+    heuristics' first ``limit``."""
+    import contextlib
+
+    import torch
+
+    from landscape_lib.analyses.hessian import analysis
+    tf32 = analysis.tf32
+
+    @contextlib.contextmanager
+    def limited(on: bool):
+        before = torch.backends.cudnn.benchmark_limit
+        with tf32(on):
+            torch.backends.cudnn.benchmark_limit = limit
+            try:
+                yield
+            finally:
+                torch.backends.cudnn.benchmark_limit = before
+    analysis.tf32 = limited
+
+
 PRODUCT_TIMES: list[dict] = []  # per part of each analysis (--product-times)
 
 
@@ -172,6 +204,42 @@ def product_times():
                               "calls": len(mine),
                               "product_s": sum(s.elapsed_time(e) for s, e in mine) / 1e3})
     analysis._Clock.part = timed_part
+
+
+CUSTOM_OPS: list[tuple[str, float, str]] = []  # (operator, seconds, where) (--custom-ops)
+
+
+def custom_ops():
+    """Time every registration of a custom operator with the dispatcher (``--custom-ops``):
+    ``CustomOpDef._register_to_dispatcher``, with the first frame outside ``torch/_library``
+    that led to it."""
+    import traceback
+
+    from torch._library import custom_ops as ops
+    register = ops.CustomOpDef._register_to_dispatcher
+
+    def timed(self, *a, **k):
+        t0 = time.perf_counter()
+        try:
+            return register(self, *a, **k)
+        finally:
+            frames = [f for f in traceback.extract_stack()[:-1]
+                      if "_library" not in f.filename and "importlib" not in f.filename]
+            where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+            CUSTOM_OPS.append((getattr(self, "_qualname", "?"), time.perf_counter() - t0, where))
+    ops.CustomOpDef._register_to_dispatcher = timed
+
+
+def print_custom_ops():
+    if not CUSTOM_OPS:
+        print("custom operators registered: none", flush=True)
+        return
+    total = sum(t for _, t, _ in CUSTOM_OPS)
+    print(f"custom operators registered: {len(CUSTOM_OPS)}, {total:.2f} s; the costliest:",
+          flush=True)
+    for name, t, where in sorted(CUSTOM_OPS, key=lambda r: -r[1])[:15]:
+        print(f"  {t:7.3f} s  {name}  from {where}", flush=True)
+    CUSTOM_OPS.clear()
 
 
 STAGES: list[tuple[str, float]] = []  # (stage, seconds) of each analysis (--stages)
@@ -226,6 +294,10 @@ def main(argv=None):
         stages()
     if args.no_cudnn_benchmark:
         no_cudnn_benchmark()
+    if args.custom_ops:
+        custom_ops()
+    if args.cudnn_benchmark_limit is not None:
+        cudnn_benchmark_limit(args.cudnn_benchmark_limit)
     if args.product_times:
         product_times()
     if args.compiled_split:
@@ -254,7 +326,11 @@ def main(argv=None):
                     stats = pstats.Stats(prof)
                     stats.sort_stats("cumulative").print_stats("landscape_lib", args.profile)
                     stats.sort_stats("tottime").print_stats(args.profile // 2)
+                    if args.callers:
+                        stats.print_callers(args.callers)
                 rows.append(row)
+                if args.custom_ops:
+                    print_custom_ops()
                 if args.stages:
                     row["stages"] = list(STAGES)
                     rest = row["wall_s"] - sum(t for _, t in STAGES)

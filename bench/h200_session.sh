@@ -84,9 +84,20 @@
 #            then the Hessian GPU tests
 #   phase 25 (after 24, same machine): the same for the ViT patch 4
 #
+#   phase 26 (carry .whl/lib .cifar; one GPU): the final code's lone ResNet-18 analysis on a
+#            fresh machine: a 1st process with 2 analyses (trials, then the compiled product,
+#            compiled ahead of time and saved); later processes with 2 analyses each (the 1st
+#            loads the saved product): cuDNN's autotuner as it is (every custom operator's
+#            registration timed), then timing at most 3 plans per new shape
+#            (--cudnn-benchmark-limit 3); then a lone `analyze` from the command line, timed
+#   phase 27 (after 26, same machine): a later process with --cudnn-benchmark-limit 1 (the
+#            heuristics' first plan: what the autotuning costs), a later process' first
+#            analysis profiled (who calls the costliest functions); then phase 25 (ViT)
+#            without its GPU tests
+#
 #   bash bench/h200_session.sh 1      # results under $OUT (phase<N>.tgz plus the .txt logs)
 set -u
-PHASE=${1:?phase 1 to 25}
+PHASE=${1:?phase 1 to 27}
 OUT=${OUT:-/tmp/h200-out}
 RES=/tmp/h200-res/phase$PHASE
 DATA=/tmp/cifar ROOT=/tmp/lsdata H=/tmp/hstore A=/tmp/studyA
@@ -262,8 +273,33 @@ from landscape_lib.analyses.context import find_run
 print(find_run(Store('$H'), '$PREFIX')['run_id'])" 2>/dev/null | tail -n 1)
   step $ARCH-lone-analyze 120 bash -c "time python3 -m landscape_lib analyze $RUN --what hessian \
       --set data_seed=1 --store $H --data-root $ROOT --no-progress"
-  step pytest-gpu-hessian 200 python3 -m pytest -q -m gpu -rs -p no:cacheprovider \
-      tests/test_gpu_hessian.py
+  [ -n "${NO_TESTS:-}" ] || step pytest-gpu-hessian 200 python3 -m pytest -q -m gpu -rs \
+      -p no:cacheprovider tests/test_gpu_hessian.py
+  ;;
+26|27)
+  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
+  export CUDA_VISIBLE_DEVICES=0
+  BENCH=(python3 bench/bench_hessian_analysis.py --data-folder $DATA --data-root $ROOT
+         --store $H --archs resnet18 --variants after --stages)
+  if [ "$PHASE" = 26 ]; then
+    step resnet18-first-process 300 "${BENCH[@]}" --product-times --repeats 2 \
+        --json "$RES/resnet18-first.json"
+    ls -la /tmp/landscape-cache/hvp-compiled /tmp/landscape-cache/hvp-choices
+    step resnet18-later-process 100 "${BENCH[@]}" --product-times --repeats 2 --custom-ops \
+        --json "$RES/resnet18-later.json"
+    step resnet18-later-limit3 100 "${BENCH[@]}" --product-times --repeats 2 \
+        --cudnn-benchmark-limit 3 --json "$RES/resnet18-later-limit3.json"
+    RUN=$(python3 -c "from landscape_lib.store import Store
+from landscape_lib.analyses.context import find_run
+print(find_run(Store('$H'), 'resnet18')['run_id'])" 2>/dev/null | tail -n 1)
+    step resnet18-lone-analyze 100 bash -c "time python3 -m landscape_lib analyze $RUN \
+        --what hessian --set data_seed=1 --store $H --data-root $ROOT --no-progress"
+  else
+    step resnet18-later-limit1 100 "${BENCH[@]}" --product-times --repeats 2 \
+        --cudnn-benchmark-limit 1 --json "$RES/resnet18-later-limit1.json"
+    step resnet18-later-profiled 100 "${BENCH[@]}" --repeats 1 --profile 40 --callers 12
+    NO_TESTS=1 bash "$0" 25
+  fi
   ;;
 23)
   setup
