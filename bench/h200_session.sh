@@ -95,9 +95,18 @@
 #            analysis profiled (who calls the costliest functions); then phase 25 (ViT)
 #            without its GPU tests
 #
+#   phase 28 (carry .whl/lib .cifar; one GPU): what a later process' first analysis spends on
+#            Python's bytecode and Inductor's compile workers, ViT patch 4 on a fresh machine:
+#            whether the device's torch has or writes bytecode; a 1st process (trials, then the
+#            compiled product, saved); later processes with 1 analysis each: as it is;
+#            TORCHINDUCTOR_COMPILE_THREADS=1 (kernels loaded in the process, no worker pool);
+#            bytecode written to and read from a cache (PYTHONPYCACHEPREFIX: the 1st writes it);
+#            both; then a lone `analyze` with both, timed
+#   phase 29 (after 28, same machine): the same for the ResNet-18
+#
 #   bash bench/h200_session.sh 1      # results under $OUT (phase<N>.tgz plus the .txt logs)
 set -u
-PHASE=${1:?phase 1 to 27}
+PHASE=${1:?phase 1 to 29}
 OUT=${OUT:-/tmp/h200-out}
 RES=/tmp/h200-res/phase$PHASE
 DATA=/tmp/cifar ROOT=/tmp/lsdata H=/tmp/hstore A=/tmp/studyA
@@ -275,6 +284,33 @@ print(find_run(Store('$H'), '$PREFIX')['run_id'])" 2>/dev/null | tail -n 1)
       --set data_seed=1 --store $H --data-root $ROOT --no-progress"
   [ -n "${NO_TESTS:-}" ] || step pytest-gpu-hessian 200 python3 -m pytest -q -m gpu -rs \
       -p no:cacheprovider tests/test_gpu_hessian.py
+  ;;
+28|29)
+  [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
+  export CUDA_VISIBLE_DEVICES=0
+  ARCH=vit-p4 PREFIX=vit; [ "$PHASE" = 29 ] && ARCH=resnet18 PREFIX=resnet18
+  python3 -c "import sys, os, torch, pathlib
+d = pathlib.Path(torch.__file__).parent / '_inductor'
+print('dont_write_bytecode', sys.flags.dont_write_bytecode, 'PYTHONDONTWRITEBYTECODE',
+      os.environ.get('PYTHONDONTWRITEBYTECODE'), 'pycache_prefix', sys.pycache_prefix,
+      'torch writable', os.access(d, os.W_OK), 'inductor .pyc files',
+      len(list(d.rglob('*.pyc'))), 'of .py', len(list(d.rglob('*.py'))))"
+  BENCH=(python3 bench/bench_hessian_analysis.py --data-folder $DATA --data-root $ROOT
+         --store $H --archs $ARCH --variants after --stages --product-times)
+  PYC=(env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=/tmp/pyc)
+  step $ARCH-first-process 300 "${BENCH[@]}" --repeats 2 --json "$RES/$ARCH-first.json"
+  step $ARCH-later 90 "${BENCH[@]}" --repeats 1
+  step $ARCH-later-threads1 90 env TORCHINDUCTOR_COMPILE_THREADS=1 "${BENCH[@]}" --repeats 1
+  step $ARCH-later-pyc-writes 90 "${PYC[@]}" "${BENCH[@]}" --repeats 1
+  step $ARCH-later-pyc 90 "${PYC[@]}" "${BENCH[@]}" --repeats 1
+  step $ARCH-later-pyc-threads1 90 "${PYC[@]}" TORCHINDUCTOR_COMPILE_THREADS=1 "${BENCH[@]}" \
+      --repeats 1
+  RUN=$(python3 -c "from landscape_lib.store import Store
+from landscape_lib.analyses.context import find_run
+print(find_run(Store('$H'), '$PREFIX')['run_id'])" 2>/dev/null | tail -n 1)
+  step $ARCH-lone-analyze-pyc-threads1 90 "${PYC[@]}" TORCHINDUCTOR_COMPILE_THREADS=1 bash -c \
+      "time python3 -m landscape_lib analyze $RUN --what hessian --set data_seed=2 --store $H \
+      --data-root $ROOT --no-progress"
   ;;
 26|27)
   [ -d /tmp/site/duckdb ] && [ -d $DATA/train ] || setup
