@@ -322,7 +322,8 @@ def tf32(on: bool):
     timed once per shape; float32-exact like the default ones), restored after. Always on:
     PyTorch keeps the first plan of a shape for the process whatever the flag, so a first
     analysis without it would tie every later one to the heuristics' plans (H200, ResNet-18:
-    15.4 s per analysis against 12.9 s; the autotuning costs about 7 s once)."""
+    15.3-15.4 s per analysis against 12.9-13.1 s). The autotuning costs about 2 s once (a
+    later process' first analysis 29.1 s, 27.4 s timing only the heuristics' first plan)."""
     cudnn = torch.backends.cudnn
     before = (torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.benchmark)
     torch.backends.cuda.matmul.allow_tf32 = cudnn.allow_tf32 = on

@@ -7,7 +7,8 @@ ResNet-18 analysis spent about 8 s there). PyTorch's ahead-of-time compilation
 by ``torch._dynamo.config.enable_aot_compile``, off by default in torch 2.11) packages the
 traced and compiled product; ``SavedProduct`` saves it under ``locations.cache_root() / SAVED``,
 one file per key, and a later process loads it instead of tracing (H200, ResNet-18: a later
-process' first analysis 28.2 s with the file against 36.1 s tracing the product again).
+process' first analysis 29.1 s with the file, ViT patch 4 22.5 s; 36.1 s when the ResNet-18's
+product was traced again, an earlier round without cuDNN's autotuner in that analysis).
 
 The key, like ``auto``'s saved choices: the GPU's name, the torch, CUDA and cuDNN versions,
 the product's own key (model structure, tensor names, compile mode, autocast, TF32) and its
