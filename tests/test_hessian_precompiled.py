@@ -125,3 +125,30 @@ def test_a_saved_product_whose_guards_fail_falls_back_to_torch_compile(new_proce
     with pytest.warns(UserWarning, match="does not fit these inputs"):
         assert _check(_mlp(1), batches) is product  # checked against its dense Hessian
     assert product._by_signature[sig] is product.fallback
+
+
+def test_the_folder_is_pruned_least_recently_used_first(new_process, monkeypatch):
+    """After a save the folder is cut to ``MAX_BYTES``: the file used longest ago goes, a loaded
+    file counts as used (its time refreshed), the file just written stays; a pruned product is
+    compiled and saved again when asked for."""
+    import os
+    _, batches = _digits(64)
+    _check(_mlp(0), batches)
+    [whole] = _files()
+    _check(_mlp(0), batches, split=2)
+    [halves] = [p for p in _files() if p != whole]
+    os.utime(whole, ns=(10**18, 10**18))   # whole the older of the two ...
+    os.utime(halves, ns=(15 * 10**17, 15 * 10**17))  # both in the past
+    new_process()
+    assert _check(_mlp(1), batches).loaded == 1  # ... until a later process loads it
+    assert whole.stat().st_mtime_ns > halves.stat().st_mtime_ns
+    sizes = whole.stat().st_size + halves.stat().st_size
+    monkeypatch.setattr(precompiled, "MAX_BYTES", sizes)  # the third file does not fit
+    third = _check(_mlp(1), batches, split=4)
+    assert third.saved == 1 and len(_files()) == 2
+    assert whole.exists() and not halves.exists()  # the least recently used went
+    [newest] = [p for p in _files() if p != whole]
+    assert precompiled.prune(limit=newest.stat().st_size) == [whole]  # older than the third
+    assert _files() == [newest]
+    new_process()
+    assert _check(_mlp(0), batches, split=2).saved == 1  # pruned: compiled and saved again

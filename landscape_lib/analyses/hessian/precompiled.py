@@ -19,6 +19,10 @@ serialize (object identities: the private model copy the product closes over, it
 are dropped: the key stands for them. The loaded function still checks the rest (its inputs'
 shapes, strides and dtypes, grad mode).
 
+The folder is kept to ``MAX_BYTES`` (a file is tens of MB: ResNet-18 64 MB, ViT patch 4 72 MB,
+one per architecture, input shape, GPU model and torch version): after each save the least
+recently used files go first (a load refreshes its file's time), never the one just written.
+
 Whatever fails (a torch without the feature, a product it cannot serialize, an unreadable or
 stale file) warns and falls back to ``torch.compile``: the same product, traced again.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -42,6 +47,7 @@ from ...store.atomic import atomic_path
 SAVED = "hvp-compiled"  # the folder under locations.cache_root()
 FORMAT = 1              # part of the key: a new format compiles again
 DEVICES = ("cuda",)     # where compiled products are saved and loaded (tests: the CPU too)
+MAX_BYTES = 2 * 2**30   # the folder's size kept after a save (module docstring)
 # Guards on object identities, which torch cannot serialize (its own list in later versions).
 UNSERIALIZABLE = ("DICT_VERSION", "NN_MODULE", "ID_MATCH", "FUNCTION_MATCH", "CLASS_MATCH",
                   "MODULE_MATCH", "CLOSURE_MATCH", "WEAKREF_ALIVE")
@@ -84,6 +90,35 @@ def forget() -> None:
     """Delete every saved compiled product (they are compiled and saved again when used)."""
     for path in (cache_root() / SAVED).glob("*.bin"):
         path.unlink(missing_ok=True)
+
+
+def prune(keep: Path | None = None, limit: int | None = None) -> list[Path]:
+    """Delete the least recently used saved products (oldest modification time first: a load
+    refreshes it) until the folder holds at most ``limit`` bytes (default ``MAX_BYTES``);
+    ``keep`` is never deleted; files other processes delete meanwhile, or that cannot be
+    deleted, are skipped. The paths deleted."""
+    limit = MAX_BYTES if limit is None else limit
+    files = []
+    for path in (cache_root() / SAVED).glob("*.bin"):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        files.append((st.st_mtime_ns, st.st_size, path))
+    total = sum(size for _, size, _ in files)
+    deleted = []
+    for _, size, path in sorted(files, key=lambda f: f[0]):
+        if total <= limit:
+            break
+        if keep is not None and path == keep:
+            continue
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:  # a file this user may not delete: the others still go
+            continue
+        total -= size
+        deleted.append(path)
+    return deleted
 
 
 class SavedProduct:
@@ -158,8 +193,13 @@ class SavedProduct:
         # torch 2.11's loader of Inductor's code asks for the tracing context its compilation
         # had ("TracingContext.get() must be called within an ongoing trace"): a fresh one
         with compile_context(CompileContext(None)), tracing(TracingContext(FakeTensorMode())):
-            return torch.compiler.load_compiled_function(
+            loaded = torch.compiler.load_compiled_function(
                 io.BytesIO(body), f_globals=self.fn.__globals__, external_data=self.external)
+        try:
+            os.utime(path)  # recently used: kept by prune()
+        except OSError:
+            pass  # a read-only cache: the product is loaded all the same
+        return loaded
 
     def _compile(self, args):
         with torch._dynamo.config.patch(enable_aot_compile=True):
@@ -177,6 +217,7 @@ class SavedProduct:
                 body = tmp.read_bytes()
                 tmp.write_bytes(json.dumps({"key": full}).encode() + b"\n" + body)
             self.saved += 1
+            prune(keep=path)
         except Exception as err:  # noqa: BLE001 - experimental: the product is compiled anyway
             warnings.warn(f"could not save the compiled Hessian product to {path} "
                           f"({type(err).__name__}: {str(err)[:200]})", stacklevel=4)
