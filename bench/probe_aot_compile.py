@@ -13,7 +13,9 @@ the analysis compiles (``products.product_function``: forward-over-reverse, 4 co
 
 ``save`` prints the compilation's seconds; ``load`` the loading seconds, the first call's, ms
 per call, and the largest relative difference from the eager product on the same inputs.
-Whatever fails is printed (the feature is experimental): a probe, not a test.
+Whatever fails is printed (the feature is experimental): a probe, not a test. It compiles and
+loads as the library does (``analyses.hessian.precompiled``: its guard filter and loader), on
+the bare product function without the library's file format or fallbacks.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from bench_hvp import run_model_and_batch
+from landscape_lib.analyses.hessian import precompiled
 from landscape_lib.analyses.hessian.products import ForwardProducts, product_function
 
 
@@ -76,14 +79,16 @@ def main(argv=None):
         eager, _ = timed(device, lambda: fn(*example))
         try:
             if args.step == "save":
-                compiled, s = timed(device, lambda: torch.compile(
-                    fn, fullgraph=True, dynamic=False).aot_compile((example, {})))
+                compiled, s = timed(device, lambda: torch.compile(  # the library's filter
+                    fn, fullgraph=True, dynamic=False,
+                    options={"guard_filter_fn": precompiled.keep_guard}
+                ).aot_compile((example, {})))
                 print(f"aot_compile: {s:.1f} s", flush=True)
                 compiled.save_compiled_function(args.file, external_data=external)
             else:
                 with open(args.file, "rb") as f:
-                    compiled, s = timed(device, lambda: torch.compiler.load_compiled_function(
-                        f, external_data=external))
+                    compiled, s = timed(device, lambda: precompiled.load_function(
+                        f, None, external))
                 print(f"load_compiled_function: {s:.1f} s", flush=True)
             out, first = timed(device, lambda: compiled(*example))
             _, ten = timed(device, lambda: [compiled(*example) for _ in range(10)])

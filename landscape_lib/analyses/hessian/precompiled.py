@@ -92,6 +92,16 @@ def forget() -> None:
         path.unlink(missing_ok=True)
 
 
+def load_function(file, f_globals: dict | None, external: dict):
+    """``torch.compiler.load_compiled_function`` of ``file`` (a binary file object) as this
+    torch needs it: torch 2.11's loader of Inductor's code asks for the tracing context its
+    compilation had ("TracingContext.get() must be called within an ongoing trace"), so it
+    gets a fresh one."""
+    with compile_context(CompileContext(None)), tracing(TracingContext(FakeTensorMode())):
+        return torch.compiler.load_compiled_function(file, f_globals=f_globals,
+                                                     external_data=external)
+
+
 def prune(keep: Path | None = None, limit: int | None = None) -> list[Path]:
     """Delete the least recently used saved products (oldest modification time first: a load
     refreshes it) until the folder holds at most ``limit`` bytes (default ``MAX_BYTES``);
@@ -190,11 +200,7 @@ class SavedProduct:
         head, _, body = data.partition(b"\n")
         if json.loads(head)["key"] != full:
             return None
-        # torch 2.11's loader of Inductor's code asks for the tracing context its compilation
-        # had ("TracingContext.get() must be called within an ongoing trace"): a fresh one
-        with compile_context(CompileContext(None)), tracing(TracingContext(FakeTensorMode())):
-            loaded = torch.compiler.load_compiled_function(
-                io.BytesIO(body), f_globals=self.fn.__globals__, external_data=self.external)
+        loaded = load_function(io.BytesIO(body), self.fn.__globals__, self.external)
         try:
             os.utime(path)  # recently used: kept by prune()
         except OSError:
