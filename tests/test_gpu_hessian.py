@@ -7,7 +7,7 @@ skipped without CUDA; `python -m pytest -m gpu` runs them with test_gpu.py).
   products and answers like the cached graph; the second operator of a structure also tries
   the compiled product;
 - compiled products (inductor, as CUDA graphs) equal the cached graph's, one compilation for
-  two checkpoints;
+  two checkpoints; compiled ahead of time, saved, and loaded with nothing traced again;
 - the top eigenvectors' host copy, started on a side stream while later work runs, waits for
   the work queued before it;
 - two NCCL processes (one per GPU; skipped with fewer than 2 GPUs) summing products over
@@ -123,6 +123,40 @@ def test_compiled_products_are_shared_by_checkpoints_of_one_structure():
         graphs.append(counters["stats"]["unique_graphs"])
     assert len(products._COMPILED) == 1 and graphs[1] == graphs[0]
     products._COMPILED.clear()
+
+
+def test_a_later_process_loads_the_compiled_product_saved_ahead_of_time():
+    """Inductor's code on CUDA compiled ahead of time and saved (``precompiled.SavedProduct``);
+    with the process' compiled products and dynamo's state forgotten, as in a later process,
+    it is loaded from its file (dynamo traces nothing) and, captured as a CUDA graph, answers
+    like the cached graph; the load refreshes the file's time."""
+    from torch._dynamo.utils import counters
+
+    from landscape_lib.analyses.hessian import precompiled
+    if not precompiled.available():
+        pytest.skip("this torch has no ahead-of-time compilation")
+    model, batches = cnn_batches(torch.device("cuda"))
+    V = torch.randn(sum(p.numel() for p in model.parameters()), 3, device="cuda")
+    cached = HessianOperator(model, CE, batches, mode="cached") @ V
+    loaded = []
+    for process in ("first", "later"):
+        products._COMPILED.clear()
+        torch._dynamo.reset()
+        if process == "first":
+            precompiled.forget()
+        traced = counters["stats"]["unique_graphs"]
+        op = HessianOperator(model, CE, batches, mode="compile", chunk_size=4, split=2)
+        for _ in range(WARMUPS + 2):  # eager compiled calls, the graph's capture, a replay
+            assert rel(op @ V, cached) < HVP_TOLERANCE
+        product = op._forward._product
+        [path] = (cache_root() / precompiled.SAVED).glob("*.bin")
+        loaded.append((product.saved, product.loaded, path.stat().st_mtime_ns))
+        if process == "later":
+            assert counters["stats"]["unique_graphs"] == traced  # nothing traced
+    (saved, _, written), (again, read, used) = loaded
+    assert (saved, again, read) == (1, 0, 1) and used >= written
+    products._COMPILED.clear()
+    precompiled.forget()
 
 
 def test_host_copy_waits_for_the_work_queued_before_it():
