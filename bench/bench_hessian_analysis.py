@@ -130,44 +130,29 @@ def analyse(store, run_id, params, device, data_root) -> dict:
             "hvp_trials": json.loads(trials.read_text()) if trials.exists() else {}}
 
 
-def no_cudnn_benchmark():
-    """The analysis' TF32 context with cuDNN's autotuner off (``--no-cudnn-benchmark``)."""
+def cudnn_settings(**settings):
+    """The analysis' TF32 context with these ``torch.backends.cudnn`` settings on top, restored
+    after: ``benchmark=False`` (``--no-cudnn-benchmark``: no autotuner) or ``benchmark_limit=N``
+    (``--cudnn-benchmark-limit``: the fastest of the heuristics' first N plans per new shape)."""
     import contextlib
 
     import torch
 
     from landscape_lib.analyses.hessian import analysis
-    tf32 = analysis.tf32
+    tf32, cudnn = analysis.tf32, torch.backends.cudnn
 
     @contextlib.contextmanager
-    def without(on: bool):
+    def changed(on: bool):
+        before = {k: getattr(cudnn, k) for k in settings}
         with tf32(on):
-            torch.backends.cudnn.benchmark = False
-            yield
-    analysis.tf32 = without
-
-
-def cudnn_benchmark_limit(limit: int):
-    """The analysis' TF32 context with cuDNN's autotuner timing at most ``limit`` plans per new
-    convolution shape (``--cudnn-benchmark-limit``): the plan it keeps is the fastest of the
-    heuristics' first ``limit``."""
-    import contextlib
-
-    import torch
-
-    from landscape_lib.analyses.hessian import analysis
-    tf32 = analysis.tf32
-
-    @contextlib.contextmanager
-    def limited(on: bool):
-        before = torch.backends.cudnn.benchmark_limit
-        with tf32(on):
-            torch.backends.cudnn.benchmark_limit = limit
+            for k, v in settings.items():
+                setattr(cudnn, k, v)
             try:
                 yield
             finally:
-                torch.backends.cudnn.benchmark_limit = before
-    analysis.tf32 = limited
+                for k, v in before.items():
+                    setattr(cudnn, k, v)
+    analysis.tf32 = changed
 
 
 PRODUCT_TIMES: list[dict] = []  # per part of each analysis (--product-times)
@@ -292,12 +277,12 @@ def main(argv=None):
     args = parse_args(argv)
     if args.stages:
         stages()
-    if args.no_cudnn_benchmark:
-        no_cudnn_benchmark()
     if args.custom_ops:
         custom_ops()
-    if args.cudnn_benchmark_limit is not None:
-        cudnn_benchmark_limit(args.cudnn_benchmark_limit)
+    if args.no_cudnn_benchmark or args.cudnn_benchmark_limit is not None:
+        cudnn_settings(**({"benchmark": False} if args.no_cudnn_benchmark else {}),
+                       **({} if args.cudnn_benchmark_limit is None
+                          else {"benchmark_limit": args.cudnn_benchmark_limit}))
     if args.product_times:
         product_times()
     if args.compiled_split:

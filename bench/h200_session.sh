@@ -135,6 +135,11 @@ surfaces() {  # the GPU surface tests, then a 41x41 ResNet-18 surface on 1 vs 2 
   step surface-gpus 240 python3 bench/bench_surface_gpus.py --data-folder $DATA \
       --data-root $ROOT --json "$RES/surface.json"
 }
+run_id() {  # run_id PREFIX: the id of the run of store $H whose id starts with PREFIX
+  python3 -c "from landscape_lib.store import Store
+from landscape_lib.analyses.context import find_run
+print(find_run(Store('$H'), '$1')['run_id'])" 2>/dev/null | tail -n 1
+}
 missing_hessians() {  # study A's done runs without a finished Hessian analysis
   python3 -c "from landscape_lib.store import Store
 from landscape_lib.store.queries import hessian_study_table as t
@@ -277,9 +282,7 @@ case $PHASE in
   step $ARCH-first-process 330 "${BENCH[@]}" --repeats 2 --json "$RES/$ARCH-first.json"
   ls -la /tmp/landscape-cache/hvp-compiled /tmp/landscape-cache/hvp-choices
   step $ARCH-later-process 120 "${BENCH[@]}" --repeats 2 --json "$RES/$ARCH-later.json"
-  RUN=$(python3 -c "from landscape_lib.store import Store
-from landscape_lib.analyses.context import find_run
-print(find_run(Store('$H'), '$PREFIX')['run_id'])" 2>/dev/null | tail -n 1)
+  RUN=$(run_id $PREFIX)
   step $ARCH-lone-analyze 120 bash -c "time python3 -m landscape_lib analyze $RUN --what hessian \
       --set data_seed=1 --store $H --data-root $ROOT --no-progress"
   [ -n "${NO_TESTS:-}" ] || step pytest-gpu-hessian 200 python3 -m pytest -q -m gpu -rs \
@@ -305,9 +308,7 @@ print('dont_write_bytecode', sys.flags.dont_write_bytecode, 'PYTHONDONTWRITEBYTE
   step $ARCH-later-pyc 90 "${PYC[@]}" "${BENCH[@]}" --repeats 1
   step $ARCH-later-pyc-threads1 90 "${PYC[@]}" TORCHINDUCTOR_COMPILE_THREADS=1 "${BENCH[@]}" \
       --repeats 1
-  RUN=$(python3 -c "from landscape_lib.store import Store
-from landscape_lib.analyses.context import find_run
-print(find_run(Store('$H'), '$PREFIX')['run_id'])" 2>/dev/null | tail -n 1)
+  RUN=$(run_id $PREFIX)
   step $ARCH-lone-analyze-pyc-threads1 90 "${PYC[@]}" TORCHINDUCTOR_COMPILE_THREADS=1 bash -c \
       "time python3 -m landscape_lib analyze $RUN --what hessian --set data_seed=2 --store $H \
       --data-root $ROOT --no-progress"
@@ -325,9 +326,7 @@ print(find_run(Store('$H'), '$PREFIX')['run_id'])" 2>/dev/null | tail -n 1)
         --json "$RES/resnet18-later.json"
     step resnet18-later-limit3 100 "${BENCH[@]}" --product-times --repeats 2 \
         --cudnn-benchmark-limit 3 --json "$RES/resnet18-later-limit3.json"
-    RUN=$(python3 -c "from landscape_lib.store import Store
-from landscape_lib.analyses.context import find_run
-print(find_run(Store('$H'), 'resnet18')['run_id'])" 2>/dev/null | tail -n 1)
+    RUN=$(run_id resnet18)
     step resnet18-lone-analyze 100 bash -c "time python3 -m landscape_lib analyze $RUN \
         --what hessian --set data_seed=1 --store $H --data-root $ROOT --no-progress"
   else

@@ -88,8 +88,7 @@ def saved_path(stable: str) -> Path:
 
 def forget() -> None:
     """Delete every saved compiled product (they are compiled and saved again when used)."""
-    for path in (cache_root() / SAVED).glob("*.bin"):
-        path.unlink(missing_ok=True)
+    prune(limit=0)
 
 
 def load_function(file, f_globals: dict | None, external: dict):
