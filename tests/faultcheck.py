@@ -179,6 +179,13 @@ def _read_points(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
+def target(points: list[dict], index: int) -> str:
+    """The recorded write `index` as the plan names it: its label and occurrence
+    ("part:gauss_fit#2"), which a write made meanwhile by another thread does not shift."""
+    point = next(p for p in points if p["index"] == index)
+    return f"{point['label']}#{point['occurrence']}"
+
+
 def train_all_argv(grid: Path, store: Path, *extra) -> list:
     return ["train-all", grid, "--store", store, "--no-progress", "-j", "1", *extra]
 

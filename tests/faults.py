@@ -10,7 +10,15 @@ counter, so that the N-th write of a run can be made to fail:
     LANDSCAPE_FAULT=enospc:during:17       disk full from write 17 on (every later write fails too),
                                            raised the way the real primitive raises it
     LANDSCAPE_FAULT=enospc1:during:17      only write 17 fails with ENOSPC (space freed at once)
-    LANDSCAPE_FAULT_LOG=/path/points.jsonl one JSON line per write point (index, label, path)
+    LANDSCAPE_FAULT=raise:after:part:gauss_fit#2
+                                           the same, at the 2nd write of that kind (label)
+    LANDSCAPE_FAULT_LOG=/path/points.jsonl one JSON line per write point (index, label, its
+                                           occurrence among that label's writes, path)
+
+The library writes some files from a thread while its main thread writes others (the Hessian
+analysis saves its eigenvectors meanwhile), so a write's global index depends on timing: the
+sweep names a point by its label and occurrence, which does not. Nesting (a wrapped primitive
+calling another) is tracked per thread, so concurrent writes are each counted and injectable.
 
 `install_from_env()` applies it to the current process; `sitecustomize/` makes every Python
 process started with it on PYTHONPATH (grid workers included) call it at start-up.
@@ -48,29 +56,48 @@ DUCKDB_ENOSPC = ('IO Error: Could not write file "{path}": No space left on devi
 
 class Plan:
     def __init__(self, spec: str, log: str | None = None):
-        parts = spec.split(":")
+        parts = spec.split(":", 2)
         self.mode = parts[0]
         assert self.mode in ("record", "kill", "raise", "enospc", "enospc1"), spec
         self.phase = parts[1] if len(parts) > 1 else None
-        self.at = int(parts[2]) if len(parts) > 2 else None
+        target = parts[2] if len(parts) > 2 else None
+        if target is None or target.isdigit():  # the N-th write of the process
+            self.at, self.target = (int(target) if target else None), None
+        else:  # the k-th write of one label: "part:gauss_fit#2"
+            label, _, k = target.rpartition("#")
+            self.at, self.target = None, (label, int(k))
         self.count = 0          # write points seen so far (1-based index of the current one)
+        self.seen: dict[str, int] = {}  # writes seen so far per label
+        self.hit_index = None   # the global index the target got, once it started
         self.log = open(log, "a", buffering=1) if log else None
-        self.depth = 0          # > 0 inside a wrapped write (inner primitives are not counted)
+        self.local = threading.local()  # .depth > 0 inside a wrapped write of this thread
         self.lock = threading.Lock()
+
+    @property
+    def depth(self) -> int:
+        return getattr(self.local, "depth", 0)
+
+    @depth.setter
+    def depth(self, value: int) -> None:
+        self.local.depth = value
 
     # ------------------------------------------------------------------ the hooks
     def start(self, label: str, path) -> int:
         with self.lock:
             self.count += 1
             index = self.count
+            occurrence = self.seen[label] = self.seen.get(label, 0) + 1
+            if index == self.at or (label, occurrence) == self.target:
+                self.hit_index = index
         if self.log:
-            self.log.write(json.dumps({"index": index, "label": label, "path": str(path),
+            self.log.write(json.dumps({"index": index, "label": label,
+                                       "occurrence": occurrence, "path": str(path),
                                        "pid": os.getpid()}) + "\n")
         self.hit(index, "before")
         return index
 
     def hit(self, index: int, phase: str) -> None:
-        if self.mode in ("record", "enospc", "enospc1") or self.at != index \
+        if self.mode in ("record", "enospc", "enospc1") or self.hit_index != index \
                 or self.phase != phase:
             return
         if self.mode == "kill":
@@ -78,9 +105,12 @@ class Plan:
         raise InjectedCrash(f"injected crash {phase} write {index}")
 
     def full(self, index: int) -> bool:
-        """Disk-full plans: this write and every later one fail (`enospc1`: this one only)."""
-        return (self.mode == "enospc" and index >= self.at) or (
-            self.mode == "enospc1" and index == self.at)
+        """Disk-full plans: this write and every one started later fail (`enospc1`: this one
+        only)."""
+        if self.hit_index is None:
+            return False
+        return (self.mode == "enospc" and index >= self.hit_index) or (
+            self.mode == "enospc1" and index == self.hit_index)
 
 
 PLAN: Plan | None = None

@@ -92,8 +92,9 @@ def _faulted(case, reference, tmp_path):
     mode, phase, index, _ = case
     ref, grid = reference
     store = tmp_path / "store"
+    points, _ = _points()
     first = launcher().run(fc.train_all_argv(grid, store), tmp_path / "faulted",
-                           fault=f"{mode}:{phase}:{index}")
+                           fault=f"{mode}:{phase}:{fc.target(points, index)}")
     return ref, grid, store, first
 
 
@@ -176,3 +177,50 @@ def test_stale_temporaries_are_swept(reference, tmp_path):
     again = launcher().run(fc.train_all_argv(grid, store), tmp_path / "rerun")
     assert again.rc == 0 and not again.traceback, again.stderr[-2000:]
     assert fc.stale_temporaries(store) == []
+
+
+def test_writes_made_meanwhile_in_a_thread_are_each_counted(tmp_path, monkeypatch):
+    """The Hessian analysis saves its eigenvectors in a thread while it writes its tables: a
+    write of one thread must not hide another thread's (nesting is per thread), and a plan
+    naming a label's k-th write hits it whatever the interleaving."""
+    import threading
+
+    import faults
+    from landscape_lib.store.atomic import atomic_path as real
+    wrapped = faults._wrap_atomic_path(real)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_write():  # holds its write open until the main thread has written twice
+        with wrapped(tmp_path / "eigenvectors.pt") as tmp:
+            tmp.write_bytes(b"v")
+            inside.set()
+            release.wait(10)
+
+    def run(spec: str) -> list[str]:
+        for f in tmp_path.iterdir():
+            f.unlink()
+        plan = faults.Plan(spec, log=str(tmp_path.parent / f"{spec.replace(':', '_')}.jsonl"))
+        monkeypatch.setattr(faults, "PLAN", plan)
+        inside.clear()
+        release.clear()
+        thread = threading.Thread(target=slow_write)
+        thread.start()
+        assert inside.wait(10)
+        raised = []
+        try:
+            for name in ("a.json", "b.json"):
+                with wrapped(tmp_path / name) as tmp:
+                    tmp.write_bytes(b"x")
+        except faults.InjectedCrash as exc:
+            raised.append(str(exc))
+        finally:
+            release.set()
+            thread.join()
+        assert plan.count == 3, (spec, plan.count)  # the thread's write and the main thread's two
+        return raised
+
+    assert run("record") == []
+    labels = [json.loads(line)["label"] for line in
+              (tmp_path.parent / "record.jsonl").read_text().splitlines()]
+    assert labels == ["atomic:eigenvectors.pt", "atomic:a.json", "atomic:b.json"]
+    assert run("raise:after:atomic:b.json#1") == ["injected crash after write 3"]
