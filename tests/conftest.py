@@ -18,7 +18,7 @@ atexit.register(shutil.rmtree, os.environ[CACHE_ENV], ignore_errors=True)
 # One intra-op thread per test process (set before torch is imported): with -n 2 on a shared
 # 2-core machine, torch's default threads oversubscribe the cores (a ResNet step took 8 s with
 # 2 threads while other jobs ran, 0.12 s with 1).
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["OMP_NUM_THREADS"] = "1"  # also where the caller's environment set another
 
 GPU_MODULES = "test_gpu"  # modules holding the tests marked gpu start with this
 

@@ -155,9 +155,16 @@ def subprocess_run(argv, *, fault: str | None = None, log: Path | None = None, c
 def recorded_points(launcher: Launcher, workdir: Path) -> tuple[list[dict], Path]:
     """Run the grid once with every write logged (this is also the uninterrupted reference).
 
-    Cached per (grid, library source) under `workdir`, so pytest-xdist workers record once."""
-    src = sorted((REPO / "landscape_lib").rglob("*.py")) + [HERE / "faults.py"]
-    digest = hashlib.sha1(GRID.encode() + b"".join(p.read_bytes() for p in src)).hexdigest()[:12]
+    Cached per (grid, library and harness source, Python and package versions) under
+    `workdir`, so pytest-xdist workers record once."""
+    src = sorted((REPO / "landscape_lib").rglob("*.py")) + [
+        HERE / "faults.py", HERE / "faultcheck.py", HERE / "sitecustomize" / "sitecustomize.py"]
+    import duckdb
+    import numpy
+    import torch
+    versions = f"{sys.version} {torch.__version__} {duckdb.__version__} {numpy.__version__}"
+    digest = hashlib.sha1(GRID.encode() + versions.encode()
+                          + b"".join(p.read_bytes() for p in src)).hexdigest()[:12]
     base = workdir / f"faults-{digest}"
     base.mkdir(parents=True, exist_ok=True)
     with open(base / "lock", "w") as lock:

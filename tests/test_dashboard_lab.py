@@ -107,7 +107,7 @@ def jobs_running(at, run_id) -> bool:
 
 
 def test_lab_reattaches_and_never_starts_twice(monkeypatch, lab_store, fake_cli):
-    monkeypatch.setenv("FAKE_SLEEP", "30")
+    monkeypatch.setenv("FAKE_SLEEP", "300")  # its stage lasts past any slow rerun (cancelled)
     run_id = _run_of(lab_store, "optimizers")
     first = app(monkeypatch, lab_store, "lab", lab_run=run_id)
     first.button(key="lab_run_button").click().run()

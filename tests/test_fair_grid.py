@@ -80,6 +80,7 @@ def test_prelu_mlp_builds_trains_and_takes_the_vmap_engine(store):
     from landscape_lib.config import RunConfig
     from landscape_lib.models import create_model
     from landscape_lib.train.engine import train_run
+    torch.manual_seed(0)  # not whatever state earlier tests of this worker left
     model = create_model("mlp", in_channels=1, image_size=8, num_classes=10, hidden=[16, 16],
                          activation="prelu")
     assert sum(isinstance(m, nn.PReLU) for m in model.modules()) == 2

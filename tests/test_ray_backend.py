@@ -44,9 +44,9 @@ DEFAULTS = dict(dataset="synthetic", dataset_options={"n_train": 256, "n_test": 
                 optimizer="sgd-momentum", lr=0.05)
 INITS = {"name": "inits", "init": ["lecun", "kaiming", "orthogonal"]}
 INTERPOLATION = {"interpolation": {"samples": 64, "points": 5}}
-# Slow enough per epoch (small batches) that its node can be removed after epoch 2 is stored
-# and before epoch 4 is.
-KILL = dict(dataset="digits", arch="mlp", arch_options={"hidden": [128]}, epochs=10,
+# Slow enough per epoch (small batches, ~0.5 s on a loaded 2-core machine) that its node is
+# removed after epoch 2 is stored and long before the run could end (18 epochs to go).
+KILL = dict(dataset="digits", arch="mlp", arch_options={"hidden": [128]}, epochs=20,
             batch_size=16, optimizer="sgd", lr=0.01)
 
 EPOCH_COLUMNS = ["train_loss", "train_acc", "train_loss_running", "train_acc_running",
