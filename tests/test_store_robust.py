@@ -115,3 +115,15 @@ def test_retry_classification():
     assert retry_read(flaky, delay=0.001) == "ok" and len(calls) == 4
     with pytest.raises(duckdb.BinderException):
         retry_read(lambda: (_ for _ in ()).throw(duckdb.BinderException("no column")))
+
+
+def test_an_invalid_query_is_named_as_such_not_as_an_unreadable_store(store):
+    """A notebook's mistyped SQL says the query is at fault (with DuckDB's reason); a store
+    that cannot be read keeps its own message."""
+    store.ensure()
+    with pytest.raises(StoreError, match="query .* is not valid: .*Binder Error: Ambiguous"):
+        store.query("SELECT run_id FROM runs a JOIN epochs b ON a.run_id = b.run_id")
+    with pytest.raises(StoreError, match="query .* is not valid: .*Parser Error"):
+        store.query("SELEC 1")
+    assert len(store.query("SELECT a.run_id FROM runs a JOIN epochs b "
+                           "ON a.run_id = b.run_id")) == 0

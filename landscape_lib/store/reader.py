@@ -257,6 +257,9 @@ class StoreReader:
                 cur.close()
         try:
             return retry_read(run)
+        except (duckdb.BinderException, duckdb.ParserException) as exc:  # the SQL, not the data
+            raise StoreError(f"a query on the store at {self.root} is not valid: "
+                             f"{first_line(exc)}") from exc
         except duckdb.Error as exc:
             raise StoreError(f"the store at {self.root} cannot be read: "
                              f"{first_line(exc)}") from exc
