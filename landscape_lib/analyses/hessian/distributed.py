@@ -22,8 +22,9 @@ list so that the union of all ranks' batches is exactly the one-process list.
 from __future__ import annotations
 
 import os
-import socket
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -88,18 +89,11 @@ def rank_device(rank: int, backend: str) -> torch.device:
     return torch.device(f"cuda:{rank}") if backend == "nccl" else torch.device("cpu")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _entry(rank: int, fn: Callable, world: int, backend: str, port: int, args: tuple, errors):
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
+def _entry(rank: int, fn: Callable, world: int, backend: str, init: str, args: tuple, errors):
     if backend == "nccl":
         torch.cuda.set_device(rank)
-    dist.init_process_group(backend, rank=rank, world_size=world, timeout=TIMEOUT)
+    dist.init_process_group(backend, init_method=init, rank=rank, world_size=world,
+                            timeout=TIMEOUT)
     try:
         fn(rank, world, *args)
     except LandscapeError as exc:  # a user's error (bad input): the caller raises it as it is
@@ -116,13 +110,18 @@ def launch(fn: Callable, world: int, backend: str | None = None, args: tuple = (
     other as torch's ``ProcessRaisedException`` with the rank's traceback."""
     backend = backend or default_backend()
     errors = mp.get_context("spawn").SimpleQueue()
-    try:
-        mp.spawn(_entry, args=(fn, world, backend, _free_port(), args, errors), nprocs=world,
-                 join=True)
-    except mp.ProcessRaisedException:
-        if not errors.empty():
-            raise errors.get() from None
-        raise
+    # The ranks meet in a file of their own (torch's FileStore), not on a TCP port: a free
+    # port found here could be taken by another process before the ranks bind it (two
+    # analyses started at once, a dashboard, a test beside them).
+    with tempfile.TemporaryDirectory(prefix="landscape-ranks-") as folder:
+        init = (Path(folder) / "rendezvous").as_uri()
+        try:
+            mp.spawn(_entry, args=(fn, world, backend, init, args, errors), nprocs=world,
+                     join=True)
+        except mp.ProcessRaisedException:
+            if not errors.empty():
+                raise errors.get() from None
+            raise
 
 
 def init_from_env(backend: str | None = None) -> tuple[int, int]:
