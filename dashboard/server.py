@@ -36,10 +36,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def serve(store_root: str | os.PathLike, timeout: float = 60.0):
-    """Run `streamlit run dashboard/app.py` on a free port with LANDSCAPE_STORE=store_root;
-    yield its URL once /_stcore/health answers; stop it afterwards."""
+def _start(store_root, timeout: float) -> tuple[subprocess.Popen, str, object]:
+    """One `streamlit run` on a port found free; (process, URL, log) once it answers, or
+    RuntimeError. `PortTaken` when it exited because another process bound the port first."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="streamlit-", suffix=".log", delete=False)
     # PYTHONPATH: the repository, for a checkout that is not pip-installed; the address comes
@@ -52,29 +51,56 @@ def serve(store_root: str | os.PathLike, timeout: float = 60.0):
          "--browser.gatherUsageStats", "false"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200 and proc.poll() is None:
+                    return proc, url, log
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            _stop(proc, log)
+            text = Path(log.name).read_text()
+            if proc.returncode is not None and ("is not available" in text
+                                                or "already in use" in text):
+                raise PortTaken(port)
+            raise RuntimeError(f"the Streamlit server did not start; see {log.name}:\n"
+                               + text[-2000:])
+        time.sleep(0.3)
+
+
+class PortTaken(RuntimeError):
+    """Another process bound the port between `free_port` and Streamlit's start."""
+
+
+def _stop(proc: subprocess.Popen, log) -> None:
+    proc.terminate()
     try:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the Streamlit server did not start; see {log.name}:\n"
-                                   + Path(log.name).read_text()[-2000:])
-            time.sleep(0.3)
-        _PIDS[url] = proc.pid
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@contextlib.contextmanager
+def serve(store_root: str | os.PathLike, timeout: float = 60.0):
+    """Run `streamlit run dashboard/app.py` on a free port with LANDSCAPE_STORE=store_root;
+    yield its URL once /_stcore/health answers; stop it afterwards. A port taken by another
+    process before Streamlit bound it is replaced by another (3 tries)."""
+    for attempt in range(3):
+        try:
+            proc, url, log = _start(store_root, timeout)
+            break
+        except PortTaken:
+            if attempt == 2:
+                raise
+    _PIDS[url] = proc.pid
+    try:
         yield url
     finally:
         _PIDS.pop(url, None)
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        _stop(proc, log)
 
 
 def wait_for_app(page, timeout: float = 60_000) -> None:
