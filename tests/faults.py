@@ -1,24 +1,23 @@
 """Fault injection for the store's and the trainer's writes (the harness of test_faults.py).
 
 Every write of the library goes through a few primitives; this module wraps each of them with a
-counter, so that the N-th write of a run can be made to fail:
+counter per kind of write (its label, `label_of`), so that the k-th write of a kind can be made
+to fail:
 
-    LANDSCAPE_FAULT=record                 log every write point, fail nothing
-    LANDSCAPE_FAULT=kill:before:17         SIGKILL the process just before write 17
-    LANDSCAPE_FAULT=kill:during:17         ... after its temporary file is written, before the rename
-    LANDSCAPE_FAULT=raise:after:17         raise InjectedCrash just after write 17 completed
-    LANDSCAPE_FAULT=enospc:during:17       disk full from write 17 on (every later write fails too),
-                                           raised the way the real primitive raises it
-    LANDSCAPE_FAULT=enospc1:during:17      only write 17 fails with ENOSPC (space freed at once)
-    LANDSCAPE_FAULT=raise:after:part:gauss_fit#2
-                                           the same, at the 2nd write of that kind (label)
-    LANDSCAPE_FAULT_LOG=/path/points.jsonl one JSON line per write point (index, label, its
-                                           occurrence among that label's writes, path)
+    LANDSCAPE_FAULT=record                      log every write point, fail nothing
+    LANDSCAPE_FAULT=kill:before:part:epochs#3   SIGKILL the process just before the 3rd epochs part
+    LANDSCAPE_FAULT=kill:during:part:epochs#3   ... after its temporary is written, before the rename
+    LANDSCAPE_FAULT=raise:after:part:epochs#3   raise InjectedCrash just after it completed
+    LANDSCAPE_FAULT=enospc:during:save:resume#1 disk full from that write on (every write started
+                                                later fails too), raised as the real primitive does
+    LANDSCAPE_FAULT=enospc1:during:save:resume#1  only that write fails with ENOSPC
+    LANDSCAPE_FAULT_LOG=/path/points.jsonl      one JSON line per write point (its index in the
+                                                process, label, occurrence of the label, path)
 
-The library writes some files from a thread while its main thread writes others (the Hessian
-analysis saves its eigenvectors meanwhile), so a write's global index depends on timing: the
-sweep names a point by its label and occurrence, which does not. Nesting (a wrapped primitive
-calling another) is tracked per thread, so concurrent writes are each counted and injectable.
+A point is named by label and occurrence, not by its index in the process: the library writes
+some files from a thread while its main thread writes others (the Hessian analysis saves its
+eigenvectors meanwhile), so the index depends on timing. Nesting (a wrapped primitive calling
+another) is tracked per thread, so concurrent writes are each counted and injectable.
 
 `install_from_env()` applies it to the current process; `sitecustomize/` makes every Python
 process started with it on PYTHONPATH (grid workers included) call it at start-up.
@@ -60,12 +59,10 @@ class Plan:
         self.mode = parts[0]
         assert self.mode in ("record", "kill", "raise", "enospc", "enospc1"), spec
         self.phase = parts[1] if len(parts) > 1 else None
-        target = parts[2] if len(parts) > 2 else None
-        if target is None or target.isdigit():  # the N-th write of the process
-            self.at, self.target = (int(target) if target else None), None
-        else:  # the k-th write of one label: "part:gauss_fit#2"
-            label, _, k = target.rpartition("#")
-            self.at, self.target = None, (label, int(k))
+        self.target = None  # (label, k): the k-th write of that label ("part:gauss_fit#2")
+        if len(parts) > 2:
+            label, _, k = parts[2].rpartition("#")
+            self.target = (label, int(k))
         self.count = 0          # write points seen so far (1-based index of the current one)
         self.seen: dict[str, int] = {}  # writes seen so far per label
         self.hit_index = None   # the global index the target got, once it started
@@ -87,7 +84,7 @@ class Plan:
             self.count += 1
             index = self.count
             occurrence = self.seen[label] = self.seen.get(label, 0) + 1
-            if index == self.at or (label, occurrence) == self.target:
+            if (label, occurrence) == self.target:
                 self.hit_index = index
         if self.log:
             self.log.write(json.dumps({"index": index, "label": label,

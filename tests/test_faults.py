@@ -189,17 +189,18 @@ def test_writes_made_meanwhile_in_a_thread_are_each_counted(tmp_path, monkeypatc
     from landscape_lib.store.atomic import atomic_path as real
     wrapped = faults._wrap_atomic_path(real)
     inside, release = threading.Event(), threading.Event()
+    files = tmp_path / "files"
 
     def slow_write():  # holds its write open until the main thread has written twice
-        with wrapped(tmp_path / "eigenvectors.pt") as tmp:
+        with wrapped(files / "eigenvectors.pt") as tmp:
             tmp.write_bytes(b"v")
             inside.set()
             release.wait(10)
 
     def run(spec: str) -> list[str]:
-        for f in tmp_path.iterdir():
-            f.unlink()
-        plan = faults.Plan(spec, log=str(tmp_path.parent / f"{spec.replace(':', '_')}.jsonl"))
+        shutil.rmtree(files, ignore_errors=True)
+        files.mkdir()
+        plan = faults.Plan(spec, log=str(tmp_path / f"{spec.replace(':', '_')}.jsonl"))
         monkeypatch.setattr(faults, "PLAN", plan)
         inside.clear()
         release.clear()
@@ -209,7 +210,7 @@ def test_writes_made_meanwhile_in_a_thread_are_each_counted(tmp_path, monkeypatc
         raised = []
         try:
             for name in ("a.json", "b.json"):
-                with wrapped(tmp_path / name) as tmp:
+                with wrapped(files / name) as tmp:
                     tmp.write_bytes(b"x")
         except faults.InjectedCrash as exc:
             raised.append(str(exc))
@@ -221,6 +222,6 @@ def test_writes_made_meanwhile_in_a_thread_are_each_counted(tmp_path, monkeypatc
 
     assert run("record") == []
     labels = [json.loads(line)["label"] for line in
-              (tmp_path.parent / "record.jsonl").read_text().splitlines()]
+              (tmp_path / "record.jsonl").read_text().splitlines()]
     assert labels == ["atomic:eigenvectors.pt", "atomic:a.json", "atomic:b.json"]
     assert run("raise:after:atomic:b.json#1") == ["injected crash after write 3"]
